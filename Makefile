@@ -1,0 +1,34 @@
+# geofusion: the two commands a new user needs are `make reports` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= quick
+
+.PHONY: reports test lint benchmark clean
+
+# The venv is (re)built when pyproject.toml changes. torch is pinned so that pip takes the
+# CPU wheel on disk here instead of pulling a multi-GB CUDA build of a newer release.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+## Run every numbered notebook on the embedded (synthetic) default and render reports/.
+reports: $(VENV)/.installed
+	$(PY) -m geofusion.pipeline --profile $(PROFILE)
+
+## Run the test suite (CPU only, well under 15 minutes on 2 cores).
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check lib tests benchmarks
+
+benchmark: $(VENV)/.installed
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf runs reports/*.html reports/*.ipynb
