@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: reports test lint benchmark clean
+.PHONY: reports sweeps test lint benchmark clean
 
 # The venv is (re)built when pyproject.toml changes. torch is pinned so that pip takes the
 # CPU wheel on disk here instead of pulling a multi-GB CUDA build of a newer release.
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 ## Run every numbered notebook on the embedded (synthetic) default and render reports/.
 reports: $(VENV)/.installed
 	$(PY) -m geofusion.pipeline --profile $(PROFILE)
+
+## The report's hyper-parameter sweeps (Barlow Twins lambda, SimCLR / SupCon temperature).
+sweeps: $(VENV)/.installed
+	$(PY) -m geofusion.pipeline sweeps --profile $(PROFILE)
 
 ## Run the test suite (CPU only, well under 15 minutes on 2 cores).
 test: $(VENV)/.installed

@@ -27,6 +27,7 @@ def run_notebook(tmp_path):
 
     def _run(name: str, **parameters):
         parameters.setdefault("run_dir", str(tmp_path / "runs"))
+        parameters.setdefault("cache_dir", str(tmp_path / "cache"))
         parameters.setdefault("device", "cpu")
         out = tmp_path / name
         env_threads = os.environ.get("OMP_NUM_THREADS")

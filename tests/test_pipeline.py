@@ -1,0 +1,73 @@
+"""The papermill pipeline: parameters per profile, rendering, index, failures named."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from geofusion import pipeline
+
+
+def write_notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python",
+                                 "display_name": "Python 3"}
+    params = nbformat.v4.new_code_cell("x = 1\nrun_dir = 'runs'")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(s) for s in sources)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebooks(tmp_path, monkeypatch):
+    directory = tmp_path / "notebooks"
+    directory.mkdir()
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", directory)
+    monkeypatch.setattr(pipeline, "PROFILES", {"tiny": {"common": {"data_path": None},
+                                                        "01_ok": {"x": 2}}})
+    return directory
+
+
+def test_parameters_merge_common_notebook_and_overrides():
+    params = pipeline.parameters_for("quick", "03_barlow_twins", {"epochs": 1})
+    assert params["data_path"] is None and params["lambd"] == 0.01 and params["epochs"] == 1
+    assert pipeline.parameters_for("full", "04_simclr")["lr"] == 1e-4
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        pipeline.parameters_for("fast", "01_data_loading")
+
+
+def test_parse_assignments_reads_json_values():
+    assert pipeline.parse_assignments(["epochs=2", "data_path=null", "device=cuda"]) == {
+        "epochs": 2, "data_path": None, "device": "cuda"}
+    with pytest.raises(ValueError, match="key=value"):
+        pipeline.parse_assignments(["epochs"])
+
+
+def test_pipeline_renders_notebooks_and_index(notebooks, tmp_path):
+    write_notebook(notebooks / "01_ok.ipynb", "print('x is', x)")
+    runs = pipeline.run_pipeline("tiny", output_dir=tmp_path / "reports")
+    assert [r.status for r in runs] == ["ok"]
+    html = (tmp_path / "reports" / "01_ok.html").read_text()
+    assert "x is 2" in html  # the profile's parameter reached the notebook
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "01_ok.html" in index and "synthetic" in index and "git commit" in index
+
+
+def test_failing_notebook_stops_the_run_naming_notebook_and_cell(notebooks, tmp_path):
+    write_notebook(notebooks / "01_ok.ipynb", "pass")
+    write_notebook(notebooks / "02_bad.ipynb", "y = 1", "raise ValueError('broken field')")
+    write_notebook(notebooks / "03_never.ipynb", "pass")
+    with pytest.raises(pipeline.PipelineError, match=r"notebook 02_bad failed in cell \d+ "
+                                                     r"\(ValueError: broken field\)"):
+        pipeline.run_pipeline("tiny", output_dir=tmp_path / "reports")
+    assert not (tmp_path / "reports" / "03_never.html").exists()
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "failed" in index and "broken field" in index
+
+
+def test_only_selects_by_prefix_and_rejects_unknown(notebooks):
+    write_notebook(notebooks / "01_ok.ipynb", "pass")
+    write_notebook(notebooks / "02_other.ipynb", "pass")
+    assert pipeline.notebook_names(["02"]) == ["02_other"]
+    with pytest.raises(ValueError, match="no notebook matches"):
+        pipeline.notebook_names(["09"])
