@@ -1,0 +1,473 @@
+"""WeatherBench 2 ERA5 data: opening stores, the synthetic default, preparation, torch datasets.
+
+The report (section 3.1) uses five ERA5 variables of the WeatherBench 2 64x32 store, the
+pressure-level ones at one level, resampled from 6-hourly to daily means, split 80/20 by time
+(training = the earlier part) and standardised per channel with training statistics only.
+
+- :func:`open_era5` lazily opens a WeatherBench 2 zarr store (``gs://`` with ``gcsfs`` or a
+  local copy) keeping its names, dims ``(time, level, longitude, latitude)`` and coordinates.
+- :func:`synthetic_era5` (from :mod:`geofusion.synthetic`) builds the ERA5-like default in the
+  same layout; :func:`default_store` writes it once as a zarr store so it is read through the
+  same :func:`open_era5` path as real data.
+- :func:`prepare` turns a store into :class:`PreparedData`: arrays ``(time, channel, lat, lon)``
+  float32, channels in :data:`VARIABLES` order, latitude ascending, longitude 0..360 east; with
+  a ``cache_dir`` the result is cached (npz + JSON manifest of the inputs, written atomically).
+- :func:`load` is the one call notebooks make; :class:`FieldDataset` feeds the models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from geofusion.io import atomic_path, atomic_write_text
+from geofusion.synthetic import MODEL_VERSION, synthetic_era5
+
+__all__ = [
+    "VARIABLES", "SURFACE_VARIABLES", "WB2_LEVELS", "UNITS", "SEASONS", "DataError",
+    "open_era5", "synthetic_era5", "default_store", "prepare", "PreparedData", "season_labels",
+    "FieldDataset", "load",
+]
+
+VARIABLES: tuple[str, ...] = (
+    "2m_temperature",
+    "geopotential",
+    "u_component_of_wind",
+    "v_component_of_wind",
+    "specific_humidity",
+)
+SURFACE_VARIABLES: tuple[str, ...] = ("2m_temperature",)
+# The 13 WeatherBench 2 pressure levels, hPa, in the store's (ascending) order.
+WB2_LEVELS: tuple[int, ...] = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
+UNITS: dict[str, str] = {
+    "2m_temperature": "K",
+    "geopotential": "m^2 s^-2",
+    "u_component_of_wind": "m s^-1",
+    "v_component_of_wind": "m s^-1",
+    "specific_humidity": "kg kg^-1",
+}
+SEASONS: tuple[str, ...] = ("DJF", "MAM", "JJA", "SON")
+WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
+
+# Bump when the prepared format or the preparation changes: old caches are then ignored.
+_CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """Input data that geofusion cannot use; the message names the problem and the fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# Opening stores
+# --------------------------------------------------------------------------------------------
+
+def open_era5(path_or_url: str | os.PathLike) -> xr.Dataset:
+    """Lazily open a WeatherBench 2 ERA5 zarr store (local path or ``gs://`` URL).
+
+    Names, dims and coordinates are kept as published: pressure-level variables are
+    ``(time, level, longitude, latitude)``, surface ones ``(time, longitude, latitude)``.
+    Arrays are dask-backed; nothing is read until used. ``gs://`` URLs need ``gcsfs``
+    (``pip install geofusion[gcs]``) and are opened anonymously (the WB2 bucket is public).
+    """
+    path = str(path_or_url)
+    storage_options = None
+    if "://" in path:
+        protocol = path.split("://", 1)[0]
+        if protocol in ("gs", "gcs") and importlib.util.find_spec("gcsfs") is None:
+            raise DataError(f"opening {path} needs the optional gcsfs package; install it with "
+                            "`pip install geofusion[gcs]` (or pass a local copy of the store)")
+        if protocol in ("gs", "gcs"):
+            storage_options = {"token": "anon"}
+    elif not Path(path).exists():
+        raise DataError(f"no zarr store at {path!r}; pass the path of a WeatherBench 2 ERA5 "
+                        f"store (e.g. a local copy of {WB2_ERA5_64x32}) or data_path=None for "
+                        "the synthetic default")
+    try:
+        ds = xr.open_zarr(path, storage_options=storage_options, chunks={})
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise DataError(f"could not open {path!r} as a zarr store ({err}); check the path points "
+                        "at the .zarr directory of a WeatherBench 2 ERA5 dataset") from err
+    ds.encoding["geofusion_source"] = path
+    return ds
+
+
+def default_store(cache_dir: str | os.PathLike = "runs/cache", start: str = "2000-01-01",
+                  end: str = "2009-12-31", seed: int = 0,
+                  levels: Sequence[int] = (500,)) -> Path:
+    """Write the synthetic default (:func:`synthetic_era5`) as a zarr store once; return its path.
+
+    The store is named by its inputs and the synthetic model version, written atomically
+    (a half-written store never appears) and reused by later calls.
+    """
+    levels = tuple(int(lv) for lv in levels)
+    tag = f"{start}_{end}_seed{seed}_L{'-'.join(map(str, levels))}_v{MODEL_VERSION}"
+    path = Path(cache_dir) / f"synthetic_era5_{tag}.zarr"
+    if path.exists():
+        return path
+    ds = synthetic_era5(start=start, end=end, seed=seed, levels=levels)
+    # One year of 6-hourly steps per chunk: small enough to resample lazily, few files.
+    encoding = {name: {"chunks": (min(1464, ds.sizes["time"]), *ds[name].shape[1:])}
+                for name in ds.data_vars}
+    with atomic_path(path, is_dir=True) as tmp:
+        ds.to_zarr(tmp, mode="w", encoding=encoding, zarr_format=2, consolidated=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Prepared data
+# --------------------------------------------------------------------------------------------
+
+def season_labels(times: Any) -> np.ndarray:
+    """Meteorological season of each time: 0=DJF, 1=MAM, 2=JJA, 3=SON (see :data:`SEASONS`).
+
+    ``times``: datetime64 array-like (N,). Returns int64 (N,).
+    """
+    month = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]")).month.to_numpy()
+    return ((month % 12) // 3).astype(np.int64)
+
+
+@dataclass
+class PreparedData:
+    """Daily, standardised fields split by time, with what is needed to undo the scaling.
+
+    Attributes
+    ----------
+    train, valid: float32 ``(T, C, lat, lon)`` standardised fields (training = earlier days).
+    train_times, valid_times: datetime64[ns] ``(T,)`` day of each sample.
+    channels: variable names, :data:`VARIABLES` order.
+    mean, std: float32 ``(C,)`` training statistics in physical units (:data:`UNITS`).
+    lat, lon: degrees ``(lat,)`` ascending and ``(lon,)`` 0..360 east.
+    level: pressure level of the pressure-level variables, hPa.
+    synthetic: True when the data is the synthetic default, not real ERA5.
+    """
+
+    train: np.ndarray
+    valid: np.ndarray
+    train_times: np.ndarray
+    valid_times: np.ndarray
+    channels: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    level: int
+    synthetic: bool
+
+    def destandardise(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Standardised ``(..., C, lat, lon)`` -> physical units; numpy in, numpy out, torch too."""
+        if isinstance(x, torch.Tensor):
+            std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
+            mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
+            return x * std + mean
+        x = np.asarray(x)
+        return x * self.std[:, None, None] + self.mean[:, None, None]
+
+    def times(self, split: str) -> np.ndarray:
+        """The ``train`` or ``valid`` times."""
+        if split not in ("train", "valid"):
+            raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
+        return self.train_times if split == "train" else self.valid_times
+
+    def season_labels(self, split: str) -> np.ndarray:
+        """Season label (0=DJF .. 3=SON) of every sample of ``split`` ('train' or 'valid')."""
+        return season_labels(self.times(split))
+
+    def summary(self) -> pd.DataFrame:
+        """Per-variable statistics in physical units over all days (train + valid).
+
+        Columns: units, mean, std, min, max, and the training mean/std used to standardise.
+        """
+        rows = []
+        for c, name in enumerate(self.channels):
+            values = np.concatenate([self.train[:, c].ravel(), self.valid[:, c].ravel()])
+            values = values.astype(np.float64) * self.std[c] + self.mean[c]
+            rows.append({"variable": name, "units": UNITS.get(name, ""),
+                         "mean": values.mean(), "std": values.std(), "min": values.min(),
+                         "max": values.max(), "train mean": float(self.mean[c]),
+                         "train std": float(self.std[c])})
+        return pd.DataFrame(rows).set_index("variable")
+
+
+def _check_grid(ds: xr.Dataset, expected_grid: tuple[int, int] | None) -> xr.Dataset:
+    for dim in ("time", "latitude", "longitude"):
+        if dim not in ds.dims:
+            raise DataError(f"the store has no {dim!r} dimension (dims: {dict(ds.sizes)}); "
+                            "pass a WeatherBench 2 ERA5 store with time/latitude/longitude")
+    for dim in ("latitude", "longitude", "time"):
+        values = ds[dim].values
+        diffs = np.diff(values)
+        zero = np.zeros((), dtype=diffs.dtype)
+        if dim == "latitude" and len(values) > 1 and np.all(diffs < zero):
+            # Some ERA5 copies store north to south; the convention here is south to north.
+            ds = ds.isel(latitude=slice(None, None, -1))
+            continue
+        if np.any(diffs <= zero):
+            n_dup = int(np.sum(diffs == zero))
+            raise DataError(f"{dim} coordinate is not strictly increasing ({n_dup} duplicate "
+                            f"values); fix the store (e.g. ds.sortby('{dim}') and drop "
+                            "duplicates) before preparing it")
+    if expected_grid is not None:
+        nlat, nlon = ds.sizes["latitude"], ds.sizes["longitude"]
+        if (nlat, nlon) != tuple(expected_grid):
+            raise DataError(f"grid is {nlat}x{nlon} (lat x lon) but {expected_grid[0]}x"
+                            f"{expected_grid[1]} was expected; open the matching WeatherBench "
+                            "2 store (e.g. 64x32_equiangular_conservative) or regrid it")
+    return ds
+
+
+def _resolve_level(ds: xr.Dataset, level: int | None, variables: Sequence[str]) -> int | None:
+    needs_level = [v for v in variables if "level" in ds[v].dims]
+    if not needs_level:
+        return None if level is None else int(level)
+    available = [int(v) for v in np.asarray(ds["level"].values)]
+    if level is None:
+        return available[0]
+    if int(level) not in available:
+        raise DataError(f"level {level} hPa is not in the store; available levels (hPa): "
+                        f"{available}; pass one of them (or level=None for the first)")
+    return int(level)
+
+
+def _source_identity(ds: xr.Dataset, variables: Sequence[str]) -> dict[str, Any]:
+    """What identifies the input data: source path, attributes, time range, a content sample."""
+    times = ds["time"].values
+    digest = hashlib.sha256()
+    # First and last time step of every variable: cheap, and it tells apart in-memory
+    # datasets (e.g. two synthetic seeds) that share attributes.
+    for name in variables:
+        da = ds[name].isel(time=[0, -1])
+        digest.update(np.ascontiguousarray(da.values, dtype=np.float32).tobytes())
+    return {
+        "path": str(ds.encoding.get("geofusion_source", ds.encoding.get("source", ""))),
+        "attrs": {k: str(v) for k, v in sorted(ds.attrs.items())},
+        "time_first": str(times[0]),
+        "time_last": str(times[-1]),
+        "n_time": int(len(times)),
+        "sizes": {k: int(v) for k, v in sorted(ds.sizes.items())},
+        "sample_sha256": digest.hexdigest(),
+    }
+
+
+def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str],
+                      train_fraction: float) -> PreparedData:
+    """Daily means, split, standardisation (the work :func:`prepare` caches)."""
+    selected = {}
+    for name in variables:
+        da = ds[name]
+        if "level" in da.dims:
+            da = da.sel(level=level, drop=True)
+        selected[name] = da.transpose("time", "latitude", "longitude")
+    ds_sel = xr.Dataset(selected)
+    # Resample one calendar year at a time: a day never straddles two years, only one year of
+    # 6-hourly data is in memory at once, and an eager resample avoids building a dask graph
+    # with one task per day (seconds per variable without flox).
+    years = ds_sel["time"].dt.year.values
+    bounds = [*np.flatnonzero(np.diff(years)) + 1, len(years)]
+    blocks, times_blocks, first = {name: [] for name in variables}, [], 0
+    n_nan = dict.fromkeys(variables, 0)
+    for last in bounds:
+        block = ds_sel.isel(time=slice(first, last)).compute()
+        for name in variables:
+            n_nan[name] += int(block[name].isnull().sum())
+        # skipna=False: a NaN must not silently vanish into a daily mean.
+        daily = block.resample(time="1D").mean(skipna=False)
+        for name in variables:
+            blocks[name].append(np.asarray(daily[name].values, dtype=np.float32))
+        times_blocks.append(daily["time"].values.astype("datetime64[ns]"))
+        first = last
+    times = np.concatenate(times_blocks)
+    channels = []
+    for name in variables:
+        values = np.concatenate(blocks.pop(name), axis=0)
+        if n_nan[name]:
+            raise DataError(f"{name} has {n_nan[name]} NaN values in the selected times; choose "
+                            "a time range without them or fill the store before preparing it")
+        missing_days = int(np.isnan(values).any(axis=(1, 2)).sum())
+        if missing_days:
+            raise DataError(f"{name} has {missing_days} days without any data (gaps in the time "
+                            "axis); choose a time range without gaps")
+        channels.append(values)
+    fields = np.stack(channels, axis=1)  # (T, C, lat, lon)
+    n = fields.shape[0]
+    n_train = int(round(n * train_fraction))
+    if n_train < 1 or n_train >= n:
+        raise DataError(f"train_fraction={train_fraction} of {n} days leaves "
+                        f"{'no training' if n_train < 1 else 'no validation'} days; use a "
+                        "longer time range or a train_fraction further from 0 and 1")
+    train, valid = fields[:n_train], fields[n_train:]
+    mean = train.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = train.std(axis=(0, 2, 3), dtype=np.float64)
+    constant = [variables[c] for c in np.flatnonzero(std == 0)]
+    if constant:
+        raise DataError(f"{constant} are constant over the training days (std 0) and cannot be "
+                        "standardised; drop them from `variables` or use a longer time range")
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+    scale = (1.0 / std32)[None, :, None, None]
+    return PreparedData(
+        train=((train - mean32[None, :, None, None]) * scale).astype(np.float32),
+        valid=((valid - mean32[None, :, None, None]) * scale).astype(np.float32),
+        train_times=times[:n_train],
+        valid_times=times[n_train:],
+        channels=tuple(variables),
+        mean=mean32,
+        std=std32,
+        lat=np.asarray(ds["latitude"].values, dtype=np.float64),
+        lon=np.asarray(ds["longitude"].values, dtype=np.float64),
+        level=-1 if level is None else int(level),
+        synthetic=bool(int(ds.attrs.get("synthetic", 0))),
+    )
+
+
+def _save_prepared(prepared: PreparedData, path: Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, train=prepared.train, valid=prepared.valid,
+                 train_times=prepared.train_times.astype("datetime64[ns]").astype(np.int64),
+                 valid_times=prepared.valid_times.astype("datetime64[ns]").astype(np.int64),
+                 channels=np.asarray(prepared.channels), mean=prepared.mean, std=prepared.std,
+                 lat=prepared.lat, lon=prepared.lon, level=np.int64(prepared.level),
+                 synthetic=np.bool_(prepared.synthetic))
+
+
+def _load_prepared(path: Path) -> PreparedData:
+    with np.load(path) as z:
+        return PreparedData(
+            train=z["train"], valid=z["valid"],
+            train_times=z["train_times"].astype("datetime64[ns]"),
+            valid_times=z["valid_times"].astype("datetime64[ns]"),
+            channels=tuple(str(c) for c in z["channels"]), mean=z["mean"], std=z["std"],
+            lat=z["lat"], lon=z["lon"], level=int(z["level"]), synthetic=bool(z["synthetic"]))
+
+
+def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8,
+            start: str | None = None, end: str | None = None,
+            variables: Sequence[str] = VARIABLES, cache_dir: str | os.PathLike | None = None,
+            expected_grid: tuple[int, int] | None = None) -> PreparedData:
+    """Select, resample to daily means, split by time and standardise a WB2-layout dataset.
+
+    Parameters
+    ----------
+    ds: dataset in the WeatherBench 2 layout (from :func:`open_era5` or :func:`synthetic_era5`).
+    level: hPa level of the pressure-level variables; None = the store's first level (the
+        report's choice, 50 hPa in WB2 stores).
+    train_fraction: share of the days (the earliest ones) used for training, in (0, 1).
+    start, end: optional time slice (inclusive, e.g. "2000-01-01", "2007-12-31").
+    variables: variables to stack as channels, in this order.
+    cache_dir: when given, the result is cached there (npz + JSON manifest of the inputs) and
+        reused by a later call with the same inputs.
+    expected_grid: optional ``(nlat, nlon)`` the store must have.
+
+    Returns
+    -------
+    :class:`PreparedData` with ``train`` / ``valid`` float32 ``(T, C, lat, lon)``.
+
+    Raises
+    ------
+    DataError (a ValueError) for a missing variable or level, an unexpected or non-monotonic
+    grid, NaNs, an empty time range, a bad ``train_fraction`` or a split with an empty side.
+    """
+    if not 0.0 < float(train_fraction) < 1.0:
+        raise DataError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}; "
+                        "e.g. 0.8 for the report's 80/20 split")
+    variables = tuple(variables)
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise DataError(f"variables {missing} are not in the store, which has "
+                        f"{sorted(map(str, ds.data_vars))}; pass `variables` from that list or "
+                        "a store that contains them")
+    ds = _check_grid(ds, expected_grid)
+    level = _resolve_level(ds, level, variables)
+    if start is not None or end is not None:
+        ds = ds.sel(time=slice(start, end))
+    if ds.sizes["time"] == 0:
+        raise DataError(f"no times between start={start!r} and end={end!r} in the store; pick a "
+                        "range inside the store's time axis")
+
+    if cache_dir is None:
+        return _compute_prepared(ds, level, variables, train_fraction)
+    manifest = {
+        "cache_version": _CACHE_VERSION,
+        "source": _source_identity(ds, variables),
+        "level": level,
+        "variables": list(variables),
+        "train_fraction": float(train_fraction),
+        "start": start,
+        "end": end,
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    cache = Path(cache_dir)
+    npz_path, manifest_path = cache / f"prepared_{key}.npz", cache / f"prepared_{key}.json"
+    if manifest_path.exists() and npz_path.exists():
+        if json.loads(manifest_path.read_text()) == manifest:
+            return _load_prepared(npz_path)
+    prepared = _compute_prepared(ds, level, variables, train_fraction)
+    # The manifest is written last: its presence means the npz next to it is complete.
+    _save_prepared(prepared, npz_path)
+    atomic_write_text(manifest_path, text + "\n")
+    return prepared
+
+
+def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
+         start: str | None = "2000-01-01", end: str | None = "2009-12-31",
+         cache_dir: str | os.PathLike | None = "runs/cache", seed: int = 0,
+         train_fraction: float = 0.8) -> PreparedData:
+    """Prepared data for a notebook: the synthetic default (``data_path=None``) or a WB2 store.
+
+    With ``data_path=None`` the synthetic default for ``start..end`` and ``seed`` is written once
+    to ``cache_dir`` (:func:`default_store`, at ``level`` hPa, 500 when None) and read back
+    through :func:`open_era5` like real data. Returns :func:`prepare`'s result (cached).
+    """
+    if data_path is None:
+        store_dir = cache_dir if cache_dir is not None else "runs/cache"
+        if start is None or end is None:
+            raise DataError("the synthetic default needs explicit start and end dates, e.g. "
+                            "start='2000-01-01', end='2009-12-31'")
+        path = default_store(store_dir, start=start, end=end, seed=seed,
+                             levels=(500 if level is None else int(level),))
+    else:
+        path = data_path
+    ds = open_era5(path)
+    return prepare(ds, level=level, train_fraction=train_fraction, start=start, end=end,
+                   cache_dir=cache_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Torch dataset
+# --------------------------------------------------------------------------------------------
+
+class FieldDataset(torch.utils.data.Dataset):
+    """Samples ``(x, season)``: x float32 ``(C, H, W)``, season an int64 scalar tensor.
+
+    ``fields``: ``(N, C, H, W)`` array or tensor (standardised); ``labels``: ``(N,)`` season
+    labels (see :func:`season_labels`); None gives every sample label 0 (a single class).
+    """
+
+    def __init__(self, fields: np.ndarray | torch.Tensor, labels: Any = None) -> None:
+        self.fields = torch.as_tensor(np.asarray(fields) if not isinstance(fields, torch.Tensor)
+                                      else fields, dtype=torch.float32)
+        if self.fields.ndim != 4:
+            raise ValueError(f"fields must be (N, C, H, W), got shape {tuple(self.fields.shape)}")
+        if labels is None:
+            self.labels = torch.zeros(len(self.fields), dtype=torch.int64)
+        else:
+            self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if len(self.labels) != len(self.fields):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.fields)} fields; pass one "
+                             "label per sample")
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fields[index], self.labels[index]
