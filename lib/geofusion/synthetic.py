@@ -37,8 +37,9 @@ time :math:`t` (days) and the seasonal index :math:`S(t) = -\cos(2\pi(d - 20)/36
    \ln(1013.25/500)` (equivalent-barotropic waves growing with height).
 4. **Winds: geostrophic.** :math:`u = -\frac{1}{f a}\partial_\varphi\Phi`,
    :math:`v = \frac{1}{f a\cos\varphi}\partial_\lambda\Phi` with :math:`f = 2\Omega\sin\varphi`
-   clipped to :math:`|f| \ge 2\Omega\sin 15^\circ` near the equator, evaluated analytically,
-   plus 1 m/s of independent AR(1) ageostrophic noise.
+   and :math:`1/f` regularised near the equator as :math:`f/(f^2 + f_0^2)`,
+   :math:`f_0 = 2\Omega\sin 10^\circ` (the geostrophic limit is clipped smoothly: no sign jump
+   at the equator), evaluated analytically, plus 1 m/s of independent AR(1) ageostrophic noise.
 5. **2 m temperature** :math:`T_{2m} = \bar T + \Phi'/(R\ln 2.03)` (thickness: a ridge is warm)
    + a diurnal cycle :math:`1.5\cos\varphi\cos(2\pi(h_{local} - 15)/24)` K peaking at 15 local
    solar time (so daily means differ from 6-hourly values) + 0.7 K AR(1) noise.
@@ -69,6 +70,7 @@ P0 = 1013.25  # hPa
 WAVENUMBERS = (2, 3, 4, 5, 6)
 # Angular phase speed per wavenumber, degrees of longitude per day (negative = westward).
 PHASE_SPEED_DEG_PER_DAY = (-4.0, 1.0, 5.0, 8.0, 10.0)
+F0_LATITUDE = 10.0  # deg; where the regularised 1/f departs from 1/f (see item 4)
 WAVE_STD = (700.0, 800.0, 750.0, 600.0, 450.0)  # m^2 s^-2, AR(1) stationary std per mode
 
 UNITS = {
@@ -209,9 +211,11 @@ def synthetic_era5(start: str = "2000-01-01", end: str = "2009-12-31", freq: str
     t2m = (t_free + diurnal).astype(np.float32)
 
     # 3-4. per-level geopotential and geostrophic winds.
-    f_min = 2 * OMEGA * np.sin(np.deg2rad(15.0))
+    # 1/f regularised as f / (f^2 + f0^2): ~1/f outside the tropics, smoothly 0 at the
+    # equator (a hard clip of |f| flips sign there and makes an unphysical jump in u).
     f = 2 * OMEGA * sin_phi
-    f = np.where(np.abs(f) < f_min, np.where(sin_phi >= 0, f_min, -f_min), f).astype(np.float32)
+    f0 = 2 * OMEGA * np.sin(np.deg2rad(F0_LATITUDE))
+    inv_f = (f / (f**2 + f0**2)).astype(np.float32)
     dphi_wave_dphi = real_field(pat_phi)
     dphi_wave_dlam = real_field(pat_lam)
     # d T_zm / d phi (T, 1, nlat): analytic derivative of item 1.
@@ -227,8 +231,8 @@ def synthetic_era5(start: str = "2000-01-01", end: str = "2009-12-31", freq: str
         alpha = np.float32(0.3 + 0.7 * np.log(P0 / p) / np.log(P0 / 500.0))
         z[:, i] = thick * t_v + alpha * phi_wave
         dz_dphi = thick * 0.58 * dtzm + alpha * dphi_wave_dphi
-        u[:, i] = -dz_dphi / (f * EARTH_RADIUS)
-        v[:, i] = alpha * dphi_wave_dlam / (f * EARTH_RADIUS * cos_phi)
+        u[:, i] = -dz_dphi * inv_f / EARTH_RADIUS
+        v[:, i] = alpha * dphi_wave_dlam * inv_f / (EARTH_RADIUS * cos_phi)
         u[:, i] += _ar1(rng, nt, (nlon, nlat), rho_t, std=1.0)
         v[:, i] += _ar1(rng, nt, (nlon, nlat), rho_t, std=1.0)
         # 6. humidity from the level temperature (no diurnal cycle aloft).

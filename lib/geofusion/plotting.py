@@ -1,0 +1,243 @@
+"""Maps of gridded fields on a cartopy projection with coastlines that never touch the network.
+
+geofusion ships the Natural Earth 110m coastline under
+``geofusion/resources/natural_earth/shapefiles/natural_earth/physical/``. Importing this module
+points ``cartopy.config['pre_existing_data_dir']`` at ``resources/natural_earth`` (cartopy looks
+there first, under ``shapefiles/natural_earth/{category}/ne_{resolution}_{name}.shp``) and
+replaces the Natural Earth downloader by one whose download step raises, so a missing file is
+an error, never a download. If cartopy or the coastline is unavailable, the maps fall back to
+a plain latitude/longitude ``pcolormesh`` with a warning.
+
+Fields are ``(lat, lon)`` with latitude ascending and longitude 0..360 east (geofusion's
+layout). Cells are drawn between edges half a grid step either side of each centre, so the
+longitudes cover exactly 360 degrees and there is no seam at 0/360 (the periodic longitude).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from geofusion.data import UNITS, VARIABLES
+
+NATURAL_EARTH_DIR = Path(__file__).resolve().parent / "resources" / "natural_earth"
+
+# Colour maps per variable: diverging for winds (signed), sequential otherwise.
+CMAPS = {
+    "2m_temperature": "RdYlBu_r",
+    "geopotential": "viridis",
+    "u_component_of_wind": "RdBu_r",
+    "v_component_of_wind": "RdBu_r",
+    "specific_humidity": "YlGnBu",
+}
+_DIVERGING = {"RdBu_r", "RdBu", "coolwarm", "bwr", "seismic"}
+
+
+class OfflineDataError(FileNotFoundError):
+    """A cartopy resource that is not packaged with geofusion (it is never downloaded)."""
+
+
+def _configure_cartopy(data_dir: Path) -> bool:
+    """Point cartopy at the packaged Natural Earth files and disable downloads; False if absent."""
+    try:
+        import cartopy
+        from cartopy.io.shapereader import NEShpDownloader
+    except ImportError:
+        return False
+
+    class OfflineNEShpDownloader(NEShpDownloader):
+        """Natural Earth lookups that read packaged files only: downloading raises."""
+
+        def acquire_resource(self, target_path, format_dict):
+            raise OfflineDataError(
+                f"Natural Earth file {self.pre_downloaded_path(format_dict)} is not packaged "
+                "with geofusion and downloads are disabled; add the shapefile to "
+                f"{data_dir} or use the 110m coastline")
+
+    cartopy.config["pre_existing_data_dir"] = data_dir
+    template = str(Path("{config[pre_existing_data_dir]}", "shapefiles", "natural_earth",
+                        "{category}", "ne_{resolution}_{name}.shp"))
+    cartopy.config["downloaders"][("shapefiles", "natural_earth")] = OfflineNEShpDownloader(
+        target_path_template=template, pre_downloaded_path_template=template)
+    return True
+
+
+_CARTOPY = _configure_cartopy(NATURAL_EARTH_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def _coastline_geometries(data_dir: str) -> tuple[Any, ...]:
+    """Coastline geometries read through cartopy's (offline) Natural Earth lookup."""
+    import cartopy
+    from cartopy.io import shapereader
+
+    cartopy.config["pre_existing_data_dir"] = Path(data_dir)
+    path = shapereader.natural_earth(resolution="110m", category="physical", name="coastline")
+    return tuple(shapereader.Reader(path).geometries())
+
+
+def coastline_feature() -> Any | None:
+    """A cartopy feature of the packaged 110m coastline, or None (with a warning) if missing."""
+    if not _CARTOPY:
+        warnings.warn("cartopy is not installed: maps fall back to plain lat/lon plots "
+                      "without coastlines (pip install cartopy)", stacklevel=3)
+        return None
+    try:
+        geometries = _coastline_geometries(str(NATURAL_EARTH_DIR))
+    except (OSError, ValueError) as err:
+        warnings.warn(f"coastlines unavailable ({err}); maps fall back to plain lat/lon plots",
+                      stacklevel=3)
+        return None
+    import cartopy.crs as ccrs
+    import cartopy.feature as cfeature
+
+    return cfeature.ShapelyFeature(geometries, ccrs.PlateCarree(), facecolor="none",
+                                   edgecolor="black", linewidth=0.5)
+
+
+def _edges(centres: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Cell edges half a step either side of (regular) centres, clipped to [lo, hi]."""
+    centres = np.asarray(centres, dtype=np.float64)
+    step = np.diff(centres).mean() if len(centres) > 1 else 1.0
+    edges = np.concatenate([centres - step / 2, [centres[-1] + step / 2]])
+    return np.clip(edges, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
+
+
+def _label(title: str, synthetic: bool) -> str:
+    if not synthetic:
+        return title
+    return f"{title} (synthetic)" if title else "(synthetic)"
+
+
+def _draw(ax: Axes, field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: str, cmap: str,
+          units: str, coast: Any, vmin: float | None, vmax: float | None,
+          colorbar: bool = True) -> None:
+    field = np.asarray(field, dtype=np.float64)
+    if field.shape != (len(lat), len(lon)):
+        raise ValueError(f"field must be (lat, lon) = ({len(lat)}, {len(lon)}), got "
+                         f"{field.shape}; transpose WB2 (longitude, latitude) arrays first")
+    lon_e, lat_e = _edges(lon), _edges(lat, -90.0, 90.0)
+    if cmap in _DIVERGING and vmin is None and vmax is None:
+        # Signed quantities: white at zero.
+        vmax = float(np.nanmax(np.abs(field))) or 1.0
+        vmin = -vmax
+    kwargs: dict[str, Any] = {"cmap": cmap, "vmin": vmin, "vmax": vmax}
+    if coast is not None:
+        import cartopy.crs as ccrs
+
+        mesh = ax.pcolormesh(lon_e, lat_e, field, transform=ccrs.PlateCarree(), **kwargs)
+        ax.add_feature(coast)
+        ax.set_global()
+    else:
+        mesh = ax.pcolormesh(lon_e, lat_e, field, **kwargs)
+        ax.set_xlim(lon_e[0], lon_e[-1])
+        ax.set_ylim(-90, 90)
+        ax.set_xlabel("longitude (deg E)")
+        ax.set_ylabel("latitude (deg N)")
+    ax.set_title(title, fontsize=9)
+    if colorbar:
+        bar = ax.figure.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.8, pad=0.05)
+        bar.set_label(units, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        # Few ticks: long values such as geopotential (5e4) otherwise overlap.
+        bar.ax.xaxis.set_major_locator(MaxNLocator(4))
+
+
+def _axes_grid(nrows: int, ncols: int, coast: Any, width: float = 3.6,
+               height: float = 2.6) -> tuple[Figure, np.ndarray]:
+    kwargs = {}
+    if coast is not None:
+        import cartopy.crs as ccrs
+
+        kwargs = {"subplot_kw": {"projection": ccrs.Robinson()}}
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.6),
+                             squeeze=False, layout="constrained", **kwargs)
+    return fig, axes
+
+
+def plot_field(ax: Axes | None, field: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+               title: str = "", cmap: str = "viridis", units: str = "",
+               synthetic: bool = False, vmin: float | None = None,
+               vmax: float | None = None) -> Figure:
+    """Map one field ``(lat, lon)`` (degrees: ``lat`` ascending, ``lon`` 0..360 east).
+
+    ``ax``: a cartopy GeoAxes to draw into, a plain Axes (plain lat/lon plot), or None for a new
+    figure on a Robinson projection with coastlines. ``units`` labels the colour bar;
+    ``synthetic=True`` adds "(synthetic)" to the title. Returns the Figure.
+    """
+    coast = coastline_feature()
+    if ax is None:
+        fig, axes = _axes_grid(1, 1, coast, width=6.0, height=3.4)
+        ax = axes[0, 0]
+    elif not hasattr(ax, "projection"):
+        coast = None  # a plain Axes cannot take projected coastlines
+    _draw(ax, field, np.asarray(lat), np.asarray(lon), _label(title, synthetic), cmap, units,
+          coast, vmin, vmax)
+    return ax.figure
+
+
+def plot_modes(sample: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+               channels: Sequence[str] = VARIABLES, units: Sequence[str] | None = None,
+               suptitle: str = "", synthetic: bool = False, ncols: int = 3) -> Figure:
+    """Maps of every mode of one sample ``(C, lat, lon)`` in physical units; returns the Figure.
+
+    ``units`` defaults to :data:`geofusion.data.UNITS` of each channel.
+    """
+    sample = np.asarray(sample)
+    if sample.ndim != 3 or sample.shape[0] != len(channels):
+        raise ValueError(f"sample must be (C={len(channels)}, lat, lon), got {sample.shape}")
+    units = list(units) if units is not None else [UNITS.get(c, "") for c in channels]
+    coast = coastline_feature()
+    ncols = min(ncols, len(channels))
+    nrows = -(-len(channels) // ncols)
+    fig, axes = _axes_grid(nrows, ncols, coast)
+    for c, name in enumerate(channels):
+        _draw(axes.flat[c], sample[c], np.asarray(lat), np.asarray(lon), name,
+              CMAPS.get(name, "viridis"), units[c], coast, None, None)
+    for ax in axes.flat[len(channels):]:
+        ax.remove()
+    fig.suptitle(_label(suptitle, synthetic))
+    return fig
+
+
+def plot_comparison(truth: np.ndarray, prediction: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+                    channels: Sequence[str] = VARIABLES, units: Sequence[str] | None = None,
+                    suptitle: str = "", synthetic: bool = False) -> Figure:
+    """Rows truth / prediction / difference (prediction - truth), one column per mode.
+
+    ``truth``, ``prediction``: ``(C, lat, lon)`` in the same (physical) units. Truth and
+    prediction of a mode share one colour scale; the difference is on a zero-centred one.
+    Returns the Figure.
+    """
+    truth, prediction = np.asarray(truth), np.asarray(prediction)
+    if truth.shape != prediction.shape or truth.ndim != 3 or truth.shape[0] != len(channels):
+        raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} must both be "
+                         f"(C={len(channels)}, lat, lon)")
+    units = list(units) if units is not None else [UNITS.get(c, "") for c in channels]
+    coast = coastline_feature()
+    fig, axes = _axes_grid(3, len(channels), coast, width=3.2, height=2.1)
+    lat, lon = np.asarray(lat), np.asarray(lon)
+    for c, name in enumerate(channels):
+        both = np.concatenate([truth[c].ravel(), prediction[c].ravel()])
+        cmap = CMAPS.get(name, "viridis")
+        if cmap in _DIVERGING:
+            vmax = float(np.nanmax(np.abs(both))) or 1.0
+            vmin = -vmax
+        else:
+            vmin, vmax = float(np.nanmin(both)), float(np.nanmax(both))
+        _draw(axes[0, c], truth[c], lat, lon, f"{name}\ntruth", cmap, units[c], coast, vmin, vmax)
+        _draw(axes[1, c], prediction[c], lat, lon, "prediction", cmap, units[c], coast, vmin,
+              vmax)
+        _draw(axes[2, c], prediction[c] - truth[c], lat, lon, "difference", "RdBu_r", units[c],
+              coast, None, None)
+    fig.suptitle(_label(suptitle, synthetic))
+    return fig
