@@ -190,3 +190,20 @@ def test_constants():
     assert data.SURFACE_VARIABLES == ("2m_temperature",)
     assert set(data.UNITS) == set(data.VARIABLES)
     assert data.SEASONS == ("DJF", "MAM", "JJA", "SON")
+
+
+def test_diagnostics(tmp_path):
+    prepared = data.load(None, start="2000-01-01", end="2000-12-31", cache_dir=tmp_path)
+    cycle = data.seasonal_cycle(prepared)
+    assert list(cycle.index) == list(range(1, 13))
+    t2m = cycle["2m_temperature"]
+    # Opposite seasons: NH warmest in boreal summer, SH in austral summer.
+    assert t2m["NH"][7] > t2m["NH"][1] + 10 and t2m["SH"][1] > t2m["SH"][7] + 10
+    corr = data.mode_correlations(prepared)
+    assert corr.shape == (5, 5)
+    np.testing.assert_allclose(np.diag(corr.values), 1.0)
+    np.testing.assert_allclose(corr.values, corr.values.T)
+    assert corr.loc["2m_temperature", "specific_humidity"] > 0.3
+    series = data.point_series(prepared, [(50.0, 0.0), (-50.0, -90.0)])
+    assert list(series.columns) == ["47.8N 0.0E", "47.8S 270.0E"] and len(series) == 366
+    np.testing.assert_allclose(series.iloc[:, 0], prepared.physical()[:, 0, 24, 0], rtol=1e-6)

@@ -1,0 +1,23 @@
+"""notebooks/01_data_loading.ipynb runs end to end on one synthetic year."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.notebook
+def test_notebook_01_runs_on_synthetic_default(run_notebook, tmp_path):
+    nb = run_notebook("01_data_loading.ipynb", start="2000-01-01", end="2000-12-31")
+    text = ""
+    images = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", output
+            text += output.get("text", "") + output.get("data", {}).get("text/plain", "")
+            images += "image/png" in output.get("data", {})
+    assert "SYNTHETIC ERA5-like default" in text
+    assert "train (293, 5, 32, 64)" in text and "valid (73, 5, 32, 64)" in text
+    assert "specific_humidity" in text  # the summary table
+    assert images >= 5  # day and climatology maps, seasonal cycle, series, heatmap
+    # The prepared data went to the cache under the test's cache_dir.
+    assert list((tmp_path / "cache").glob("prepared_*.json"))
