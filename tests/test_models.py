@@ -1,0 +1,110 @@
+"""Shapes, parameter counts and gradient flow of geofusion.models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geofusion.models import (
+    Autoencoder,
+    FieldDecoder,
+    ProjectionHead,
+    ResNetEncoder,
+    count_parameters,
+    resnet18_encoder,
+)
+
+# torchvision's resnet18 (3 input channels, 1000-way fc) has 11,689,512 parameters; five input
+# channels add 2 * 64 * 7 * 7 first-conv weights.
+RESNET18_5CH_PARAMS = 11_689_512 + 2 * 64 * 7 * 7
+
+
+def test_resnet18_parameter_count_matches_torchvision() -> None:
+    encoder = resnet18_encoder(in_channels=5, latent_dim=1000, width=64)
+    assert count_parameters(encoder) == RESNET18_5CH_PARAMS == 11_695_784
+    # Three input channels reproduce torchvision's own count.
+    assert count_parameters(ResNetEncoder(in_channels=3)) == 11_689_512
+
+
+@pytest.mark.parametrize("grid", [(32, 64), (72, 144), (16, 16)])
+def test_encoder_shapes(grid: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    encoder = ResNetEncoder(in_channels=5, latent_dim=24, width=4)
+    assert encoder(torch.randn(2, 5, *grid)).shape == (2, 24)
+
+
+def test_encoder_full_width_default_grid() -> None:
+    encoder = resnet18_encoder().eval()
+    with torch.no_grad():
+        out = encoder(torch.randn(2, 5, 32, 64))
+    assert out.shape == (2, 1000)
+    assert torch.isfinite(out).all()
+
+
+def test_encoder_rejects_wrong_channels() -> None:
+    with pytest.raises(ValueError, match="in_channels"):
+        ResNetEncoder(in_channels=5, width=4)(torch.randn(2, 6, 32, 64))
+
+
+def test_width_changes_parameter_count() -> None:
+    counts = [count_parameters(ResNetEncoder(width=w, latent_dim=10)) for w in (4, 8, 16)]
+    assert counts[0] < counts[1] < counts[2]
+    decoder_counts = [count_parameters(FieldDecoder(latent_dim=10, width=w)) for w in (4, 8)]
+    assert decoder_counts[0] < decoder_counts[1]
+
+
+def test_gradients_reach_first_conv() -> None:
+    torch.manual_seed(0)
+    encoder = ResNetEncoder(width=4, latent_dim=8)
+    encoder(torch.randn(2, 5, 32, 64)).pow(2).sum().backward()
+    grad = encoder.conv1.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grid", [(32, 64), (121, 240), (20, 30)])
+def test_decoder_shapes(grid: tuple[int, int]) -> None:
+    decoder = FieldDecoder(latent_dim=16, out_channels=5, grid=grid, width=4)
+    assert decoder(torch.randn(2, 16)).shape == (2, 5, *grid)
+
+
+def test_decoder_is_periodic_in_longitude() -> None:
+    # Circular padding: rolling the coarse map by one cell in longitude rolls the output by 8
+    # (three x2 upsamplings) when no cropping happens.
+    torch.manual_seed(0)
+    decoder = FieldDecoder(latent_dim=8, out_channels=2, grid=(16, 32), width=2).eval()
+    z = torch.randn(1, 8)
+    coarse = decoder.fc(z).view(1, decoder.coarse_channels, *decoder.coarse)
+    out = decoder.head(decoder.upsample(coarse))
+    rolled = decoder.head(decoder.upsample(coarse.roll(1, dims=-1)))
+    torch.testing.assert_close(rolled, out.roll(8, dims=-1))
+
+
+def test_autoencoder_round_trip_shapes() -> None:
+    model = Autoencoder(ResNetEncoder(latent_dim=12, width=4),
+                        FieldDecoder(latent_dim=12, grid=(32, 64), width=4))
+    x = torch.randn(2, 5, 32, 64)
+    assert model(x).shape == x.shape
+    assert model.encode(x).shape == (2, 12)
+    model(x).pow(2).mean().backward()
+    assert model.encoder.conv1.weight.grad is not None
+
+
+@pytest.mark.parametrize("final_batchnorm", [False, True])
+def test_projection_head(final_batchnorm: bool) -> None:
+    torch.manual_seed(0)
+    head = ProjectionHead(in_dim=20, hidden_dim=32, out_dim=8, final_batchnorm=final_batchnorm)
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    out = head(torch.randn(6, 20) * 3 + 5)
+    assert out.shape == (6, 8)
+    if final_batchnorm:
+        torch.testing.assert_close(out.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
+        assert not any(p.requires_grad for p in head.net[-1].parameters())
+    else:
+        assert out.mean(0).abs().max() > 1e-3
+
+
+def test_projection_head_default_sizes() -> None:
+    head = ProjectionHead(final_batchnorm=True)
+    assert head(torch.randn(4, 1000)).shape == (4, 128)
