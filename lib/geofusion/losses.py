@@ -1,8 +1,12 @@
 """Contrastive and redundancy-reduction losses on embeddings.
 
-Plain functions on full tensors (no global state, nothing gathered across ranks here: a
-distributed caller gathers the embeddings first and passes the full batch), plus thin
-``nn.Module`` wrappers for use as attributes of a method.
+Plain functions on full tensors (no global state), plus thin ``nn.Module`` wrappers for use
+as attributes of a method. Under DistributedDataParallel, ``gather_distributed=True`` makes the
+effective batch the global one (see :mod:`geofusion.distributed`): NT-Xent and SupCon gather the
+embeddings of all processes (gradients flow back through the gather) and compute the loss of
+the global batch; Barlow Twins sums its batch statistics and ``z1^T z2`` over processes, as the
+official implementation does. The value then equals the single-process loss on the
+concatenated batch on every process; in a single process the option changes nothing.
 
 - :func:`barlow_twins_loss` (Zbontar et al. 2021): ``z1, z2`` (N, D) -> scalar.
 - :func:`nt_xent_loss` (SimCLR, Chen et al. 2020): ``z1, z2`` (N, D) -> scalar.
@@ -20,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from geofusion import distributed
 
 __all__ = [
     "BarlowTwinsLoss",
@@ -58,7 +64,8 @@ def _check_temperature(temperature: float, name: str = "temperature") -> None:
         raise ValueError(f"{name} must be > 0, got {temperature}")
 
 
-def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005) -> Tensor:
+def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005,
+                      gather_distributed: bool = False) -> Tensor:
     """Barlow Twins loss of two batches of embeddings.
 
     Each dimension is standardised over the batch as the official implementation does
@@ -72,6 +79,7 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005) -> Tensor:
     Args:
         z1, z2: (N, D) embeddings of the two views, N >= 2.
         lambd: weight of the redundancy-reduction (off-diagonal) term.
+        gather_distributed: standardise and correlate over the batches of all processes.
 
     Returns:
         Scalar loss.
@@ -80,19 +88,32 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005) -> Tensor:
     z1, z2 = _as_float(z1), _as_float(z2)
     n = z1.shape[0]
 
-    def standardise(z: Tensor) -> Tensor:
-        mean = z.mean(dim=0, keepdim=True)
-        var = z.var(dim=0, unbiased=False, keepdim=True)
-        return (z - mean) / torch.sqrt(var + BN_EPS)
+    if gather_distributed and distributed.is_distributed():
+        # Sums over processes (differentiable), so statistics and C are the global batch's.
+        total = distributed.all_reduce_sum
+        n = int(total(torch.tensor(n, device=z1.device)))
 
-    c = standardise(z1).T @ standardise(z2) / n
+        def standardise(z: Tensor) -> Tensor:
+            mean = total(z.sum(dim=0, keepdim=True)) / n
+            var = total((z - mean).pow(2).sum(dim=0, keepdim=True)) / n
+            return (z - mean) / torch.sqrt(var + BN_EPS)
+
+        c = total(standardise(z1).T @ standardise(z2)) / n
+    else:
+        def standardise(z: Tensor) -> Tensor:
+            mean = z.mean(dim=0, keepdim=True)
+            var = z.var(dim=0, unbiased=False, keepdim=True)
+            return (z - mean) / torch.sqrt(var + BN_EPS)
+
+        c = standardise(z1).T @ standardise(z2) / n
     diagonal = torch.diagonal(c)
     on_diag = (1 - diagonal).pow(2).sum()
     off_diag = c.pow(2).sum() - diagonal.pow(2).sum()
     return on_diag + lambd * off_diag
 
 
-def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5,
+                 gather_distributed: bool = False) -> Tensor:
     """NT-Xent (normalised temperature-scaled cross entropy) of SimCLR over the 2N views.
 
     With ``z`` the 2N l2-normalised views (``z1`` then ``z2``) and ``s_ij = z_i . z_j / tau``,
@@ -108,12 +129,16 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     Args:
         z1, z2: (N, D) embeddings of the two views, N >= 2; need not be normalised.
         temperature: tau > 0.
+        gather_distributed: contrast over the embeddings of all processes (global batch).
 
     Returns:
         Scalar loss.
     """
     _check_temperature(temperature)
-    _check_pair(z1, z2, "nt_xent_loss", min_batch=2)
+    _check_pair(z1, z2, "nt_xent_loss", min_batch=1 if gather_distributed else 2)
+    if gather_distributed:
+        z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)
+        _check_pair(z1, z2, "nt_xent_loss", min_batch=2)
     n = z1.shape[0]
     z = F.normalize(_as_float(torch.cat([z1, z2])), dim=1)
     logits = z @ z.T / temperature
@@ -126,7 +151,8 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
 
 def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: float = 0.1,
-                base_temperature: float | None = None) -> Tensor:
+                base_temperature: float | None = None,
+                gather_distributed: bool = False) -> Tensor:
     """Supervised contrastive loss, the L_out form of Khosla et al. (2020), eq. 2.
 
     The B * V views are l2-normalised; for each anchor ``i`` with positives ``P(i)`` (the other
@@ -147,6 +173,7 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
         labels: (B,) integer class of each sample, or None (SimCLR positives).
         temperature: tau > 0.
         base_temperature: optional reference temperature > 0 for the scaling above.
+        gather_distributed: contrast over the features (and labels) of all processes.
 
     Returns:
         Scalar loss.
@@ -165,6 +192,7 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
     b, v, _ = features.shape
     if b < 1 or v < 1:
         raise ValueError(f"supcon_loss: empty features {tuple(features.shape)}")
+    own_positives = labels is None
     if labels is None:
         labels = torch.arange(b, device=features.device)
     else:
@@ -175,6 +203,12 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
         if labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"supcon_loss: labels must be integers, got {labels.dtype}")
         labels = labels.to(features.device)
+    if gather_distributed and distributed.is_distributed():
+        if own_positives:
+            labels = labels + distributed.rank() * b  # sample ids stay unique globally
+        features = distributed.gather_with_grad(features)
+        labels = distributed.gather_with_grad(labels)
+        b = features.shape[0]
 
     # View-major order (all first views, then all second views, ...) as in the official code.
     z = F.normalize(_as_float(features).transpose(0, 1).reshape(v * b, -1), dim=1)
@@ -198,12 +232,14 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
 class BarlowTwinsLoss(nn.Module):
     """:func:`barlow_twins_loss` as a module: ``forward(z1, z2)`` with (N, D) inputs."""
 
-    def __init__(self, lambd: float = 0.005) -> None:
+    def __init__(self, lambd: float = 0.005, gather_distributed: bool = False) -> None:
         super().__init__()
         self.lambd = lambd
+        self.gather_distributed = gather_distributed
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        return barlow_twins_loss(z1, z2, lambd=self.lambd)
+        return barlow_twins_loss(z1, z2, lambd=self.lambd,
+                                 gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"lambd={self.lambd}"
@@ -212,13 +248,15 @@ class BarlowTwinsLoss(nn.Module):
 class NTXentLoss(nn.Module):
     """:func:`nt_xent_loss` as a module: ``forward(z1, z2)`` with (N, D) inputs."""
 
-    def __init__(self, temperature: float = 0.5) -> None:
+    def __init__(self, temperature: float = 0.5, gather_distributed: bool = False) -> None:
         super().__init__()
         _check_temperature(temperature)
         self.temperature = temperature
+        self.gather_distributed = gather_distributed
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        return nt_xent_loss(z1, z2, temperature=self.temperature)
+        return nt_xent_loss(z1, z2, temperature=self.temperature,
+                            gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -227,17 +265,20 @@ class NTXentLoss(nn.Module):
 class SupConLoss(nn.Module):
     """:func:`supcon_loss` as a module: ``forward(features, labels=None)``, features (B, V, D)."""
 
-    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None) -> None:
+    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None,
+                 gather_distributed: bool = False) -> None:
         super().__init__()
         _check_temperature(temperature)
         if base_temperature is not None:
             _check_temperature(base_temperature, "base_temperature")
         self.temperature = temperature
         self.base_temperature = base_temperature
+        self.gather_distributed = gather_distributed
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         return supcon_loss(features, labels, temperature=self.temperature,
-                           base_temperature=self.base_temperature)
+                           base_temperature=self.base_temperature,
+                           gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, base_temperature={self.base_temperature}"
