@@ -1,0 +1,189 @@
+"""The report's augmentations: shapes, dtype/device, reproducibility, exact crop and filter."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from geofusion.augment import (
+    ReportAugmentation,
+    crop,
+    mean_filter,
+    random_crop,
+    random_crop_offsets,
+    resize,
+    two_views,
+)
+from geofusion.models import resnet18_encoder
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def fields(b: int = 3, c: int = 5, h: int = 32, w: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, c, h, w, generator=gen(seed))
+
+
+def loop_mean_filter(x: torch.Tensor, k: int, periodic_lon: bool) -> torch.Tensor:
+    """Direct k x k average; latitude clamped (replicate), longitude wrapped or clamped."""
+    b, c, h, w = x.shape
+    p = k // 2
+    out = torch.empty_like(x, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            total = torch.zeros(b, c, dtype=torch.float64)
+            for di in range(-p, p + 1):
+                for dj in range(-p, p + 1):
+                    ii = min(max(i + di, 0), h - 1)
+                    jj = (j + dj) % w if periodic_lon else min(max(j + dj, 0), w - 1)
+                    total += x[:, :, ii, jj].double()
+            out[:, :, i, j] = total / k**2
+    return out
+
+
+# ---------------------------------------------------------------- mean filter
+
+@pytest.mark.parametrize("periodic_lon", [True, False])
+def test_mean_filter_equals_loop_average(periodic_lon: bool) -> None:
+    x = fields(2, 2, 6, 9)
+    expected = loop_mean_filter(x, 5, periodic_lon)
+    got = mean_filter(x, 5, periodic_lon=periodic_lon)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mean_filter_wraps_longitude() -> None:
+    # A spike in the first column spreads to the last two columns only through the wrap.
+    x = torch.zeros(1, 1, 5, 10)
+    x[0, 0, 2, 0] = 25.0
+    y = mean_filter(x, 5)
+    assert y[0, 0, 2, -1] == pytest.approx(1.0) and y[0, 0, 2, -2] == pytest.approx(1.0)
+    assert y[0, 0, 2, -3] == 0
+    assert y.sum().item() == pytest.approx(25.0)  # circular + interior: mass conserved
+    assert mean_filter(x, 5, periodic_lon=False)[0, 0, 2, -1] == 0
+
+
+def test_mean_filter_keeps_constants_and_validates() -> None:
+    x = torch.full((1, 2, 4, 4), 3.0)
+    torch.testing.assert_close(mean_filter(x, 3), x)
+    torch.testing.assert_close(mean_filter(x, 1), x)
+    with pytest.raises(ValueError, match="odd"):
+        mean_filter(x, 4)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        mean_filter(x[0], 5)
+
+
+# ---------------------------------------------------------------- crop
+
+def test_crop_is_the_slice_at_its_offset() -> None:
+    x = resize(fields(), (80, 160))
+    top, left = random_crop_offsets(x.shape[0], (80, 160), (72, 144), gen(3))
+    out = random_crop(x, (72, 144), gen(3))
+    assert out.shape == (3, 5, 72, 144)
+    assert len({(int(t), int(v)) for t, v in zip(top, left, strict=True)}) > 1
+    for b in range(x.shape[0]):
+        t, v = int(top[b]), int(left[b])
+        assert 0 <= t <= 8 and 0 <= v <= 16
+        torch.testing.assert_close(out[b], x[b, :, t:t + 72, v:v + 144], rtol=0, atol=0)
+
+
+def test_crop_offsets_cover_the_range() -> None:
+    top, left = random_crop_offsets(4000, (10, 12), (8, 9), gen(4))
+    assert set(top.tolist()) == {0, 1, 2} and set(left.tolist()) == {0, 1, 2, 3}
+
+
+def test_crop_rejects_too_large_and_missing_generator() -> None:
+    x = fields()
+    with pytest.raises(ValueError, match="fit"):
+        random_crop(x, (40, 64), gen())
+    with pytest.raises(ValueError, match="Generator"):
+        random_crop(x, (16, 16), None)
+    with pytest.raises(ValueError, match="shape"):
+        crop(x, torch.zeros(2, dtype=torch.long), torch.zeros(3, dtype=torch.long), (4, 4))
+
+
+# ---------------------------------------------------------------- the report's augmentation
+
+def test_resize_shape_and_identity() -> None:
+    x = fields()
+    assert resize(x).shape == (3, 5, 80, 160)
+    assert resize(x, (32, 64)) is x
+    # Bilinear upsampling of a constant is that constant.
+    torch.testing.assert_close(resize(torch.full((1, 1, 4, 8), 2.0), (10, 20)),
+                               torch.full((1, 1, 10, 20), 2.0))
+
+
+def test_resize_maps_cell_centres() -> None:
+    # align_corners=False: 2 cells -> 4 cells of half the size; the outer new centres lie
+    # beyond the old ones and clamp, the inner ones interpolate at 1/4 and 3/4.
+    x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(1, 1, 2, 2)
+    out = resize(x, (2, 4))
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_report_augmentation_shape_dtype_device(dtype: torch.dtype) -> None:
+    x = fields().to(dtype)
+    out = ReportAugmentation()(x, gen())
+    assert out.shape == (3, 5, 72, 144)
+    assert out.dtype == dtype and out.device == x.device
+    assert torch.isfinite(out.float()).all()
+
+
+def test_report_augmentation_equals_its_steps() -> None:
+    x = fields()
+    out = ReportAugmentation()(x, gen(5))
+    top, left = random_crop_offsets(3, (80, 160), (72, 144), gen(5))
+    expected = mean_filter(crop(resize(x, (80, 160)), top, left, (72, 144)), 5,
+                           periodic_lon=False)  # a 144-of-160 crop does not wrap
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # A crop keeping every longitude is smoothed periodically.
+    full_lon = ReportAugmentation(crop=(72, 160))(x, gen(5))
+    top, left = random_crop_offsets(3, (80, 160), (72, 160), gen(5))
+    torch.testing.assert_close(full_lon, mean_filter(crop(resize(x), top, left, (72, 160)), 5))
+
+
+def test_two_views_differ_and_are_reproducible() -> None:
+    x = fields()
+    aug = ReportAugmentation()
+    v1, v2 = two_views(x, aug, gen(7))
+    assert v1.shape == v2.shape == (3, 5, 72, 144)
+    assert not torch.equal(v1, v2)
+    w1, w2 = two_views(x, aug, gen(7))
+    assert torch.equal(v1, w1) and torch.equal(v2, w2)
+    u1, _ = two_views(x, aug, gen(8))
+    assert not torch.equal(v1, u1)
+    with pytest.raises(ValueError, match="Generator"):
+        two_views(x, aug, None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_generator_with_cuda_data_matches_cpu() -> None:
+    x = fields()
+    on_gpu = ReportAugmentation()(x.cuda(), gen(9))
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), ReportAugmentation()(x, gen(9)))
+
+
+def test_augmentation_is_cheap_relative_to_a_resnet18_step() -> None:
+    # Budget: the two views cost < 10% of a ResNet-18 training step (forward + backward) on the
+    # same batch. Best of three of each, so load on the shared cores affects both alike.
+    x = fields(4)
+    aug = ReportAugmentation()
+    encoder = resnet18_encoder()
+    g = gen()
+
+    def best_of(fn, repeats: int = 3) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    t_aug = best_of(lambda: two_views(x, aug, g))
+    t_step = best_of(lambda: encoder(torch.cat(two_views(x, aug, g))).sum().backward())
+    assert t_aug < 0.1 * t_step, (t_aug, t_step)
