@@ -289,3 +289,12 @@ def test_decoder_probe_trains_only_the_decoder():
     for key, value in enc.state_dict().items():  # weights and batch-norm statistics
         torch.testing.assert_close(value, before[key], msg=key)
     assert probe.reconstruct(coarse[:3]).shape == (3, 5, 32, 64)
+
+
+def test_parse_scheme_names():
+    assert fusion.parse_scheme("early") == ("early", "concat")
+    assert fusion.parse_scheme("late_self_attention") == ("late", "self_attention")
+    assert fusion.parse_scheme("hybrid_cross_attention") == ("hybrid", "cross_attention")
+    for bad in ("early_self_attention", "late_sum", "middle"):
+        with pytest.raises(ValueError, match="unknown fusion scheme"):
+            fusion.parse_scheme(bad)

@@ -69,8 +69,8 @@ from geofusion.models import ProjectionHead, ResNetEncoder
 __all__ = [
     "KINDS", "FUSIONS", "MODE_GROUPS", "FusionEncoder", "EarlyFusionEncoder",
     "TokenFusionEncoder", "ConcatFusion", "SelfAttentionFusion", "CrossAttentionFusion",
-    "build_encoder", "fusion_cost", "mode_dropout", "random_mode_split", "ModeDropoutMethod",
-    "ModeGroupContrastiveMethod", "build_fusion_method", "DecoderProbe",
+    "build_encoder", "parse_scheme", "fusion_cost", "mode_dropout", "random_mode_split",
+    "ModeDropoutMethod", "ModeGroupContrastiveMethod", "build_fusion_method", "DecoderProbe",
     "missing_mode_robustness",
 ]
 
@@ -378,6 +378,18 @@ def build_encoder(kind: str = "early", fusion: str = "concat", in_channels: int 
     return TokenFusionEncoder(in_channels, latent_dim, fusion=fusion, mode_width=mode_width,
                               token_dim=token_dim, shared=kind == "hybrid", width=width,
                               heads=heads, pool=pool)
+
+
+def parse_scheme(name: str) -> tuple[str, str]:
+    """``"early"`` -> ``("early", "concat")``; ``"late_self_attention"`` ->
+    ``("late", "self_attention")``; ``"hybrid_concat"`` -> ``("hybrid", "concat")``: the
+    string form notebooks and scripts use to pick a scheme for :func:`build_encoder`."""
+    kind, _, operator = name.partition("_")
+    operator = operator or "concat"
+    if kind not in KINDS or operator not in FUSIONS or (kind == "early" and operator != "concat"):
+        valid = ["early"] + [f"{k}_{f}" for k in KINDS[1:] for f in FUSIONS]
+        raise ValueError(f"unknown fusion scheme {name!r}; choose one of {valid}")
+    return kind, operator
 
 
 def fusion_cost(module: nn.Module, input_shape: Sequence[int] = (1, 5, 32, 64),
