@@ -51,6 +51,9 @@ def test_per_sample_ratios_exact(kind):
     assert torch.equal(r, random_ratios(64, 0.2, 0.7, gen(2)))
     mask = make_mask((64, 32, 64), r, kind=kind, generator=gen(3))
     assert torch.equal((~mask).sum(dim=(-2, -1)), missing_count(r, 32, 64))
+    # numpy ratios work the same as a tensor.
+    same = make_mask((64, 32, 64), r.numpy(), kind=kind, generator=gen(3))
+    assert torch.equal(same, mask)
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)

@@ -53,6 +53,8 @@ def _gen_device(generator: torch.Generator | None) -> torch.device:
 
 def _check_ratio(ratio: float | Tensor, leading: tuple[int, ...]) -> Tensor:
     """Missing fractions as float64 ``(B,)`` (one per first leading index) or a 0-d tensor."""
+    if isinstance(ratio, (np.ndarray, list, tuple)):
+        ratio = torch.as_tensor(np.asarray(ratio, dtype=np.float64))
     if isinstance(ratio, Tensor) and ratio.ndim > 0:
         r = ratio.detach().to("cpu", torch.float64)
         if r.ndim != 1:
@@ -142,7 +144,7 @@ def make_mask(
 
     Args:
         shape: ``(..., H, W)``; every leading index gets an independent mask.
-        ratio: missing fraction in [0, 1), a float, or a 1-D tensor ``(shape[0],)`` of
+        ratio: missing fraction in [0, 1), a float, or a 1-D tensor/array ``(shape[0],)`` of
             per-sample fractions (see :func:`random_ratios`), shared by any further leading dims.
         kind: ``"pixel"`` (independent points), ``"patch"`` (``patch_size`` squares at random
             positions, clipped at the poles, wrapping in longitude) or ``"swath"`` (stripes
