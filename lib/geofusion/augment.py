@@ -202,6 +202,16 @@ class ReportAugmentation(nn.Module):
         x = random_crop(resize(x, self.resize), self.crop, generator)
         return mean_filter(x, self.kernel_size, periodic_lon=self.crop[1] == self.resize[1])
 
+    def canonical(self, x: Tensor) -> Tensor:
+        """The deterministic view used at inference: ``(B, C, h, w) -> (B, C, *crop)``.
+
+        The whole field resized straight to the crop size and smoothed, so a trained encoder
+        sees inputs at the scale and smoothness of its training views, without a random offset.
+        Every longitude is kept, so the smoothing wraps around the globe.
+        """
+        _check_fields(x, "ReportAugmentation.canonical")
+        return mean_filter(resize(x, self.crop), self.kernel_size, periodic_lon=True)
+
     def extra_repr(self) -> str:
         return f"resize={self.resize}, crop={self.crop}, kernel_size={self.kernel_size}"
 
