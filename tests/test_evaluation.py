@@ -1,0 +1,139 @@
+"""Embedding evaluation: the Table 3.1 figures on hand-checkable encoders, 2-D projections."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from geofusion import evaluation
+
+matplotlib.use("Agg")
+
+
+class Flatten(nn.Module):
+    """A parameter-carrying encoder whose embedding is the flattened field (times a weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.scale * x.flatten(1)
+
+
+def identity_augmentation(x, generator):
+    return x.clone()
+
+
+def noisy_augmentation(x, generator):
+    return x + 0.1 * torch.randn(x.shape, generator=generator)
+
+
+def test_identical_views_give_positive_cosine_one_and_hand_computed_negatives():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 2, 3, 4, generator=g)
+    out = evaluation.embedding_metrics(Flatten(), x, identity_augmentation,
+                                       torch.Generator().manual_seed(1), batch_size=6)
+    e = nn.functional.normalize(x.flatten(1), dim=1)
+    cosine = e @ e.T
+    expected_negative = (cosine.sum() - cosine.diagonal().sum()) / (6 * 5)
+    assert out["positive_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert out["negative_cosine"] == pytest.approx(expected_negative.item(), abs=1e-6)
+    assert out["embedding_variance"] == pytest.approx(x.flatten(1).var(0).mean().item(), rel=1e-5)
+
+
+def test_negatives_are_pairs_within_a_batch_only():
+    x = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    out = evaluation.embedding_metrics(Flatten(), x, identity_augmentation,
+                                       torch.Generator(), batch_size=4)
+    e = nn.functional.normalize(x.flatten(1), dim=1)
+    sums = [(c.sum() - c.diagonal().sum()) for c in (e[:4] @ e[:4].T, e[4:] @ e[4:].T)]
+    assert out["negative_cosine"] == pytest.approx((sum(sums) / 24).item(), abs=1e-6)
+
+
+def test_collapsed_encoder_has_zero_variance_and_negative_cosine_one():
+    class Collapsed(Flatten):
+        def forward(self, x):
+            return self.scale * torch.ones(len(x), 7)
+
+    x = torch.randn(5, 1, 2, 2)
+    out = evaluation.embedding_metrics(Collapsed(), x, noisy_augmentation,
+                                       torch.Generator().manual_seed(0))
+    assert out["embedding_variance"] == pytest.approx(0.0, abs=1e-12)
+    assert out["negative_cosine"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_noisier_views_lower_the_positive_cosine():
+    x = torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    clean = evaluation.embedding_metrics(Flatten(), x, identity_augmentation, torch.Generator())
+    noisy = evaluation.embedding_metrics(Flatten(), x, noisy_augmentation,
+                                         torch.Generator().manual_seed(0))
+    assert noisy["positive_cosine"] < clean["positive_cosine"] - 1e-3
+
+
+def test_embedding_metrics_needs_two_samples_and_restores_training_mode():
+    encoder = Flatten().train()
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluation.embedding_metrics(encoder, torch.randn(1, 1, 2, 2), identity_augmentation,
+                                     torch.Generator())
+    evaluation.embedding_metrics(encoder, torch.randn(3, 1, 2, 2), identity_augmentation,
+                                 torch.Generator())
+    assert encoder.training
+
+
+def test_embed_applies_the_transform_per_batch_and_is_batch_size_independent():
+    x = np.random.default_rng(0).normal(size=(7, 2, 3, 3)).astype("float32")
+    encoder = Flatten()
+    a = evaluation.embed(encoder, x, batch_size=3, transform=lambda b: 2 * b)
+    b = evaluation.embed(encoder, x, batch_size=100, transform=lambda b: 2 * b)
+    assert a.shape == (7, 18) and a.dtype == np.float32
+    np.testing.assert_allclose(a, 2 * x.reshape(7, -1), rtol=1e-6)
+    np.testing.assert_allclose(a, b)
+
+
+def test_pair_embeddings_stacks_first_then_second_views():
+    x = torch.randn(4, 1, 2, 2)
+    e = evaluation.pair_embeddings(Flatten(), x, identity_augmentation, torch.Generator())
+    assert e.shape == (8, 4)
+    np.testing.assert_allclose(e[:4], e[4:])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_projections_are_two_dimensional_and_separate_distinct_clusters(method):
+    rng = np.random.default_rng(0)
+    centres = np.repeat(np.eye(2, 10) * 20, 15, axis=0)
+    embeddings = (centres + rng.normal(size=(30, 10))).astype("float32")
+    xy = evaluation.project_2d(embeddings, method, seed=0)
+    assert xy.shape == (30, 2)
+    a, b = xy[:15].mean(0), xy[15:].mean(0)
+    spread = max(xy[:15].std(0).max(), xy[15:].std(0).max())
+    assert np.linalg.norm(a - b) > 2 * spread
+
+
+def test_projection_errors():
+    with pytest.raises(ValueError, match="at least 3"):
+        evaluation.project_2d(np.zeros((2, 4)), "pca")
+    with pytest.raises(ValueError, match="unknown projection 'mds'"):
+        evaluation.project_2d(np.zeros((5, 4)), "mds")
+
+
+def test_plot_projections_draws_one_panel_per_projection_and_pair_lines():
+    embeddings = np.random.default_rng(0).normal(size=(12, 5))
+    fig = evaluation.plot_projections(embeddings, np.arange(12) % 4, ["DJF", "MAM", "JJA", "SON"],
+                                      methods=("pca", "tsne"), paired=True, title="t")
+    assert len(fig.axes) == 2
+    assert len(fig.axes[0].lines) == 6  # one line per positive pair
+    matplotlib.pyplot.close(fig)
+
+
+def test_comparison_table_puts_the_reports_values_beside_ours():
+    ours = {"simclr": {"positive_cosine": 0.9, "negative_cosine": 0.1, "embedding_variance": 1.0},
+            "autoencoder": {"positive_cosine": 0.5, "negative_cosine": 0.4,
+                            "embedding_variance": 2.0}}
+    table = evaluation.comparison_table(ours)
+    assert table.loc["simclr", "report_positive_cosine"] == 0.999
+    assert np.isnan(table.loc["autoencoder", "report_positive_cosine"])
+    assert table.loc["autoencoder", "embedding_variance"] == 2.0
