@@ -1,0 +1,135 @@
+"""Trained models keyed by everything that made them, so notebooks share them.
+
+Notebook 03 trains Barlow Twins; notebooks 06-08 need the same encoder. Rather than pass
+checkpoints between notebooks by hand, every notebook asks for the model it needs by a
+*description* (method name, architecture and loss parameters, training settings, data). The
+first request trains it through :func:`geofusion.training.fit` into
+``<run_dir>/models/<name>-<hash>/``; a later request with the same description, in any notebook,
+finds the finished checkpoint and loads it in seconds. A different description (another
+lambda, more epochs, other data) gets another directory, so nothing is ever overwritten, and an
+interrupted training resumes where it stopped.
+
+Each model directory holds ``description.json`` (what was asked for), ``config.json``,
+``metrics.csv`` and ``checkpoint.pt`` (see :mod:`geofusion.training`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+from torch.utils.data import Dataset
+
+from geofusion.data import FieldDataset, PreparedData
+from geofusion.io import atomic_write_text
+from geofusion.training import TrainConfig, fit
+
+__all__ = ["data_fingerprint", "model_dir", "cached_fit", "pretrained"]
+
+
+def data_fingerprint(prepared: PreparedData) -> dict[str, Any]:
+    """What identifies a prepared dataset for training purposes: source, level, grid, periods
+    and the training statistics (which change whenever the training data does)."""
+    return {
+        "synthetic": bool(prepared.synthetic),
+        "level": int(prepared.level),
+        "channels": list(prepared.channels),
+        "grid": [int(s) for s in prepared.train.shape[-2:]],
+        "train": [str(prepared.train_times[0])[:10], str(prepared.train_times[-1])[:10]],
+        "valid": [str(prepared.valid_times[0])[:10], str(prepared.valid_times[-1])[:10]],
+        "mean": [round(float(v), 6) for v in prepared.mean],
+        "std": [round(float(v), 6) for v in prepared.std],
+    }
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def model_dir(run_dir: str | os.PathLike, description: dict[str, Any],
+              config: TrainConfig) -> Path:
+    """``<run_dir>/models/<name>-<10 hex digits>``: the hash covers the description and every
+    training setting except the device (a model trained on GPU serves a CPU notebook)."""
+    if "name" not in description:
+        raise ValueError("a model description needs a 'name' entry, e.g. {'name': 'simclr', ...}")
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("device", "num_workers")}
+    digest = hashlib.sha1(_canonical_json([description, settings]).encode()).hexdigest()[:10]
+    return Path(run_dir) / "models" / f"{description['name']}-{digest}"
+
+
+def cached_fit(make_method: Callable[[], nn.Module], description: dict[str, Any],
+               train_set: Dataset, config: TrainConfig, run_dir: str | os.PathLike,
+               valid_set: Dataset | None = None, progress: bool = True
+               ) -> tuple[nn.Module, pd.DataFrame, Path]:
+    """Train ``make_method()`` once per description, or load the finished run.
+
+    Args:
+        make_method: builds the untrained method (called once per request, seeded by the
+            caller for a reproducible initialisation).
+        description: JSON-serialisable dict with a ``name`` that, together with ``config``,
+            determines the model: architecture, loss parameters and the data
+            (:func:`data_fingerprint`). Two requests share a model exactly when these agree.
+        train_set, valid_set, config, progress: as for :func:`geofusion.training.fit`.
+        run_dir: root of this profile's runs.
+
+    Returns:
+        ``(method, history, directory)``: the trained method in eval mode, its per-epoch
+        history, and the directory holding its checkpoint and logs.
+    """
+    directory = model_dir(run_dir, description, config)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "description.json",
+                      json.dumps(description, indent=2, sort_keys=True, default=str))
+    method = make_method()
+    history = fit(method, train_set, config, run_dir=directory, valid_set=valid_set,
+                  progress=progress)
+    return method, history, directory
+
+
+def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
+               config: TrainConfig, seed: int = 0, progress: bool = True,
+               builder: Callable[..., nn.Module] | None = None, **build_params: Any
+               ) -> tuple[nn.Module, pd.DataFrame, Path]:
+    """A method of :func:`geofusion.methods.build_method` (or ``builder``) trained on
+    ``prepared`` with ``config``, shared by every notebook that asks for the same one.
+
+    Args:
+        name: method name passed to the builder ("autoencoder", "barlow_twins", ...).
+        prepared: the data; training uses ``prepared.train`` with season labels and the
+            validation loss ``prepared.valid``.
+        run_dir: root of this profile's runs.
+        config: training settings (epochs, batch size, lr, seed, device).
+        seed: seeds the initial weights.
+        builder: ``builder(name, in_channels=..., grid=..., **build_params)``; defaults to
+            :func:`geofusion.methods.build_method`.
+        **build_params: architecture and loss parameters (``width``, ``latent_dim``,
+            ``lambd``, ``temperature``, ...).
+
+    Returns:
+        ``(method, history, directory)`` as :func:`cached_fit`.
+    """
+    import torch
+
+    from geofusion.methods import build_method
+
+    builder = builder if builder is not None else build_method
+    in_channels, grid = len(prepared.channels), tuple(int(s) for s in prepared.train.shape[-2:])
+    description = {"name": name, "builder": f"{builder.__module__}.{builder.__qualname__}",
+                   "init_seed": seed, "params": build_params, "data": data_fingerprint(prepared)}
+
+    def make_method() -> nn.Module:
+        torch.manual_seed(seed)
+        return builder(name, in_channels=in_channels, grid=grid, **build_params)
+
+    train_set = FieldDataset(prepared.train, prepared.season_labels("train"))
+    valid_set = FieldDataset(prepared.valid, prepared.season_labels("valid"))
+    return cached_fit(make_method, description, train_set, config, run_dir,
+                      valid_set=valid_set, progress=progress)
