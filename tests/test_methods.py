@@ -8,7 +8,7 @@ import torch
 from geofusion.augment import ReportAugmentation, mean_filter, resize, two_views
 from geofusion.data import FieldDataset
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
-from geofusion.methods import METHODS, build_method
+from geofusion.methods import METHODS, build_method, embed_observed, observe
 from geofusion.training import TrainConfig, fit
 
 TINY = dict(latent_dim=16, width=8, proj_dim=8, proj_hidden_dim=16)
@@ -110,3 +110,27 @@ def test_a_few_epochs_of_training_lower_the_loss(tmp_path, name, params, lr):
     with torch.no_grad():
         after = method.loss(batch, torch.Generator().manual_seed(99))[0].item()
     assert after < before - 0.05 * abs(before), (before, after)
+
+
+def test_observe_zeroes_missing_points_and_adds_the_mask_only_for_mask_channel_methods():
+    x = fields(2)
+    observed = torch.ones(2, 32, 64, dtype=torch.bool)
+    observed[:, :4] = False
+    plain = build_method("simclr", **TINY)
+    out = observe(plain, x, observed)
+    assert out.shape == x.shape and (out[:, :, :4] == 0).all()
+    torch.testing.assert_close(out[:, :, 4:], x[:, :, 4:])
+    assert observe(plain, x) is x
+    plain.mask_channel = True  # as the sparse-view methods set it
+    with_mask = observe(plain, x, observed)
+    assert with_mask.shape == (2, 6, 32, 64)
+    assert (with_mask[:, 5, :4] == 0).all() and (with_mask[:, 5, 4:] == 1).all()
+    assert (observe(plain, x)[:, 5] == 1).all()
+
+
+def test_embed_observed_is_the_embedding_of_the_observed_input():
+    method = build_method("autoencoder", **TINY).eval()
+    x = fields(2)
+    observed = torch.rand(2, 32, 64, generator=torch.Generator().manual_seed(0)) > 0.5
+    torch.testing.assert_close(embed_observed(method, x, observed),
+                               method.encoder(torch.where(observed[:, None], x, 0.0)))

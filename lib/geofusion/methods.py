@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from geofusion.augment import ReportAugmentation, two_views
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.models import FieldDecoder, ProjectionHead, ResNetEncoder
+from geofusion.sparsity import apply_mask
 
 Batch = tuple[Tensor, ...]
 
@@ -39,6 +40,9 @@ class AutoencoderMethod(nn.Module):
         encoder: (B, C, H, W) -> (B, latent_dim).
         decoder: (B, latent_dim) -> (B, C, H, W).
     """
+
+    #: Whether the encoder takes the observation mask as an extra input channel.
+    mask_channel = False
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
@@ -76,6 +80,9 @@ class ContrastiveMethod(nn.Module):
         projector: (B, latent_dim) -> (B, proj_dim).
         augmentation: callable ``(fields, generator) -> augmented fields``.
     """
+
+    #: Whether the encoder takes the observation mask as an extra input channel.
+    mask_channel = False
 
     def __init__(self, encoder: nn.Module, projector: nn.Module,
                  augmentation: Any | None = None) -> None:
@@ -154,6 +161,35 @@ class SupConMethod(ContrastiveMethod):
     def objective(self, z1: Tensor, z2: Tensor, labels: Tensor) -> Tensor:
         return supcon_loss(torch.stack([z1, z2], dim=1), labels, temperature=self.temperature,
                            gather_distributed=self.gather_distributed)
+
+
+def observe(method: nn.Module, fields: Tensor, observed: Tensor | None = None) -> Tensor:
+    """The encoder input ``method`` expects for fields observed only where ``observed``.
+
+    Missing points are 0 (the standardised training mean, :func:`geofusion.sparsity.apply_mask`);
+    methods with ``mask_channel`` (trained on sparse views) also get the mask as a last channel,
+    all ones when the field is complete.
+
+    Args:
+        method: any method of this module (its ``mask_channel`` attribute decides).
+        fields: (B, C, H, W) standardised.
+        observed: bool, True = observed, (B, H, W), (B, 1, H, W) or (B, C, H, W); None = all.
+
+    Returns:
+        (B, C, H, W), or (B, C + 1, H, W) with the mask channel.
+    """
+    if observed is None:
+        if not getattr(method, "mask_channel", False):
+            return fields
+        observed = torch.ones(fields.shape[0], *fields.shape[2:], dtype=torch.bool,
+                              device=fields.device)
+    return apply_mask(fields, observed, mask_channel=getattr(method, "mask_channel", False))
+
+
+def embed_observed(method: nn.Module, fields: Tensor, observed: Tensor | None = None) -> Tensor:
+    """Representation (B, latent_dim) of ``fields`` (B, C, H, W) seen only where ``observed``
+    (see :func:`observe`; None = complete): ``method.embed(observe(method, fields, observed))``."""
+    return method.embed(observe(method, fields, observed))
 
 
 METHODS = ("autoencoder", "barlow_twins", "simclr", "supcon")
