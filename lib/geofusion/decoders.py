@@ -37,6 +37,7 @@ class FrozenEncoderDecoder(nn.Module):
         self.decoder = decoder
         for parameter in self.method.parameters():
             parameter.requires_grad_(False)
+        self.method.eval()
 
     def train(self, mode: bool = True) -> FrozenEncoderDecoder:
         super().train(mode)
