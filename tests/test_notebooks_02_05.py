@@ -1,0 +1,51 @@
+"""Notebooks 02-05 (autoencoder and the three contrastive methods) run end to end, tiny."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+TINY = dict(start="2000-01-01", end="2000-12-31", epochs=1, batch_size=16, width=4,
+            latent_dim=16, n_embed=12)
+CONTRASTIVE = [("03_barlow_twins.ipynb", "barlow_twins", {"lambd": 0.01}),
+               ("04_simclr.ipynb", "simclr", {"temperature": 0.3}),
+               ("05_supervised_contrastive.ipynb", "supcon", {"temperature": 0.1})]
+
+
+def assert_no_errors(nb) -> None:
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", output
+
+
+def results(tmp_path, name: str) -> dict:
+    return json.loads((tmp_path / "runs" / "results" / f"{name}.json").read_text())
+
+
+@pytest.mark.notebook
+def test_autoencoder_notebook_reports_physical_rmse_and_table_figures(run_notebook, tmp_path):
+    assert_no_errors(run_notebook("02_autoencoder.ipynb", **TINY))
+    saved = results(tmp_path, "02_autoencoder")
+    assert saved["synthetic"] is True and saved["method"] == "autoencoder"
+    assert 0.1 < saved["rmse"]["2m_temperature"] < 50  # kelvins, not standardised units
+    assert -1 <= saved["negative_cosine"] <= saved["positive_cosine"] <= 1 + 1e-6
+    assert len(list((tmp_path / "runs" / "models").glob("autoencoder-*/checkpoint.pt"))) == 1
+
+
+@pytest.mark.notebook
+def test_contrastive_notebooks_and_the_comparison_table(run_notebook, tmp_path):
+    for notebook, method, params in CONTRASTIVE:
+        nb = run_notebook(notebook, proj_dim=8, **TINY, **params)
+        assert_no_errors(nb)
+        saved = results(tmp_path, notebook.removesuffix(".ipynb"))
+        assert saved["method"] == method and saved["synthetic"] is True
+        for key in ("positive_cosine", "negative_cosine", "embedding_variance", "final_loss"):
+            assert math.isfinite(saved[key]), key
+    # The last notebook gathers every method that has results in this run_dir.
+    table_html = "".join(output.get("data", {}).get("text/html", "")
+                         for output in nb.cells[-1].outputs)
+    for method in ("barlow_twins", "simclr", "supcon"):
+        assert method in table_html
+    assert "report_positive_cosine" in table_html
