@@ -71,3 +71,15 @@ def test_only_selects_by_prefix_and_rejects_unknown(notebooks):
     assert pipeline.notebook_names(["02"]) == ["02_other"]
     with pytest.raises(ValueError, match="no notebook matches"):
         pipeline.notebook_names(["09"])
+
+
+@pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
+def test_every_profile_parameter_is_a_parameter_of_its_notebook(profile):
+    """A typo in PROFILES would otherwise be injected silently and ignored by the notebook."""
+    import papermill
+
+    for name in pipeline.notebook_names():
+        declared = papermill.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
+        assert set(pipeline.COMMON) <= set(declared), f"{name} lacks common parameters"
+        unknown = set(pipeline.parameters_for(profile, name)) - set(declared)
+        assert not unknown, f"PROFILES[{profile!r}] sets {sorted(unknown)} that {name} lacks"

@@ -44,30 +44,55 @@ WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangula
 COMMON = ("data_path", "profile", "seed", "device", "run_dir", "cache_dir", "start", "end",
           "level")
 
+# The base models. Notebooks 06-08 ask geofusion.runs for the autoencoder of 02 and the
+# Barlow Twins of 03 with these same settings, so a pipeline run trains each of them once.
+_BASE = {
+    "quick": {"batch_size": 64, "width": 16, "latent_dim": 1000, "proj_dim": 128,
+              "ae_epochs": 6, "ae_lr": 1e-3, "encoder_epochs": 4, "encoder_lr": 1e-3,
+              "lambd": 0.01},
+    # The report: ResNet-18, batch 128, Adam 1e-3, autoencoder 300 epochs, Barlow Twins 100
+    # epochs with lambda 0.01.
+    "full": {"batch_size": 128, "width": 64, "latent_dim": 1000, "proj_dim": 128,
+             "ae_epochs": 300, "ae_lr": 1e-3, "encoder_epochs": 100, "encoder_lr": 1e-3,
+             "lambd": 0.01},
+}
+
+
+def _autoencoder(base: dict[str, Any]) -> dict[str, Any]:
+    return {"epochs": base["ae_epochs"], "lr": base["ae_lr"], "batch_size": base["batch_size"],
+            "width": base["width"], "latent_dim": base["latent_dim"]}
+
+
+def _contrastive(base: dict[str, Any], **own: Any) -> dict[str, Any]:
+    return {"epochs": base["encoder_epochs"], "lr": base["encoder_lr"],
+            "batch_size": base["batch_size"], "width": base["width"],
+            "latent_dim": base["latent_dim"], "proj_dim": base["proj_dim"], **own}
+
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
                    "run_dir": "runs/quick", "cache_dir": "runs/cache", "start": "2000-01-01",
                    "end": "2007-12-31", "level": 500},
-        "02_autoencoder": {"epochs": 6, "batch_size": 64, "lr": 1e-3, "width": 16},
-        "03_barlow_twins": {"epochs": 4, "batch_size": 64, "lr": 1e-3, "width": 16,
-                            "lambd": 0.01},
-        "04_simclr": {"epochs": 4, "batch_size": 64, "lr": 1e-3, "width": 16,
-                      "temperature": 0.3},
-        "05_supervised_contrastive": {"epochs": 4, "batch_size": 64, "lr": 1e-3, "width": 16,
-                                      "temperature": 0.1},
+        "02_autoencoder": _autoencoder(_BASE["quick"]),
+        "03_barlow_twins": _contrastive(_BASE["quick"], lambd=_BASE["quick"]["lambd"]),
+        "04_simclr": _contrastive(_BASE["quick"], temperature=0.3),
+        "05_supervised_contrastive": _contrastive(_BASE["quick"], temperature=0.1),
     },
     "full": {
         "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
                    "device": "cuda", "run_dir": "runs/full", "cache_dir": "runs/cache",
                    "start": "1959-01-01", "end": "2022-12-31", "level": None},
-        "02_autoencoder": {"epochs": 300, "batch_size": 128, "lr": 1e-3, "width": 64},
-        "03_barlow_twins": {"epochs": 100, "batch_size": 128, "lr": 1e-3, "width": 64,
-                            "lambd": 0.01},
-        "04_simclr": {"epochs": 100, "batch_size": 128, "lr": 1e-4, "width": 64,
-                      "temperature": 0.3},
-        "05_supervised_contrastive": {"epochs": 100, "batch_size": 128, "lr": 1e-4,
-                                      "width": 64, "temperature": 0.1},
+        "02_autoencoder": _autoencoder(_BASE["full"]),
+        "03_barlow_twins": _contrastive(_BASE["full"], lambd=_BASE["full"]["lambd"]),
+        # The report trains SimCLR and SupCon at lr 1e-4.
+        "04_simclr": {**_contrastive(_BASE["full"], temperature=0.3), "lr": 1e-4},
+        "05_supervised_contrastive": {**_contrastive(_BASE["full"], temperature=0.1),
+                                      "lr": 1e-4},
+        "09_fusion": {"epochs": 100, "batch_size": 128, "width": 64, "mode_width": 32,
+                      "token_dim": 256, "latent_dim": 1000, "proj_dim": 128,
+                      "proj_hidden_dim": 1024, "n_train_days": None, "n_eval": 2048,
+                      "decoder_epochs": 30, "decoder_width": 64},
     },
 }
 
