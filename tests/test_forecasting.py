@@ -8,16 +8,27 @@ import numpy as np
 import pytest
 import torch
 
+from geofusion import metrics
+from geofusion.data import PreparedData
 from geofusion.forecasting import (
     ForecastMethod,
+    LatentForecaster,
     LatentSeq2Seq,
+    LatentStandardiser,
     LatentWindowDataset,
     climatology,
     climatology_forecast,
+    climatology_source,
+    encode_series,
+    fit_latent_forecaster,
     make_windows,
     persistence_forecast,
+    persistence_source,
     rollout,
+    score_forecasts,
+    skill_vs_mask_ratio,
 )
+from geofusion.methods import build_method
 
 
 def rotation(angles: tuple[float, ...]) -> torch.Tensor:
@@ -189,3 +200,221 @@ def test_forecast_method_trains_with_shared_loop(tmp_path):
     assert {"loss", "valid_loss", "persistence_mse", "skill_ratio"} <= set(history.columns)
     assert np.isfinite(history["loss"]).all()
     assert history["skill_ratio"].iloc[-1] < history["skill_ratio"].iloc[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The forecast chain of one representation and the scores
+# --------------------------------------------------------------------------------------------
+
+TINY = dict(latent_dim=8, width=4, proj_dim=8, proj_hidden_dim=16)
+LAT = np.linspace(-87.1875, 87.1875, 32)
+
+
+def smooth_series(days: int, seed: int = 0) -> np.ndarray:
+    """(days, 5, 32, 64) smooth fields drifting slowly from day to day, float32."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(days, 5, 4, 8, generator=g).cumsum(0) / 4
+    return torch.nn.functional.interpolate(coarse, size=(32, 64), mode="bilinear").numpy()
+
+
+def tiny_prepared(days: int = 60) -> PreparedData:
+    fields = smooth_series(days)
+    times = np.arange("2001-01-01", days, dtype="datetime64[D]").astype("datetime64[ns]")
+    n = int(days * 0.75)
+    return PreparedData(
+        train=fields[:n], valid=fields[n:], train_times=times[:n], valid_times=times[n:],
+        channels=("2m_temperature", "geopotential", "u_component_of_wind",
+                  "v_component_of_wind", "specific_humidity"),
+        mean=np.array([280, 5e4, 5, 0, 5e-3], np.float32),
+        std=np.array([10, 3e3, 8, 6, 3e-3], np.float32),
+        lat=LAT, lon=np.arange(64) * 5.625, level=500, synthetic=True)
+
+
+def test_encode_series_goes_through_embed_observed():
+    torch.manual_seed(0)
+    method = build_method("barlow_twins", **TINY).eval()
+    x = torch.from_numpy(smooth_series(6))
+    with torch.no_grad():
+        expected = method.embed(x)
+    z = encode_series(method, x, batch_size=4)
+    assert z.shape == (6, 8)
+    torch.testing.assert_close(z, expected)
+    # Missing points are 0 (the standardised mean) before the method's inference view.
+    observed = torch.rand(6, 32, 64, generator=torch.Generator().manual_seed(1)) > 0.5
+    with torch.no_grad():
+        expected_masked = method.embed(x * observed[:, None])
+    torch.testing.assert_close(encode_series(method, x, observed=observed), expected_masked)
+    assert not torch.allclose(expected_masked, expected)
+    # A bare encoder is called on the fields themselves (no canonical view), without masks.
+    with torch.no_grad():
+        raw = method.encoder(x)
+    torch.testing.assert_close(encode_series(method.encoder, x), raw)
+    with pytest.raises(ValueError, match="needs a method"):
+        encode_series(method.encoder, x, observed=observed)
+    with pytest.raises(ValueError, match="one \\(H, W\\) mask per day"):
+        encode_series(method, x, observed=observed[:3])
+
+
+def test_latent_standardiser_uses_training_statistics():
+    g = torch.Generator().manual_seed(0)
+    train = 5 + 3 * torch.randn(500, 4, generator=g)
+    train[:, 3] = 7.0  # a dead dimension
+    scaler = LatentStandardiser.fit(train)
+    z = scaler.transform(train)
+    torch.testing.assert_close(z[:, :3].mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z[:, :3].std(0), torch.ones(3), atol=1e-5, rtol=0)
+    assert torch.isfinite(z).all() and torch.all(z[:, 3] == 0)
+    other = torch.randn(10, 4, generator=g)
+    torch.testing.assert_close(scaler.inverse(scaler.transform(other)), other)
+    with pytest.raises(ValueError, match="latents must be"):
+        LatentStandardiser.fit(torch.zeros(1, 4))
+
+
+def score_inputs(days: int = 24):
+    rng = np.random.default_rng(0)
+    fields = rng.normal(size=(days, 2, 4, 8)).astype(np.float32)
+    times = np.arange("2001-03-01", days, dtype="datetime64[D]")
+    clim = climatology(fields[:12], times[:12], window=3)
+    std, mean = torch.tensor([2.0, 10.0]), torch.tensor([280.0, 5.0])
+
+    def to_physical(x):
+        return x * std[:, None, None] + mean[:, None, None]
+
+    return fields, times, np.linspace(-60, 60, 4), clim, to_physical
+
+
+def test_score_forecasts_aligns_leads_and_matches_the_metrics():
+    fields, times, lat, clim, to_physical = score_inputs()
+    context, steps = 5, 3
+
+    def perfect(inits, steps):
+        return torch.from_numpy(fields[np.asarray(inits)[:, None] + np.arange(1, steps + 1)])
+
+    table = score_forecasts(
+        {"perfect": perfect, "persistence": persistence_source(fields),
+         "climatology": climatology_source(clim, times)},
+        fields, times, lat, clim, to_physical, ["a", "b"], context=context, steps=steps,
+        batch_size=4)
+    assert len(table) == 3 * steps * 2
+    inits = np.arange(context - 1, len(fields) - steps)
+    assert (table["n"] == len(inits)).all()
+    scores = table.set_index(["forecaster", "lead", "variable"]).sort_index()
+    phys = lambda a: to_physical(torch.from_numpy(np.ascontiguousarray(a))).numpy()  # noqa: E731
+    for lead in range(1, steps + 1):
+        truth = phys(fields[inits + lead])
+        reference = phys(clim[day_of_year_index(times[inits + lead])])
+        # The perfect forecast: zero error, correlation 1.
+        assert np.allclose(scores.loc[("perfect", lead), "rmse"], 0, atol=1e-4)
+        assert np.allclose(scores.loc[("perfect", lead), "acc"], 1, atol=1e-5)
+        # Persistence from the init day: the WB2 scores of fields[i] against fields[i + lead].
+        forecast = phys(fields[inits])
+        np.testing.assert_allclose(scores.loc[("persistence", lead), "rmse"],
+                                   metrics.lat_weighted_rmse(forecast, truth, lat, time_axis=0),
+                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            scores.loc[("persistence", lead), "acc"],
+            metrics.lat_weighted_acc(forecast, truth, reference, lat, time_axis=0), rtol=1e-4)
+        np.testing.assert_allclose(scores.loc[("climatology", lead), "rmse"],
+                                   metrics.lat_weighted_rmse(reference, truth, lat, time_axis=0),
+                                   rtol=1e-4)
+        assert scores.loc[("climatology", lead), "acc"].isna().all()  # zero anomaly
+    # Physical units: the variable with std 10 has 5 times the RMSE scale of the one with 2.
+    pers = scores.loc[("persistence", 1), "rmse"]
+    assert 2 < pers["b"] / pers["a"] < 12.5
+
+    with pytest.raises(ValueError, match="expected"):
+        score_forecasts({"bad": lambda i, s: torch.zeros(len(i), s, 2, 4, 4)}, fields, times,
+                        lat, clim, to_physical, ["a", "b"], context=context)
+    with pytest.raises(ValueError, match="initialisation indices"):
+        score_forecasts({"p": persistence_source(fields)}, fields, times, lat, clim,
+                        to_physical, ["a", "b"], context=context, inits=[len(fields) - 1])
+
+
+def day_of_year_index(times):
+    from geofusion.forecasting import day_of_year
+    return day_of_year(times) - 1
+
+
+def untrained_forecaster(context: int = 4) -> tuple[LatentForecaster, torch.Tensor]:
+    torch.manual_seed(0)
+    method = build_method("autoencoder", **TINY).eval()
+    fields = smooth_series(20)
+    scaler = LatentStandardiser.fit(encode_series(method, fields))
+    forecaster = LatentForecaster(method, method.decoder, LatentSeq2Seq(8, 8), scaler, context)
+    return forecaster, torch.from_numpy(fields)
+
+
+def test_untrained_forecaster_is_latent_persistence_from_the_init_day():
+    forecaster, fields = untrained_forecaster(context=4)
+    latents = forecaster.encode(fields)
+    assert latents.shape == (20, 8)
+    torch.testing.assert_close(latents.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    inits = np.array([3, 7, 15])
+    # The untrained LSTM predicts no change: every lead is the latent of the init day.
+    z = forecaster.forecast_latents(latents, inits, steps=3)
+    assert z.shape == (3, 3, 8)
+    torch.testing.assert_close(z, latents[inits][:, None].expand(3, 3, 8))
+    with torch.no_grad():
+        decoded_init = forecaster.method.decoder(forecaster.method.embed(fields[inits]))
+    out = forecaster.source(latents)(inits, 3)
+    assert out.shape == (3, 3, 5, 32, 64)
+    for lead in range(3):
+        torch.testing.assert_close(out[:, lead], decoded_init, atol=1e-5, rtol=1e-4)
+    # The ceiling decodes the true latent of each verification day.
+    ceiling = forecaster.ceiling_source(latents)(inits, 2)
+    with torch.no_grad():
+        decoded_next = forecaster.method(fields[inits + 2])
+    torch.testing.assert_close(ceiling[:, 1], decoded_next, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="initialisation indices"):
+        forecaster.forecast_latents(latents, [2], 1)  # needs 4 days of context
+
+
+def test_skill_vs_mask_ratio_reuses_masks_and_scores_the_complete_field():
+    forecaster, fields = untrained_forecaster(context=4)
+    times = np.arange("2001-01-01", 20, dtype="datetime64[D]")
+    clim = climatology(fields[:10].numpy(), times[:10])
+    names = ["2m_temperature", "geopotential", "u", "v", "q"]
+    args = (fields, times, LAT, clim, lambda x: 3 * x + 1, names)
+    table = skill_vs_mask_ratio({"ae": forecaster}, *args, ratios=[0.0, 0.6], seed=3)
+    assert list(table.columns) == ["forecaster", "ratio", "variable", "rmse", "acc", "n"]
+    assert len(table) == 2 * 5 and (table["n"] == 20 - 4).all()
+    # Ratio 0 is the unmasked forecast, scored against the next (complete) day.
+    full = score_forecasts({"ae": forecaster.source(forecaster.encode(fields))}, *args,
+                           context=4)
+    np.testing.assert_allclose(table[table.ratio == 0]["rmse"], full["rmse"], rtol=1e-5)
+    masked = table[table.ratio == 0.6]["rmse"].to_numpy()
+    assert np.all(np.isfinite(masked)) and not np.allclose(masked, full["rmse"])
+    again = skill_vs_mask_ratio({"ae": forecaster}, *args, ratios=[0.6], seed=3)
+    np.testing.assert_array_equal(again["rmse"].to_numpy(), masked)
+
+
+def test_fit_latent_forecaster_trains_once_then_loads(tmp_path):
+    from geofusion.training import TrainConfig
+
+    torch.manual_seed(0)
+    prepared = tiny_prepared(60)
+    method = build_method("autoencoder", **TINY).eval()
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cpu")
+    kwargs = dict(representation="autoencoder-test", context=6, hidden_dim=16, seed=0,
+                  progress=False)
+    forecaster, history, directory = fit_latent_forecaster(
+        method, method.decoder, prepared, tmp_path, config, **kwargs)
+    assert len(history) == 2 and "valid_loss" in history and "skill_ratio" in history
+    assert directory.name.startswith("latent_seq2seq-")
+    assert "autoencoder-test" in (directory / "description.json").read_text()
+    train, valid = forecaster.latents["train"], forecaster.latents["valid"]
+    assert train.shape == (45, 8) and valid.shape == (15, 8)
+    torch.testing.assert_close(train.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    # Trained: no longer the zero-initialised (persistence) head.
+    assert forecaster.model.head.weight.abs().sum() > 0
+    stamp = (directory / "checkpoint.pt").stat().st_mtime_ns
+    again, history2, directory2 = fit_latent_forecaster(
+        method, method.decoder, prepared, tmp_path, config, **kwargs)
+    assert directory2 == directory and (directory / "checkpoint.pt").stat().st_mtime_ns == stamp
+    for a, b in zip(forecaster.model.state_dict().values(), again.model.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+    # Another representation is another model.
+    _, _, other = fit_latent_forecaster(method, method.decoder, prepared, tmp_path, config,
+                                        **{**kwargs, "representation": "other"})
+    assert other != directory

@@ -12,11 +12,27 @@ latents of the previous 30 days and predicts the next one(s).
 - Baselines on ``(time, C, lat, lon)`` fields: :func:`persistence_forecast`,
   :func:`climatology` (day-of-year mean of the *training* days, smoothed) and
   :func:`climatology_forecast`; score them with :mod:`geofusion.metrics`.
+- The whole chain for one representation (:class:`LatentForecaster`, trained by
+  :func:`fit_latent_forecaster`): fields -> latents (:func:`encode_series`, through
+  :func:`geofusion.methods.embed_observed`) -> standardised (:class:`LatentStandardiser`) ->
+  LSTM -> decoder -> fields; :func:`score_forecasts` scores it and the baselines per variable
+  and lead in physical units, and :func:`skill_vs_mask_ratio` repeats the lead-1 score with
+  the context observed through masks of growing missing fraction.
+
+A *forecast source* is a callable ``source(inits, steps) -> (B, steps, C, H, W)`` standardised
+fields: for each initialisation index ``i`` of an evaluation series (the last day the forecast
+may use), the forecasts valid at ``i + 1 .. i + steps``. :meth:`LatentForecaster.source`,
+:meth:`LatentForecaster.ceiling_source`, :func:`persistence_source` and
+:func:`climatology_source` build them; :func:`score_forecasts` verifies them all on the same
+initialisations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +43,13 @@ from torch import Tensor, nn
 __all__ = [
     "LatentSeq2Seq", "ForecastMethod", "rollout", "make_windows", "LatentWindowDataset",
     "encode_series", "persistence_forecast", "climatology", "climatology_forecast",
-    "day_of_year",
+    "day_of_year", "LatentStandardiser", "LatentForecaster", "fit_latent_forecaster",
+    "ForecastSource", "persistence_source", "climatology_source", "score_forecasts",
+    "skill_vs_mask_ratio",
 ]
+
+#: ``source(inits (B,) int, steps) -> (B, steps, C, H, W)`` standardised forecast fields.
+ForecastSource = Callable[[np.ndarray, int], Any]
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,21 +242,53 @@ class LatentWindowDataset(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def encode_series(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256,
-                  device: torch.device | str | None = None) -> Tensor:
-    """Latents of a field series with a frozen encoder, in eval mode.
+                  device: torch.device | str | None = None,
+                  observed: np.ndarray | Tensor | None = None) -> Tensor:
+    """Latents of a field series with a frozen encoder or method, in eval mode.
 
-    ``fields``: ``(T, C, H, W)`` standardised -> ``(T, latent_dim)`` float32 on the CPU.
+    Args:
+        encoder: a trained *method* (anything with ``embed``, e.g. from
+            :func:`geofusion.methods.build_method`): its representation
+            :func:`geofusion.methods.embed_observed` is used, as everywhere in the project; or
+            a bare encoder module ``(B, C, H, W) -> (B, D)``, called directly.
+        fields: ``(T, C, H, W)`` standardised.
+        batch_size: days encoded at once.
+        device: where to encode (default: the device of the module's parameters).
+        observed: optional bool ``(T, H, W)`` observation mask (True = observed), only for a
+            method; None = complete fields.
+
+    Returns:
+        ``(T, latent_dim)`` float32 on the CPU.
     """
+    from geofusion.methods import embed_observed
+
+    is_method = hasattr(encoder, "embed")
+    if observed is not None and not is_method:
+        raise ValueError("an observation mask needs a method (with embed / mask_channel), not "
+                         "a bare encoder; pass the trained method")
     if device is None:
         param = next(encoder.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
+    x = torch.as_tensor(np.asarray(fields) if not isinstance(fields, Tensor) else fields,
+                        dtype=torch.float32)
+    mask = None
+    if observed is not None:
+        mask = torch.as_tensor(np.asarray(observed) if not isinstance(observed, Tensor)
+                               else observed, dtype=torch.bool)
+        if len(mask) != len(x):
+            raise ValueError(f"observed has {len(mask)} masks for {len(x)} fields; pass one "
+                             "(H, W) mask per day")
     was_training = encoder.training
     encoder.eval()
     try:
-        x = torch.as_tensor(np.asarray(fields) if not isinstance(fields, Tensor) else fields,
-                            dtype=torch.float32)
-        out = [encoder(x[i:i + batch_size].to(device)).float().cpu()
-               for i in range(0, len(x), batch_size)]
+        out = []
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size].to(device)
+            if is_method:
+                m = None if mask is None else mask[i:i + batch_size].to(device)
+                out.append(embed_observed(encoder, batch, m).float().cpu())
+            else:
+                out.append(encoder(batch).float().cpu())
     finally:
         encoder.train(was_training)
     return torch.cat(out)
@@ -318,3 +371,346 @@ def climatology_forecast(climatology: np.ndarray | Tensor, times: Any) -> Any:
     if isinstance(climatology, Tensor):
         return climatology[torch.as_tensor(idx, device=climatology.device)]
     return np.asarray(climatology)[idx]
+
+
+# --------------------------------------------------------------------------------------------
+# One representation's forecast chain: encode, standardise, forecast, decode
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class LatentStandardiser:
+    """Per-dimension standardisation of latents with statistics of the training days.
+
+    ``transform(z) = (z - mean) / std`` and ``inverse``; ``mean``, ``std`` are ``(D,)``.
+    The LSTM (:class:`LatentSeq2Seq`) works on standardised latents, the decoder on raw ones.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, latents: np.ndarray | Tensor, min_std: float = 1e-6) -> LatentStandardiser:
+        """Statistics of ``latents`` ``(T, D)`` (training days only); a dimension whose std is
+        below ``min_std`` (constant over the training days) is divided by ``min_std``."""
+        z = torch.as_tensor(np.asarray(latents) if not isinstance(latents, Tensor) else latents,
+                            dtype=torch.float32)
+        if z.ndim != 2 or len(z) < 2:
+            raise ValueError(f"latents must be (T >= 2, D), got shape {tuple(z.shape)}")
+        z = z.double()
+        return cls(z.mean(0).float(), z.std(0).clamp_min(min_std).float())
+
+    def transform(self, latents: Tensor) -> Tensor:
+        """``(..., D)`` raw -> standardised."""
+        return (latents - self.mean.to(latents.device)) / self.std.to(latents.device)
+
+    def inverse(self, latents: Tensor) -> Tensor:
+        """``(..., D)`` standardised -> raw."""
+        return latents * self.std.to(latents.device) + self.mean.to(latents.device)
+
+
+def _check_inits(inits: Any, length: int, first: int, steps: int) -> np.ndarray:
+    inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+    if inits.size == 0:
+        raise ValueError("no initialisation indices given; pass at least one")
+    if inits.min() < first or inits.max() + steps >= length:
+        raise ValueError(f"initialisation indices must lie in [{first}, {length - 1 - steps}] "
+                         f"for a series of {length} days and {steps} steps (first = context - 1)"
+                         f", got [{inits.min()}, {inits.max()}]")
+    return inits
+
+
+class LatentForecaster:
+    """Everything needed to forecast fields with one representation.
+
+    fields ``(T, C, H, W)`` --:func:`encode_series` (``embed_observed``)--> latents ``(T, D)``
+    --:class:`LatentStandardiser`--> standardised --:class:`LatentSeq2Seq` (sliding rollout of
+    one-day steps, :func:`rollout`)--> forecast latents --inverse, ``decoder``--> fields.
+
+    Args:
+        method: the trained, frozen method that makes the latents (``embed``).
+        decoder: ``(B, D) raw latents -> (B, C, H, W)`` standardised fields (the autoencoder's
+            own decoder, or a decoder trained on the frozen latents).
+        model: the trained LSTM, on standardised latents.
+        standardiser: training-day latent statistics.
+        context: days of latents the LSTM reads.
+        sliding: rollout scheme (True for a model trained one step ahead; see :func:`rollout`).
+        batch_size: days encoded / decoded at once.
+
+    Attributes:
+        latents: standardised latents encoded by :func:`fit_latent_forecaster` (``"train"``,
+            ``"valid"`` -> ``(T, D)``), kept for reuse.
+    """
+
+    def __init__(self, method: nn.Module, decoder: nn.Module, model: LatentSeq2Seq,
+                 standardiser: LatentStandardiser, context: int, sliding: bool = True,
+                 batch_size: int = 128) -> None:
+        if context < 1:
+            raise ValueError(f"context must be >= 1 day, got {context}")
+        self.method, self.decoder, self.model = method, decoder, model
+        self.standardiser, self.context, self.sliding = standardiser, context, sliding
+        self.batch_size = batch_size
+        self.latents: dict[str, Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, fields: np.ndarray | Tensor, observed: np.ndarray | Tensor | None = None
+               ) -> Tensor:
+        """Standardised latents ``(T, D)`` (CPU) of ``fields`` ``(T, C, H, W)`` seen where
+        ``observed`` (bool ``(T, H, W)``; None = complete)."""
+        raw = encode_series(self.method, fields, batch_size=self.batch_size, observed=observed)
+        return self.standardiser.transform(raw)
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """Standardised latents ``(..., D)`` -> standardised fields ``(..., C, H, W)`` (CPU)."""
+        lead_shape = latents.shape[:-1]
+        flat = latents.reshape(-1, latents.shape[-1])
+        device = next(self.decoder.parameters()).device
+        was_training = self.decoder.training
+        self.decoder.eval()
+        try:
+            out = [self.decoder(self.standardiser.inverse(flat[i:i + self.batch_size]
+                                                          .to(device))).float().cpu()
+                   for i in range(0, len(flat), self.batch_size)]
+        finally:
+            self.decoder.train(was_training)
+        fields = torch.cat(out)
+        return fields.reshape(*lead_shape, *fields.shape[1:])
+
+    def forecast_latents(self, latents: Tensor, inits: Any, steps: int) -> Tensor:
+        """Standardised latent forecasts ``(B, steps, D)`` from the ``context`` days ending at
+        each init ``i`` (``latents[i - context + 1 : i + 1]``), valid at ``i + 1 .. i + steps``."""
+        inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+        if inits.size and (inits.min() < self.context - 1 or inits.max() >= len(latents)):
+            raise ValueError(f"initialisation indices must lie in [{self.context - 1}, "
+                             f"{len(latents) - 1}] with context {self.context}")
+        idx = inits[:, None] - self.context + 1 + np.arange(self.context)[None]
+        context = latents[torch.as_tensor(idx)].to(self.device)
+        return rollout(self.model, context, steps, sliding=self.sliding).float().cpu()
+
+    def forecast(self, latents: Tensor, inits: Any, steps: int) -> Tensor:
+        """Decoded forecasts ``(B, steps, C, H, W)`` standardised (see :meth:`forecast_latents`)."""
+        return self.decode(self.forecast_latents(latents, inits, steps))
+
+    def source(self, latents: Tensor) -> ForecastSource:
+        """A forecast source (module docstring) of this forecaster on ``latents`` ``(T, D)``."""
+        return lambda inits, steps: self.forecast(latents, inits, steps)
+
+    def ceiling_source(self, latents: Tensor) -> ForecastSource:
+        """The *decoder ceiling*: the decoded **true** latents at ``i + 1 .. i + steps``, what
+        a perfect latent forecast would score (the decoder's reconstruction error)."""
+        def source(inits: Any, steps: int) -> Tensor:
+            idx = np.asarray(inits, dtype=np.int64).reshape(-1, 1) + np.arange(1, steps + 1)
+            return self.decode(latents[torch.as_tensor(idx)])
+        return source
+
+
+def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
+                          run_dir: str | os.PathLike, config: Any, representation: str,
+                          context: int = 30, hidden_dim: int = 256, num_layers: int = 1,
+                          dropout: float = 0.0, seed: int = 0, progress: bool = True
+                          ) -> tuple[LatentForecaster, pd.DataFrame, Path]:
+    """Train (once, :func:`geofusion.runs.cached_fit`) the LSTM on one representation's latents.
+
+    Encodes ``prepared.train`` and ``prepared.valid`` with ``method`` (complete fields),
+    standardises them with the training statistics, and fits a :class:`LatentSeq2Seq`
+    (``context`` days -> the next day, MSE on standardised latents, :class:`ForecastMethod`)
+    on all training windows, logging the loss on the validation windows. Windows never cross
+    the split.
+
+    Args:
+        method: trained, frozen method (``embed``) making the latents.
+        decoder: its decoder (raw latents -> standardised fields), kept in the forecaster.
+        prepared: :class:`geofusion.data.PreparedData`.
+        run_dir: root of this profile's runs (the model goes to ``<run_dir>/models/...``).
+        config: :class:`geofusion.training.TrainConfig` of the LSTM.
+        representation: identifies the frozen method in the cache key, e.g. the directory
+            name :func:`geofusion.runs.pretrained` returned (``"barlow_twins-1a2b3c4d5e"``).
+        context, hidden_dim, num_layers, dropout: the LSTM.
+        seed: initial weights.
+
+    Returns:
+        ``(forecaster, history, directory)``; ``forecaster.latents`` holds the standardised
+        ``"train"`` and ``"valid"`` latents.
+    """
+    from geofusion.runs import cached_fit, data_fingerprint
+
+    train = encode_series(method, prepared.train)
+    valid = encode_series(method, prepared.valid)
+    standardiser = LatentStandardiser.fit(train)
+    train, valid = standardiser.transform(train), standardiser.transform(valid)
+    description = {
+        "name": "latent_seq2seq", "representation": representation, "context": context,
+        "horizon": 1, "hidden_dim": hidden_dim, "num_layers": num_layers, "dropout": dropout,
+        "init_seed": seed, "latents": "embed_observed, standardised with training mean and std",
+        "data": data_fingerprint(prepared),
+    }
+
+    def make_method() -> ForecastMethod:
+        torch.manual_seed(seed)
+        return ForecastMethod(LatentSeq2Seq(train.shape[1], hidden_dim, num_layers, dropout))
+
+    valid_set = (LatentWindowDataset(valid, context, 1) if len(valid) > context else None)
+    trained, history, directory = cached_fit(
+        make_method, description, LatentWindowDataset(train, context, 1), config, run_dir,
+        valid_set=valid_set, progress=progress)
+    forecaster = LatentForecaster(method, decoder, trained.model, standardiser, context)
+    forecaster.latents = {"train": train, "valid": valid}
+    return forecaster, history, directory
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring decoded forecasts and baselines per variable and lead
+# --------------------------------------------------------------------------------------------
+
+def _as_float_tensor(x: Any) -> Tensor:
+    return (x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))).float()
+
+
+def persistence_source(fields: np.ndarray | Tensor) -> ForecastSource:
+    """Persistence as a forecast source: the field of the init day at every lead."""
+    x = _as_float_tensor(fields)
+
+    def source(inits: Any, steps: int) -> Tensor:
+        day = x[torch.as_tensor(np.asarray(inits, dtype=np.int64).reshape(-1))]
+        return day[:, None].expand(-1, steps, *day.shape[1:])
+    return source
+
+
+def climatology_source(climatology: np.ndarray | Tensor, times: Any) -> ForecastSource:
+    """Day-of-year climatology (:func:`climatology`, same units as the fields) as a forecast
+    source on the series whose days are ``times``: the climatology of each verification day."""
+    clim = _as_float_tensor(climatology)
+    doy = day_of_year(times) - 1
+
+    def source(inits: Any, steps: int) -> Tensor:
+        idx = np.asarray(inits, dtype=np.int64).reshape(-1, 1) + np.arange(1, steps + 1)
+        return clim[torch.as_tensor(doy[idx])]
+    return source
+
+
+@torch.no_grad()
+def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | Tensor,
+                    times: Any, lat: Any, climatology: np.ndarray | Tensor,
+                    to_physical: Callable[[Tensor], Tensor], channels: Sequence[str],
+                    context: int, steps: int = 1, inits: Any = None, batch_size: int = 64
+                    ) -> pd.DataFrame:
+    """Latitude-weighted RMSE and ACC per forecaster, lead and variable, in physical units.
+
+    Every source is verified on the same initialisations ``i`` against ``fields[i + lead]``:
+    per verification day the area-weighted MSE and ACC (anomalies from the day-of-year
+    ``climatology`` of the verification day) over the grid, then the mean over the
+    initialisations, and the RMSE is the root of the mean MSE (WeatherBench 2, see
+    :mod:`geofusion.metrics`). Everything is computed in chunks of ``batch_size``
+    initialisations, so no decoded forecast of the whole period is held.
+
+    Args:
+        sources: name -> forecast source (module docstring), standardised fields.
+        fields: ``(T, C, H, W)`` standardised evaluation series (e.g. ``prepared.valid``).
+        times: ``(T,)`` datetime64 of ``fields``.
+        lat: ``(H,)`` degrees ascending.
+        climatology: ``(366, C, H, W)`` standardised (:func:`climatology` of the training
+            days), the reference of the anomalies.
+        to_physical: standardised ``(..., C, H, W)`` tensor -> physical units
+            (``prepared.destandardise``).
+        channels: the ``C`` variable names.
+        context: days of history the forecasters read; the default initialisations are
+            ``context - 1 .. T - 1 - steps`` (all with a full context and a verifying day).
+        steps: the leads ``1 .. steps`` (days for daily data).
+        inits: optional explicit initialisation indices.
+        batch_size: initialisations per chunk.
+
+    Returns:
+        DataFrame with columns ``forecaster``, ``lead``, ``variable``, ``rmse`` (physical
+        units of the variable), ``acc`` (NaN for the climatology itself: zero anomaly), and
+        ``n`` (initialisations averaged).
+    """
+    from geofusion.metrics import lat_weighted_acc, lat_weighted_mse
+
+    x = _as_float_tensor(fields)
+    if x.ndim != 4 or x.shape[1] != len(channels):
+        raise ValueError(f"fields must be (T, C={len(channels)}, H, W), got {tuple(x.shape)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not sources:
+        raise ValueError("no forecast sources given; pass a dict name -> source")
+    if inits is None:
+        inits = np.arange(context - 1, len(x) - steps)
+    inits = _check_inits(inits, len(x), max(context - 1, 0), steps)
+    clim = _as_float_tensor(climatology)
+    doy = day_of_year(times) - 1
+    if len(doy) != len(x):
+        raise ValueError(f"{len(doy)} times for {len(x)} fields; pass the times of the fields")
+    lat = np.asarray(lat, dtype=np.float64)
+    mse_sum = {name: torch.zeros(steps, len(channels), dtype=torch.float64) for name in sources}
+    acc_sum = {name: torch.zeros(steps, len(channels), dtype=torch.float64) for name in sources}
+    for start in range(0, len(inits), batch_size):
+        chunk = inits[start:start + batch_size]
+        idx = chunk[:, None] + np.arange(1, steps + 1)
+        truth = to_physical(x[torch.as_tensor(idx)])
+        reference = to_physical(clim[torch.as_tensor(doy[idx])])
+        for name, source in sources.items():
+            forecast = _as_float_tensor(source(chunk, steps)).cpu()
+            if forecast.shape != truth.shape:
+                raise ValueError(f"source {name!r} returned shape {tuple(forecast.shape)}, "
+                                 f"expected {tuple(truth.shape)} (inits, steps, C, H, W)")
+            forecast = to_physical(forecast)
+            mse_sum[name] += lat_weighted_mse(forecast, truth, lat).double().sum(0)
+            acc_sum[name] += lat_weighted_acc(forecast, truth, reference, lat).double().sum(0)
+    rows = []
+    n = len(inits)
+    for name in sources:
+        rmse, acc = (mse_sum[name] / n).sqrt(), acc_sum[name] / n
+        for lead in range(steps):
+            for c, variable in enumerate(channels):
+                rows.append({"forecaster": name, "lead": lead + 1, "variable": variable,
+                             "rmse": float(rmse[lead, c]), "acc": float(acc[lead, c]),
+                             "n": n})
+    return pd.DataFrame(rows)
+
+
+def skill_vs_mask_ratio(forecasters: Mapping[str, LatentForecaster],
+                        fields: np.ndarray | Tensor, times: Any, lat: Any,
+                        climatology: np.ndarray | Tensor,
+                        to_physical: Callable[[Tensor], Tensor], channels: Sequence[str],
+                        ratios: Sequence[float], kind: str = "pixel", seed: int = 0,
+                        batch_size: int = 64, **mask_params: Any) -> pd.DataFrame:
+    """Lead-1 forecast skill when the context days are only partly observed.
+
+    For each missing fraction ``r`` one mask per day is drawn
+    (:func:`geofusion.sparsity.make_mask` of ``kind`` with a generator seeded by ``seed``: the
+    same masks for every forecaster), each forecaster encodes the masked days
+    (:meth:`LatentForecaster.encode`, i.e. ``embed_observed``: 0 where missing, plus the mask
+    channel for methods trained on sparse views), forecasts the next day and decodes it; the
+    forecast is scored against the **complete** next-day field (:func:`score_forecasts`, on
+    the initialisations every forecaster can use).
+
+    Args:
+        forecasters: name -> :class:`LatentForecaster`.
+        fields, times, lat, climatology, to_physical, channels, batch_size: as
+            :func:`score_forecasts`.
+        ratios: missing fractions in [0, 1).
+        kind, **mask_params: mask kind and its parameters (``patch_size``, ...).
+        seed: seeds the masks.
+
+    Returns:
+        DataFrame with columns ``forecaster``, ``ratio``, ``variable``, ``rmse``, ``acc``, ``n``.
+    """
+    from geofusion.sparsity import make_mask
+
+    if not forecasters:
+        raise ValueError("no forecasters given; pass a dict name -> LatentForecaster")
+    x = _as_float_tensor(fields)
+    context = max(f.context for f in forecasters.values())
+    tables = []
+    for ratio in ratios:
+        mask = make_mask((len(x), *x.shape[-2:]), float(ratio), kind,
+                         generator=torch.Generator().manual_seed(seed), **mask_params)
+        sources = {name: f.source(f.encode(x, mask)) for name, f in forecasters.items()}
+        table = score_forecasts(sources, x, times, lat, climatology, to_physical, channels,
+                                context=context, steps=1, batch_size=batch_size)
+        tables.append(table.drop(columns="lead").assign(ratio=float(ratio)))
+    out = pd.concat(tables, ignore_index=True)
+    return out[["forecaster", "ratio", "variable", "rmse", "acc", "n"]]
