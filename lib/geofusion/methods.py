@@ -15,7 +15,12 @@ Each method is an ``nn.Module`` holding its networks, with
   of a day used by the decoders and the forecaster.
 
 :func:`build_method` makes any of them by name with the report's defaults, so notebooks and
-the pipeline switch method by a string parameter.
+the pipeline switch method by a string parameter. Given ``observation`` settings
+(:class:`geofusion.sparsity.Observation`) it builds the variants trained on sparse, noisy
+observations (report chapter 4, step 4), whose encoders take the observation mask as an extra
+channel (``mask_channel = True``): :class:`SparseViewMethod` for the contrastive methods (a
+complete view paired with a masked, noisy one) and :class:`DenoisingAutoencoderMethod` for the
+autoencoder (masked, noisy input, complete target).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 from geofusion.augment import ReportAugmentation, two_views
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.models import FieldDecoder, ProjectionHead, ResNetEncoder
-from geofusion.sparsity import apply_mask
+from geofusion.sparsity import Observation, apply_mask
 
 Batch = tuple[Tensor, ...]
 
@@ -163,6 +168,108 @@ class SupConMethod(ContrastiveMethod):
                            gather_distributed=self.gather_distributed)
 
 
+class SparseViewMethod(ContrastiveMethod):
+    """A contrastive method whose positive pairs align sparse, noisy observations with full fields.
+
+    The views of a day ``x`` (B, C, H, W) are built on the native grid, then augmented:
+
+    - view 1: ``x`` complete, plus a mask channel of ones (or, with
+      ``observation.both_views``, an independent corruption of ``x`` as view 2);
+    - view 2: ``(x + eps) * m`` plus the mask channel ``m``, where ``m`` misses a random fraction
+      ``r ~ U[min_ratio, max_ratio]`` of the points (kind pixel/patch/swath) and ``eps`` is
+      correlated noise (:class:`geofusion.sparsity.Observation`).
+
+    Both go through the method's augmentation (resize, random crop, mean filter), which treats
+    the mask channel as a field, so the encoder sees ``C + 1`` channels in training and at
+    inference (:func:`observe` builds them; :meth:`inference_view` resizes and smooths all of
+    them). The loss is the objective of the class it is mixed with, on the projections of
+    these views. Generator order in :meth:`make_views`: corruption of view 1 (``both_views``
+    only), corruption of view 2, augmentation of view 1, augmentation of view 2.
+
+    Use the concrete classes (:class:`SparseBarlowTwinsMethod`, :class:`SparseSimCLRMethod`,
+    :class:`SparseSupConMethod`) or ``build_method(name, observation={...})``.
+
+    Args:
+        encoder: (B, C + 1, h, w) -> (B, latent_dim).
+        projector: (B, latent_dim) -> (B, proj_dim).
+        observation: :class:`~geofusion.sparsity.Observation` or its settings dict.
+        **kwargs: the mixed-in method's parameters (``lambd``, ``temperature``,
+            ``augmentation``).
+    """
+
+    mask_channel = True
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module,
+                 observation: Observation | dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(encoder, projector, **kwargs)
+        self.observation = Observation.from_dict(observation)
+
+    def make_views(self, fields: Tensor, generator: torch.Generator | None
+                   ) -> tuple[Tensor, Tensor]:
+        """Two views (B, C + 1, h, w): complete (or corrupted) and corrupted, then augmented."""
+        if not isinstance(generator, torch.Generator):
+            raise ValueError("sparse views need an explicit torch.Generator "
+                             "(e.g. torch.Generator().manual_seed(0))")
+        if self.observation.both_views:
+            first = observe(self, *self.observation(fields, generator))
+        else:
+            first = observe(self, fields)
+        second = observe(self, *self.observation(fields, generator))
+        return self.augmentation(first, generator), self.augmentation(second, generator)
+
+
+class SparseBarlowTwinsMethod(SparseViewMethod, BarlowTwinsMethod):
+    """Barlow Twins on (complete, sparse noisy) pairs: see :class:`SparseViewMethod`."""
+
+
+class SparseSimCLRMethod(SparseViewMethod, SimCLRMethod):
+    """SimCLR on (complete, sparse noisy) pairs: see :class:`SparseViewMethod`."""
+
+
+class SparseSupConMethod(SparseViewMethod, SupConMethod):
+    """SupCon on (complete, sparse noisy) pairs: see :class:`SparseViewMethod`."""
+
+
+class DenoisingAutoencoderMethod(AutoencoderMethod):
+    """Autoencoder that reconstructs the complete field from a sparse, noisy observation of it.
+
+    L = MSE(D(E(observe(x_obs, m))), x), with ``(x_obs, m) = observation(x)`` (masked, noisy
+    input plus its mask channel, :class:`geofusion.sparsity.Observation`) and the complete,
+    clean ``x`` as target: a masked/denoising autoencoder. The encoder takes ``C + 1``
+    channels (``mask_channel = True``); :meth:`forward` and :meth:`embed` take what
+    :func:`observe` produces, and the decoder returns the ``C`` modes.
+
+    Args:
+        encoder: (B, C + 1, H, W) -> (B, latent_dim).
+        decoder: (B, latent_dim) -> (B, C, H, W).
+        observation: :class:`~geofusion.sparsity.Observation` or its settings dict;
+            ``both_views`` must be False (there is a single input).
+    """
+
+    mask_channel = True
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module,
+                 observation: Observation | dict[str, Any]) -> None:
+        super().__init__(encoder, decoder)
+        self.observation = Observation.from_dict(observation)
+        if self.observation.both_views:
+            raise ValueError("both_views has no meaning for the autoencoder (one input, the "
+                             "complete field as target); set both_views=False")
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Reconstruct from ``inputs`` (B, C + 1, H, W) = ``observe(self, fields, observed)``
+        -> (B, C, H, W)."""
+        return self.decoder(self.encoder(inputs))
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None
+             ) -> tuple[Tensor, dict[str, float]]:
+        fields = batch[0]
+        corrupted, observed = self.observation(fields, generator)
+        reconstruction = self(observe(self, corrupted, observed))
+        loss = nn.functional.mse_loss(reconstruction.float(), fields.float())
+        return loss, {"missing_fraction": float((~observed).float().mean())}
+
+
 def observe(method: nn.Module, fields: Tensor, observed: Tensor | None = None) -> Tensor:
     """The encoder input ``method`` expects for fields observed only where ``observed``.
 
@@ -203,33 +310,50 @@ def build_method(
     width: int = 64,
     proj_dim: int = 128,
     proj_hidden_dim: int = 1024,
+    observation: dict[str, Any] | None = None,
     **loss_params: float,
 ) -> nn.Module:
     """Build a method by name with the report's architecture.
 
     Args:
         name: one of :data:`METHODS`.
-        in_channels: input channels (5 modes; +1 with a mask channel).
+        in_channels: number of modes of the fields (5); the encoder gets one more input
+            channel (the mask) when ``observation`` is given.
         grid: (lat, lon) of the fields, for the autoencoder's decoder.
         latent_dim: size of the representation (1000 in the report).
         width: ResNet base width (64 = ResNet-18; smaller for tests and the quick profile).
         proj_dim: projection size (128 in the report).
         proj_hidden_dim: hidden size of the three-layer projection head.
+        observation: None for the plain method, or the settings of a
+            :class:`geofusion.sparsity.Observation` (``kind``, ``min_ratio``, ``max_ratio``,
+            ``noise_std``, ``noise_length``, ``both_views``) to train on sparse, noisy
+            observations: :class:`SparseViewMethod` variants of the contrastive methods,
+            :class:`DenoisingAutoencoderMethod` for the autoencoder.
         **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon).
     """
-    encoder = ResNetEncoder(in_channels=in_channels, latent_dim=latent_dim, width=width)
+    sparse = Observation.from_dict(observation) if observation is not None else None
+    encoder_channels = in_channels + (1 if sparse is not None else 0)
+    encoder = ResNetEncoder(in_channels=encoder_channels, latent_dim=latent_dim, width=width)
     if name == "autoencoder":
         if loss_params:
             raise ValueError(f"the autoencoder takes no loss parameters, got {loss_params}")
         decoder = FieldDecoder(latent_dim=latent_dim, out_channels=in_channels, grid=grid,
                                width=width)
+        if sparse is not None:
+            return DenoisingAutoencoderMethod(encoder, decoder, sparse)
         return AutoencoderMethod(encoder, decoder)
     if name == "barlow_twins":
         projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim, final_batchnorm=True)
+        if sparse is not None:
+            return SparseBarlowTwinsMethod(encoder, projector, sparse, **loss_params)
         return BarlowTwinsMethod(encoder, projector, **loss_params)
     projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim, final_batchnorm=False)
     if name == "simclr":
+        if sparse is not None:
+            return SparseSimCLRMethod(encoder, projector, sparse, **loss_params)
         return SimCLRMethod(encoder, projector, **loss_params)
     if name == "supcon":
+        if sparse is not None:
+            return SparseSupConMethod(encoder, projector, sparse, **loss_params)
         return SupConMethod(encoder, projector, **loss_params)
     raise ValueError(f"unknown method {name!r}; choose one of {METHODS}")

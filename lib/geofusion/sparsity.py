@@ -18,6 +18,12 @@ Noise
     ``std^2 exp(-r^2 / (2 L^2))`` (``r`` and ``L`` in grid points) by filtering white noise in
     Fourier space; :func:`realised_correlation_length` measures ``L`` back from a field.
 
+Observation model
+    :class:`Observation` combines both into what a sensor network or a satellite delivers:
+    each sample misses a random fraction of its grid points (drawn per sample in
+    ``[min_ratio, max_ratio]``) and the points it sees carry correlated noise. It is built from
+    JSON-friendly settings (``Observation.from_dict``), so a training description can hold it.
+
 Everything random takes an explicit ``torch.Generator``; numbers are drawn on the
 generator's device (CPU by default) and moved to ``device`` afterwards, so a CPU generator
 gives the same masks whatever device the model runs on.
@@ -26,7 +32,10 @@ gives the same masks whatever device the model runs on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +45,7 @@ from torch import Tensor
 __all__ = [
     "MASK_KINDS", "missing_count", "make_mask", "random_ratios", "apply_mask", "fill_missing",
     "EARTH_RADIUS_KM", "km_to_gridpoints", "gaussian_correlation", "correlated_noise",
-    "add_noise", "autocorrelation_lon", "realised_correlation_length",
+    "add_noise", "autocorrelation_lon", "realised_correlation_length", "Observation",
 ]
 
 MASK_KINDS: tuple[str, ...] = ("pixel", "patch", "swath")
@@ -408,3 +417,111 @@ def realised_correlation_length(noise: Tensor | np.ndarray, min_correlation: flo
     r2 = np.asarray(lags, dtype=np.float64) ** 2
     inv_l2 = float((r2 * np.asarray(values)).sum() / (r2**2).sum())
     return math.inf if inv_l2 <= 0 else 1.0 / math.sqrt(inv_l2)
+
+
+# --------------------------------------------------------------------------------------------
+# Observation model: masks + noise
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Observation:
+    """What an observing system delivers of a field: missing points plus correlated noise.
+
+    Settings (all JSON-friendly, see :meth:`from_dict` / :meth:`to_dict`):
+
+    - ``kind``: mask kind, one of :data:`MASK_KINDS` (isolated stations, ``"patch"`` gaps such as
+      cloud cover, ``"swath"`` gaps between satellite tracks);
+    - ``min_ratio``, ``max_ratio``: each sample misses a fraction of its points drawn uniformly in
+      ``[min_ratio, max_ratio]`` (:func:`random_ratios`), ``0 <= min_ratio <= max_ratio < 1``;
+    - ``noise_std``: standard deviation of the noise in standardised units (>= 0; 0 = none);
+    - ``noise_length``: its Gaussian correlation length ``L`` in grid points (>= 0; 0 = white),
+      see :func:`correlated_noise` (one grid point is ~625 km on the 32 x 64 grid);
+    - ``both_views``: read by the sparse-view training methods
+      (:class:`geofusion.methods.SparseViewMethod`): corrupt both views of a positive pair
+      instead of pairing a corrupted view with the full field. Calling the observation ignores it.
+
+    Calling ``observation(fields, generator)`` draws, in this order from ``generator``, the
+    per-sample ratios, the masks, then (if ``noise_std > 0``) the noise, one independent field
+    per sample and channel, and returns ``(corrupted, observed)``:
+
+    - ``corrupted`` ``(B, C, H, W)``: ``fields + noise`` where observed, 0 (the standardised
+      training mean, :func:`apply_mask`) where missing;
+    - ``observed`` ``(B, H, W)`` bool, True = observed, the same for every channel; each sample
+      misses exactly ``round(ratio_b * H * W)`` points.
+
+    Feed both to :func:`geofusion.methods.observe` for a model's input (mask channel included).
+    """
+
+    kind: str = "pixel"
+    min_ratio: float = 0.0
+    max_ratio: float = 0.9
+    noise_std: float = 0.0
+    noise_length: float = 0.0
+    both_views: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in MASK_KINDS:
+            raise ValueError(f"observation kind must be one of {MASK_KINDS}, got {self.kind!r}")
+        for name in ("min_ratio", "max_ratio", "noise_std", "noise_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise ValueError(f"observation {name} must be a finite number, got {value!r}")
+        if not 0 <= self.min_ratio < 1 or not 0 <= self.max_ratio < 1:
+            raise ValueError(
+                f"observation ratios are missing fractions and must lie in [0, 1), got "
+                f"min_ratio={self.min_ratio}, max_ratio={self.max_ratio}")
+        if self.min_ratio > self.max_ratio:
+            raise ValueError(f"observation needs min_ratio <= max_ratio, got "
+                             f"min_ratio={self.min_ratio} > max_ratio={self.max_ratio}")
+        if self.noise_std < 0:
+            raise ValueError(f"observation noise_std must be >= 0 (standardised units), got "
+                             f"{self.noise_std}")
+        if self.noise_length < 0:
+            raise ValueError(f"observation noise_length must be >= 0 grid points, got "
+                             f"{self.noise_length}")
+        if not isinstance(self.both_views, bool):
+            raise ValueError(f"observation both_views must be True or False, got "
+                             f"{self.both_views!r}")
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any] | Observation) -> Observation:
+        """Build from a settings dict (keys of the class; missing keys take the defaults).
+
+        Unknown keys are refused, so a typo cannot silently fall back to a default.
+        """
+        if isinstance(settings, Observation):
+            return settings
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"observation settings must be a dict, got "
+                             f"{type(settings).__name__}")
+        known = {f.name for f in dataclass_fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown observation settings {unknown}; the keys are "
+                             f"{sorted(known)}")
+        return cls(**dict(settings))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (round-trips through JSON and :meth:`from_dict`)."""
+        return asdict(self)
+
+    def __call__(self, fields: Tensor, generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor]:
+        """``fields`` (B, C, H, W) standardised -> ``(corrupted (B, C, H, W), observed (B, H, W))``.
+
+        ``generator`` is required (a CPU generator gives the same draws on any device).
+        """
+        if not isinstance(generator, torch.Generator):
+            raise ValueError("Observation needs an explicit torch.Generator "
+                             "(e.g. torch.Generator().manual_seed(0)) so that runs reproduce")
+        if fields.ndim != 4 or not fields.is_floating_point():
+            raise ValueError(f"fields must be a floating-point (B, C, H, W) tensor, got "
+                             f"{fields.dtype} {tuple(fields.shape)}")
+        b, _, h, w = fields.shape
+        ratios = random_ratios(b, self.min_ratio, self.max_ratio, generator)
+        observed = make_mask((b, h, w), ratios, kind=self.kind, generator=generator,
+                             device=fields.device)
+        if self.noise_std > 0:
+            fields = add_noise(fields, self.noise_length, self.noise_std, generator=generator)
+        return apply_mask(fields, observed), observed
