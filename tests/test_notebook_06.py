@@ -61,4 +61,7 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert 1 < results["climatology_rmse"]["2m_temperature"] < 50
     assert len(results["noise_curves"]["sparse_barlow_twins"]["centred_cosine"]) == 2
     assert sorted(results["static"]) == ["0", "0.6"]
-    assert len(results["summary"]) == 3
+    assert sorted(results["static"]["0.6"]) == sorted(MODELS)
+    assert sorted(results["summary"]) == sorted(MODELS)
+    for row in results["summary"].values():
+        assert all(v is None or math.isfinite(v) for v in row.values())
