@@ -9,6 +9,7 @@ import torch
 
 from geofusion.augment import ReportAugmentation
 from geofusion.data import FieldDataset
+from geofusion.decoders import reconstruct
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.methods import (
     BarlowTwinsMethod,
@@ -264,7 +265,8 @@ def test_denoising_autoencoder_reconstructs_the_full_field_from_the_observation(
     x = smooth_fields(16)
     loss, metrics = method.loss((x,), gen(3))
     corrupted, observed = Observation.from_dict(SETTINGS)(x, gen(3))
-    reconstruction = method(apply_mask(corrupted, observed, mask_channel=True))
+    reconstruction = method.decoder(method.encoder(apply_mask(corrupted, observed,
+                                                              mask_channel=True)))
     assert reconstruction.shape == x.shape
     torch.testing.assert_close(loss, ((reconstruction - x) ** 2).mean())  # full clean target
     assert metrics["missing_fraction"] == pytest.approx((~observed).float().mean().item())
@@ -275,6 +277,10 @@ def test_denoising_autoencoder_reconstructs_the_full_field_from_the_observation(
     with torch.no_grad():
         after = method.loss((x,), gen(3))[0].item()
     assert after < 0.9 * before, (before, after)
+    # reconstruct() serves it like a frozen-encoder decoder: fields plus their mask.
+    torch.testing.assert_close(torch.from_numpy(reconstruct(method, corrupted, observed)),
+                               method.eval()(corrupted, observed))
+    torch.testing.assert_close(method(x), method(x, torch.ones(16, 32, 64, dtype=torch.bool)))
 
 
 def test_plain_methods_are_unchanged_and_both_views_is_refused_for_the_autoencoder():

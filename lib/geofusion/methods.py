@@ -236,8 +236,10 @@ class DenoisingAutoencoderMethod(AutoencoderMethod):
     L = MSE(D(E(observe(x_obs, m))), x), with ``(x_obs, m) = observation(x)`` (masked, noisy
     input plus its mask channel, :class:`geofusion.sparsity.Observation`) and the complete,
     clean ``x`` as target: a masked/denoising autoencoder. The encoder takes ``C + 1``
-    channels (``mask_channel = True``); :meth:`forward` and :meth:`embed` take what
-    :func:`observe` produces, and the decoder returns the ``C`` modes.
+    channels (``mask_channel = True``): :meth:`embed` takes what :func:`observe` produces,
+    :meth:`forward` takes the fields and their mask (as
+    :class:`geofusion.decoders.FrozenEncoderDecoder` does, so
+    :func:`geofusion.decoders.reconstruct` serves it), and the decoder returns the ``C`` modes.
 
     Args:
         encoder: (B, C + 1, H, W) -> (B, latent_dim).
@@ -256,16 +258,16 @@ class DenoisingAutoencoderMethod(AutoencoderMethod):
             raise ValueError("both_views has no meaning for the autoencoder (one input, the "
                              "complete field as target); set both_views=False")
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """Reconstruct from ``inputs`` (B, C + 1, H, W) = ``observe(self, fields, observed)``
-        -> (B, C, H, W)."""
-        return self.decoder(self.encoder(inputs))
+    def forward(self, fields: Tensor, observed: Tensor | None = None) -> Tensor:
+        """Complete field (B, C, H, W) reconstructed from ``fields`` (B, C, H, W) seen where
+        ``observed`` (bool (B, H, W); None = everywhere)."""
+        return self.decoder(self.embed(observe(self, fields, observed)))
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None
              ) -> tuple[Tensor, dict[str, float]]:
         fields = batch[0]
         corrupted, observed = self.observation(fields, generator)
-        reconstruction = self(observe(self, corrupted, observed))
+        reconstruction = self(corrupted, observed)
         loss = nn.functional.mse_loss(reconstruction.float(), fields.float())
         return loss, {"missing_fraction": float((~observed).float().mean())}
 
