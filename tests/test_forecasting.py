@@ -386,6 +386,11 @@ def test_skill_vs_mask_ratio_reuses_masks_and_scores_the_complete_field():
     assert np.all(np.isfinite(masked)) and not np.allclose(masked, full["rmse"])
     again = skill_vs_mask_ratio({"ae": forecaster}, *args, ratios=[0.6], seed=3)
     np.testing.assert_array_equal(again["rmse"].to_numpy(), masked)
+    some = skill_vs_mask_ratio({"ae": forecaster}, *args, ratios=[0.0], inits=[5, 9])
+    assert (some["n"] == 2).all()
+    np.testing.assert_allclose(
+        some["rmse"], score_forecasts({"ae": forecaster.source(forecaster.encode(fields))}, *args,
+                                      context=4, inits=[5, 9])["rmse"], rtol=1e-5)
 
 
 def test_fit_latent_forecaster_trains_once_then_loads(tmp_path):

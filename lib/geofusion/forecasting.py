@@ -643,7 +643,7 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
     doy = day_of_year(times) - 1
     if len(doy) != len(x):
         raise ValueError(f"{len(doy)} times for {len(x)} fields; pass the times of the fields")
-    lat = np.asarray(lat, dtype=np.float64)
+    lat = np.array(lat, dtype=np.float64)  # a writable copy (torch warns on read-only arrays)
     mse_sum = {name: torch.zeros(steps, len(channels), dtype=torch.float64) for name in sources}
     acc_sum = {name: torch.zeros(steps, len(channels), dtype=torch.float64) for name in sources}
     for start in range(0, len(inits), batch_size):
@@ -676,7 +676,8 @@ def skill_vs_mask_ratio(forecasters: Mapping[str, LatentForecaster],
                         climatology: np.ndarray | Tensor,
                         to_physical: Callable[[Tensor], Tensor], channels: Sequence[str],
                         ratios: Sequence[float], kind: str = "pixel", seed: int = 0,
-                        batch_size: int = 64, **mask_params: Any) -> pd.DataFrame:
+                        inits: Any = None, batch_size: int = 64, **mask_params: Any
+                        ) -> pd.DataFrame:
     """Lead-1 forecast skill when the context days are only partly observed.
 
     For each missing fraction ``r`` one mask per day is drawn
@@ -689,8 +690,9 @@ def skill_vs_mask_ratio(forecasters: Mapping[str, LatentForecaster],
 
     Args:
         forecasters: name -> :class:`LatentForecaster`.
-        fields, times, lat, climatology, to_physical, channels, batch_size: as
-            :func:`score_forecasts`.
+        fields, times, lat, climatology, to_physical, channels, inits, batch_size: as
+            :func:`score_forecasts` (default initialisations: every day with the longest
+            context of the forecasters and a next day).
         ratios: missing fractions in [0, 1).
         kind, **mask_params: mask kind and its parameters (``patch_size``, ...).
         seed: seeds the masks.
@@ -710,7 +712,7 @@ def skill_vs_mask_ratio(forecasters: Mapping[str, LatentForecaster],
                          generator=torch.Generator().manual_seed(seed), **mask_params)
         sources = {name: f.source(f.encode(x, mask)) for name, f in forecasters.items()}
         table = score_forecasts(sources, x, times, lat, climatology, to_physical, channels,
-                                context=context, steps=1, batch_size=batch_size)
+                                context=context, steps=1, inits=inits, batch_size=batch_size)
         tables.append(table.drop(columns="lead").assign(ratio=float(ratio)))
     out = pd.concat(tables, ignore_index=True)
     return out[["forecaster", "ratio", "variable", "rmse", "acc", "n"]]
