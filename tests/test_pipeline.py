@@ -83,3 +83,21 @@ def test_every_profile_parameter_is_a_parameter_of_its_notebook(profile):
         assert set(pipeline.COMMON) <= set(declared), f"{name} lacks common parameters"
         unknown = set(pipeline.parameters_for(profile, name)) - set(declared)
         assert not unknown, f"PROFILES[{profile!r}] sets {sorted(unknown)} that {name} lacks"
+
+
+@pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
+def test_later_notebooks_request_the_models_notebooks_02_03_and_06_train(profile):
+    """06-08 reuse the trained base models only if they ask with the very same settings."""
+    get = lambda name: pipeline.parameters_for(profile, name)  # noqa: E731
+    autoencoder, barlow_twins = get("02_autoencoder"), get("03_barlow_twins")
+    for name in ("06_sparsity", "07_decoder", "08_forecasting"):
+        later = get(name)
+        assert (later["ae_epochs"], later["ae_lr"]) == (autoencoder["epochs"], autoencoder["lr"])
+        assert (later["encoder_epochs"], later["encoder_lr"], later["lambd"]) == (
+            barlow_twins["epochs"], barlow_twins["lr"], barlow_twins["lambd"])
+        for key in ("batch_size", "width", "latent_dim"):
+            assert later[key] == autoencoder[key] == barlow_twins[key], (name, key)
+    sparse_keys = ("mask_kind", "min_ratio", "max_ratio", "noise_std", "noise_length",
+                   "both_views")
+    assert {k: get("06_sparsity")[k] for k in sparse_keys} == \
+        {k: get("08_forecasting")[k] for k in sparse_keys}

@@ -69,6 +69,17 @@ def _contrastive(base: dict[str, Any], **own: Any) -> dict[str, Any]:
             "latent_dim": base["latent_dim"], "proj_dim": base["proj_dim"], **own}
 
 
+# The sparse-view Barlow Twins of notebook 06, requested again by notebook 08.
+_SPARSE = {"mask_kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std": 0.1,
+           "noise_length": 2.0, "both_views": False}
+# Frozen-encoder decoders: notebooks 06, 07 and 08 draw the same training days, so they share
+# the decoders they train.
+_DECODER = {
+    "quick": {"decoder_epochs": 3, "decoder_lr": 1e-3, "decoder_width": 16},
+    "full": {"decoder_epochs": 30, "decoder_lr": 1e-3, "decoder_width": 64},
+}
+
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
@@ -78,6 +89,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03_barlow_twins": _contrastive(_BASE["quick"], lambd=_BASE["quick"]["lambd"]),
         "04_simclr": _contrastive(_BASE["quick"], temperature=0.3),
         "05_supervised_contrastive": _contrastive(_BASE["quick"], temperature=0.1),
+        "06_sparsity": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"],
+                        "n_decoder_days": 512, "n_eval_days": 32},
+        "07_decoder": {**_BASE["quick"], **_DECODER["quick"], "joint_epochs": 3,
+                       "joint_lr": 1e-3, "n_train_days": 512, "n_eval": 256},
+        "08_forecasting": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"],
+                           "n_decoder_days": 512, "context": 30, "lstm_hidden": 128,
+                           "forecast_epochs": 2, "n_eval_days": 180, "max_lead": 7},
     },
     "full": {
         "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
@@ -89,6 +107,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_simclr": {**_contrastive(_BASE["full"], temperature=0.3), "lr": 1e-4},
         "05_supervised_contrastive": {**_contrastive(_BASE["full"], temperature=0.1),
                                       "lr": 1e-4},
+        "06_sparsity": {**_BASE["full"], **_SPARSE, **_DECODER["full"],
+                        "n_decoder_days": None, "n_eval_days": 512},
+        "07_decoder": {**_BASE["full"], **_DECODER["full"], "joint_epochs": 100,
+                       "joint_lr": 1e-3, "n_train_days": None, "n_eval": None},
+        "08_forecasting": {**_BASE["full"], **_SPARSE, **_DECODER["full"],
+                           "n_decoder_days": None, "context": 30, "lstm_hidden": 512,
+                           "forecast_epochs": 50, "n_eval_days": None, "max_lead": 10},
         "09_fusion": {"epochs": 100, "batch_size": 128, "width": 64, "mode_width": 32,
                       "token_dim": 256, "latent_dim": 1000, "proj_dim": 128,
                       "proj_hidden_dim": 1024, "n_train_days": None, "n_eval": 2048,
