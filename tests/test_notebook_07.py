@@ -1,0 +1,50 @@
+"""notebooks/07_decoder.ipynb runs end to end with tiny networks on one synthetic year."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+MODELS = ["autoencoder", "frozen_bt", "kadeethum", "quetin", "yao_dippel"]
+
+
+@pytest.mark.notebook
+def test_notebook_07_compares_frozen_and_joint_decoders(run_notebook, tmp_path):
+    nb = run_notebook(
+        "07_decoder.ipynb", start="2000-01-01", end="2000-12-31", batch_size=16, width=4,
+        latent_dim=16, proj_dim=8, proj_hidden_dim=16, ae_epochs=1, encoder_epochs=1,
+        decoder_epochs=1, decoder_width=4, joint_epochs=2, n_train_days=64, inner_batch=8,
+        alpha_start=0.8, alpha_end=0.2, yao_mask_ratio=0.5, n_eval=24)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", output
+    runs = tmp_path / "runs"
+    results = json.loads((runs / "results" / "07_decoder.json").read_text())
+    assert results["synthetic"] is True and results["n_train_days"] == 64
+    assert results["n_eval"] == 24
+    assert sorted(results["summary"]) == sorted(MODELS)
+    assert sorted(results["rmse"]) == sorted([*MODELS, "training_mean"])
+    assert {results["best"], results["worst"]} <= set(MODELS)
+    for name in MODELS:
+        row = results["summary"][name]
+        for key in ("RMSE / training mean", "RMSE / training mean (sparse input)",
+                    "2m temperature RMSE [K]", "positive_cosine", "negative_cosine",
+                    "embedding_variance", "final reconstruction MSE"):
+            assert row[key] is not None and math.isfinite(row[key]), (name, key)
+        assert -1 <= row["negative_cosine"] <= 1 and -1 <= row["positive_cosine"] <= 1
+        assert all(v is not None and math.isfinite(v) and v > 0
+                   for v in results["rmse"][name].values())
+    # Physical units: 2 m temperature errors are kelvins (standardised errors would be ~1).
+    t2m = "2m_temperature [K]"
+    assert 1 < results["rmse"]["training_mean"][t2m] < 50
+    assert 0.1 < results["summary"]["kadeethum"]["2m temperature RMSE [K]"] < 100
+    # Both terms of each joint objective are logged per epoch; Quetin's alpha follows its schedule.
+    for scheme in ("kadeethum", "quetin", "yao_dippel"):
+        history = results["histories"][scheme]
+        assert len(history["contrastive"]) == 2 and len(history["reconstruction"]) == 2
+    assert results["histories"]["quetin"]["alpha"] == pytest.approx([0.8, 0.2])
+    assert results["summary"]["autoencoder"]["final contrastive loss"] is None
+    # The joint models are cached under the run directory (a rerun loads them).
+    assert len(list((runs / "models").glob("joint_*/checkpoint.pt"))) == 3
