@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 SCHEMES = ["early", "late_cross_attention"]
@@ -17,6 +18,7 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
         dropout_scheme="late_cross_attention", mode_group_scheme="late_concat", epochs=1,
         batch_size=16, width=4, mode_width=2, token_dim=8, latent_dim=16, proj_dim=8,
         proj_hidden_dim=16, n_train_days=48, n_eval=24, decoder_epochs=1, decoder_width=2,
+        context=5, lstm_hidden=8, forecast_epochs=1, forecast_lr=1e-3, forecast_train_days=120,
         fine_start="2001-01-01", fine_end="2001-01-31")
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -24,7 +26,7 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "09_fusion.json").read_text())
     expected = [*SCHEMES, "late_cross_attention+dropout", "late_concat+mode_group"]
-    assert sorted(results["summary"]) == sorted(expected)
+    assert sorted(results["summary"]) == sorted([*expected, "persistence"])
     for name in expected:
         assert (runs / "09_fusion" / name / "checkpoint.pt").exists()
         assert (runs / "09_fusion" / name / "decoder" / "checkpoint.pt").exists()
@@ -42,3 +44,35 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     # Physical units: the climatology RMSE of 2 m temperature is kelvins, not standardised.
     climatology_t2m = results["rmse"]["climatology"]["2m_temperature [K]"]
     assert 1 < climatology_t2m < 50
+    # 1-day forecast in latent space: every scheme, persistence and climatology, per variable.
+    forecast = results["forecast"]
+    assert forecast["context"] == 5 and forecast["n_inits"] > 0
+    # The LSTM trains on the last 120 consecutive training days (the encoders on random days).
+    first, last = (np.datetime64(day) for day in forecast["lstm_train_days"])
+    assert (last - first).astype(int) == 119
+    ceilings = [f"{name} (decoder ceiling)" for name in expected]
+    assert set(forecast["rmse"]) == {*expected, *ceilings, "persistence", "climatology"}
+    for name, row in forecast["rmse"].items():
+        assert set(row) == set(results["rmse"]["climatology"])  # every variable, with its unit
+        assert all(math.isfinite(v) and v > 0 for v in row.values()), (name, row)
+        acc = forecast["acc"][name]
+        if name == "climatology":
+            assert all(v is None for v in acc.values())  # zero anomaly: no correlation
+        else:
+            assert all(math.isfinite(v) and -1 <= v <= 1 for v in acc.values()), (name, acc)
+    for name in expected:
+        assert math.isfinite(forecast["lstm_skill_ratio"][name])
+        ratio = results["summary"][name]["forecast RMSE / climatology (1 day)"]
+        assert math.isfinite(ratio) and ratio > 0
+    # Physical units: a 1-day 2 m temperature forecast is off by kelvins, not standardised units,
+    # and persistence beats the climatology one day ahead.
+    t2m = {name: row["2m_temperature [K]"] for name, row in forecast["rmse"].items()}
+    assert all(0.1 < v < 50 for v in t2m.values()), t2m
+    assert t2m["persistence"] < t2m["climatology"]
+    persistence = results["summary"]["persistence"]
+    assert persistence["parameters"] is None
+    assert 0 < persistence["forecast RMSE / climatology (1 day)"] < 1
+    # The summary column is the mean over variables of RMSE / climatology RMSE.
+    ratios = [forecast["rmse"]["persistence"][v] / forecast["rmse"]["climatology"][v]
+              for v in forecast["rmse"]["climatology"]]
+    assert persistence["forecast RMSE / climatology (1 day)"] == pytest.approx(np.mean(ratios))
