@@ -117,7 +117,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "09_fusion": {"epochs": 100, "batch_size": 128, "width": 64, "mode_width": 32,
                       "token_dim": 256, "latent_dim": 1000, "proj_dim": 128,
                       "proj_hidden_dim": 1024, "n_train_days": None, "n_eval": 2048,
-                      "decoder_epochs": 30, "decoder_width": 64},
+                      "decoder_epochs": 30, "decoder_width": 64, "context": 30,
+                      "lstm_hidden": 512, "forecast_epochs": 50, "forecast_lr": 1e-3,
+                      "forecast_train_days": None},
     },
 }
 
