@@ -23,11 +23,11 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             assert output.get("output_type") != "error", output
-    # The widget cell ran and rendered its initial state (an interactive widget).
+    # The widget cell ran: the interactive widget and its initial state as a figure.
     widget_cells = [c for c in nb.cells if "widgets.interactive" in c.source]
     assert len(widget_cells) == 1
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for o in widget_cells[0].outputs)
+    kinds = [key for o in widget_cells[0].outputs for key in o.get("data", {})]
+    assert "application/vnd.jupyter.widget-view+json" in kinds and "image/png" in kinds
 
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "06_sparsity.json").read_text())
