@@ -85,6 +85,25 @@ def test_every_profile_parameter_is_a_parameter_of_its_notebook(profile):
         assert not unknown, f"PROFILES[{profile!r}] sets {sorted(unknown)} that {name} lacks"
 
 
+def test_quick_profile_equals_the_notebooks_own_defaults():
+    """A notebook opened by hand runs the quick profile, so it reuses the pipeline's models.
+
+    ``device`` is the one exception: notebooks default to "auto" (a GPU when there is one),
+    the quick profile pins the CPU.
+    """
+    import ast
+
+    import papermill
+
+    for name in pipeline.notebook_names():
+        declared = papermill.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
+        for key, value in pipeline.parameters_for("quick", name).items():
+            if key == "device":
+                continue
+            default = ast.literal_eval(declared[key]["default"])
+            assert default == value, f"{name}: {key} defaults to {default!r}, quick sets {value!r}"
+
+
 @pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
 def test_later_notebooks_request_the_models_notebooks_02_03_and_06_train(profile):
     """06-08 reuse the trained base models only if they ask with the very same settings."""

@@ -47,7 +47,7 @@ COMMON = ("data_path", "profile", "seed", "device", "run_dir", "cache_dir", "sta
 # The base models. Notebooks 06-08 ask geofusion.runs for the autoencoder of 02 and the
 # Barlow Twins of 03 with these same settings, so a pipeline run trains each of them once.
 _BASE = {
-    "quick": {"batch_size": 64, "width": 16, "latent_dim": 1000, "proj_dim": 128,
+    "quick": {"batch_size": 64, "width": 8, "latent_dim": 1000, "proj_dim": 128,
               "ae_epochs": 6, "ae_lr": 1e-3, "encoder_epochs": 4, "encoder_lr": 1e-3,
               "lambd": 0.01},
     # The report: ResNet-18, batch 128, Adam 1e-3, autoencoder 300 epochs, Barlow Twins 100
@@ -90,7 +90,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_simclr": _contrastive(_BASE["quick"], temperature=0.3),
         "05_supervised_contrastive": _contrastive(_BASE["quick"], temperature=0.1),
         "06_sparsity": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"],
-                        "n_decoder_days": 512, "n_eval_days": 32},
+                        "n_decoder_days": 512, "n_eval_days": 64},
         "07_decoder": {**_BASE["quick"], **_DECODER["quick"], "joint_epochs": 3,
                        "joint_lr": 1e-3, "n_train_days": 512, "n_eval": 256},
         "08_forecasting": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"],
