@@ -100,3 +100,23 @@ def test_modes_and_comparison_figures(no_network, field):
     plt.close(fig)
     with pytest.raises(ValueError, match=r"must both be \(C=5, lat, lon\)"):
         plotting.plot_comparison(sample, sample[:4], lat, lon)
+
+
+def test_dateline_split_keeps_every_cell_where_it_was():
+    """The re-ordered mesh shows each grid column over the same longitudes as before."""
+    lat, lon = grid(32, 64)
+    field = np.arange(64, dtype=float)[None, :].repeat(len(lat), axis=0)  # value = column index
+    edges, split = plotting._dateline_split(field, lon)
+    assert edges[0] == -180.0 and edges[-1] == 180.0 and np.all(np.diff(edges) > 0)
+    assert split.shape == (len(lat), 65)  # the column on 180 E is drawn at both map edges
+    centres = (edges[:-1] + edges[1:]) / 2
+    expected_column = np.round((centres % 360.0) / 5.625).astype(int) % 64
+    np.testing.assert_array_equal(split[0], expected_column)
+
+
+def test_dateline_split_leaves_regional_grids_alone():
+    lon = np.arange(10.0, 60.0, 5.0)
+    field = np.random.default_rng(0).normal(size=(3, len(lon)))
+    edges, same = plotting._dateline_split(field, lon)
+    np.testing.assert_array_equal(same, field)
+    np.testing.assert_allclose(edges, np.arange(7.5, 60.0, 5.0))

@@ -112,6 +112,28 @@ def _edges(centres: np.ndarray, lo: float | None = None, hi: float | None = None
     return np.clip(edges, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
 
 
+def _dateline_split(field: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude edges in [-180, 180] and the matching columns of ``field`` (lat, lon).
+
+    A global grid with a column centred on 180 E (WeatherBench 2's 0, 5.625, ... 354.375) has
+    one cell straddling the edge of a map centred on Greenwich; cartopy then falls back to
+    drawing every wrapped cell as a projected polygon, about ten times slower. Re-ordering the
+    columns to run from -180 and drawing the straddling cell as two half cells (its value at
+    both map edges) keeps the fast quad-mesh path and draws the same picture. Regional grids
+    are returned unchanged.
+    """
+    lon_e = _edges(lon)
+    if not np.isclose(lon_e[-1] - lon_e[0], 360.0):
+        return lon_e, field
+    centres = (np.asarray(lon, dtype=np.float64) + 180.0) % 360.0 - 180.0
+    order = np.argsort(centres)
+    field, lon_e = field[:, order], _edges(centres[order])
+    if lon_e[0] < -180.0:
+        field = np.concatenate([field, field[:, :1]], axis=1)
+        lon_e = np.concatenate([[-180.0], lon_e[1:], [180.0]])
+    return lon_e, field
+
+
 def _label(title: str, synthetic: bool) -> str:
     if not synthetic:
         return title
@@ -134,7 +156,9 @@ def _draw(ax: Axes, field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: 
     if coast is not None:
         import cartopy.crs as ccrs
 
-        mesh = ax.pcolormesh(lon_e, lat_e, field, transform=ccrs.PlateCarree(), **kwargs)
+        map_lon_e, map_field = _dateline_split(field, lon)
+        mesh = ax.pcolormesh(map_lon_e, lat_e, map_field, transform=ccrs.PlateCarree(),
+                             **kwargs)
         ax.add_feature(coast)
         ax.set_global()
     else:
