@@ -17,7 +17,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def run_notebook(tmp_path):
-    """Execute ``notebooks/<name>`` with papermill and tiny parameters; return the executed nb.
+    """Execute ``notebooks/<name>`` with papermill and tiny parameters; return the executed nb,
+    asserting that no cell left an error output.
 
     Every notebook is run from the repository root (as the pipeline does) with ``run_dir``
     pointed at a fresh temporary directory, so tests never share checkpoints or caches.
@@ -46,6 +47,10 @@ def run_notebook(tmp_path):
                 os.environ.pop("OMP_NUM_THREADS", None)
             else:
                 os.environ["OMP_NUM_THREADS"] = env_threads
-        return nbformat.read(str(out), as_version=4)
+        executed = nbformat.read(str(out), as_version=4)
+        errors = [output for cell in executed.cells for output in cell.get("outputs", [])
+                  if output.get("output_type") == "error"]
+        assert not errors, f"{name} has error outputs: {errors}"
+        return executed
 
     return _run

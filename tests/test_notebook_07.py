@@ -12,14 +12,11 @@ MODELS = ["autoencoder", "frozen_bt", "kadeethum", "quetin", "yao_dippel"]
 
 @pytest.mark.notebook
 def test_notebook_07_compares_frozen_and_joint_decoders(run_notebook, tmp_path):
-    nb = run_notebook(
+    run_notebook(
         "07_decoder.ipynb", start="2000-01-01", end="2000-12-31", batch_size=16, width=4,
         latent_dim=16, proj_dim=8, proj_hidden_dim=16, ae_epochs=1, encoder_epochs=1,
         decoder_epochs=1, decoder_width=4, joint_epochs=2, n_train_days=64, inner_batch=8,
         alpha_start=0.8, alpha_end=0.2, yao_mask_ratio=0.5, n_eval=24)
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error", output
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "07_decoder.json").read_text())
     assert results["synthetic"] is True and results["n_train_days"] == 64

