@@ -147,7 +147,7 @@ def _draw(ax: Axes, field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: 
     if field.shape != (len(lat), len(lon)):
         raise ValueError(f"field must be (lat, lon) = ({len(lat)}, {len(lon)}), got "
                          f"{field.shape}; transpose WB2 (longitude, latitude) arrays first")
-    lon_e, lat_e = _edges(lon), _edges(lat, -90.0, 90.0)
+    lat_e = _edges(lat, -90.0, 90.0)
     if cmap in _DIVERGING and vmin is None and vmax is None:
         # Signed quantities: white at zero.
         vmax = float(np.nanmax(np.abs(field))) or 1.0
@@ -162,6 +162,7 @@ def _draw(ax: Axes, field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: 
         ax.add_feature(coast)
         ax.set_global()
     else:
+        lon_e = _edges(lon)
         mesh = ax.pcolormesh(lon_e, lat_e, field, **kwargs)
         ax.set_xlim(lon_e[0], lon_e[-1])
         ax.set_ylim(-90, 90)
