@@ -191,3 +191,22 @@ def test_add_noise_and_km():
     one_point = 6371.0088 * math.radians(5.625)
     assert km_to_gridpoints(one_point) == pytest.approx(1.0)
     assert km_to_gridpoints(1000.0) == pytest.approx(1.599, abs=1e-3)
+
+
+def test_correlated_noise_covariance_matches_the_sampled_noise():
+    # The analytic covariance must equal the empirical covariance of many noise draws.
+    from geofusion.sparsity import correlated_noise, correlated_noise_covariance
+
+    grid, length, std = (6, 12), 1.5, 0.7
+    cov = correlated_noise_covariance(grid, length, std)
+    samples = correlated_noise((20000, *grid), length, std,
+                               torch.Generator().manual_seed(0), dtype=torch.float64)
+    flat = samples.reshape(len(samples), -1)
+    empirical = flat.T @ flat / len(flat)
+    assert torch.allclose(cov, cov.T)
+    assert torch.allclose(torch.diagonal(cov), torch.full((72,), std**2, dtype=torch.float64),
+                          atol=1e-9)
+    assert (empirical - cov).abs().max() < 0.03
+    # white noise: diagonal covariance
+    white = correlated_noise_covariance(grid, 0.0, std)
+    assert torch.allclose(white, std**2 * torch.eye(72, dtype=torch.float64))

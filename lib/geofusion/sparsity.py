@@ -45,7 +45,8 @@ from torch import Tensor
 __all__ = [
     "MASK_KINDS", "missing_count", "make_mask", "random_ratios", "apply_mask", "fill_missing",
     "EARTH_RADIUS_KM", "km_to_gridpoints", "gaussian_correlation", "correlated_noise",
-    "add_noise", "autocorrelation_lon", "realised_correlation_length", "Observation",
+    "add_noise", "correlated_noise_covariance", "autocorrelation_lon",
+    "realised_correlation_length", "Observation",
 ]
 
 MASK_KINDS: tuple[str, ...] = ("pixel", "patch", "swath")
@@ -368,6 +369,42 @@ def correlated_noise(
     filt = _noise_filter(hp, wp, float(length_scale)).to(gdev)
     field = torch.fft.ifft2(torch.fft.fft2(white) * filt).real[..., :h, :w]
     return (field * std).to(device=device or gdev, dtype=dtype)
+
+
+def correlated_noise_covariance(grid: Sequence[int], length_scale: float, std: float,
+                                periodic_lon: bool = True) -> Tensor:
+    """The exact covariance matrix of :func:`correlated_noise` on an ``(H, W)`` grid.
+
+    :func:`correlated_noise` filters white noise on a torus of ``(H + pad, W)`` points (``pad``
+    rows against the latitude wrap) with the Fourier amplitude ``sqrt(S / mean(S))``, so the
+    covariance between grid points ``p = (i, j)`` and ``q`` is
+    ``std^2 k[(i_p - i_q) mod H', (j_p - j_q) mod W']`` with ``k = ifft2(S / mean(S))`` the
+    realised kernel (``k[0, 0] = 1``; it equals ``exp(-d^2 / 2L^2)`` up to the clipping of
+    round-off negatives of ``S``). This is the observation-error covariance ``R`` that matches
+    the project's noise model (data assimilation, optimal interpolation).
+
+    Args:
+        grid: ``(H, W)``.
+        length_scale, std, periodic_lon: as for :func:`correlated_noise`.
+
+    Returns:
+        float64 ``(H * W, H * W)``, points in row-major ``(lat, lon)`` order (``x.reshape(-1)``).
+
+    Example::
+
+        >>> cov = correlated_noise_covariance((4, 8), 1.0, 0.5)
+        >>> tuple(cov.shape), round(float(cov[0, 0]), 6)
+        ((32, 32), 0.25)
+    """
+    h, w = (int(s) for s in grid)
+    if not length_scale >= 0 or not std >= 0:
+        raise ValueError(f"length_scale and std must be >= 0, got {length_scale}, {std}")
+    pad = math.ceil(4 * length_scale) if length_scale > 0 else 0
+    hp, wp = h + pad, (w if periodic_lon else w + pad)
+    kernel = torch.fft.ifft2(_noise_filter(hp, wp, float(length_scale)) ** 2).real
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    i, j = i.reshape(-1), j.reshape(-1)
+    return std**2 * kernel[(i[:, None] - i[None, :]) % hp, (j[:, None] - j[None, :]) % wp]
 
 
 def add_noise(x: Tensor, length_scale: float, std: float,
