@@ -45,13 +45,66 @@ def test_identical_views_give_positive_cosine_one_and_hand_computed_negatives():
     assert out["embedding_variance"] == pytest.approx(x.flatten(1).var(0).mean().item(), rel=1e-5)
 
 
-def test_negatives_are_pairs_within_a_batch_only():
-    x = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+def _loop_negative_cosine(e1, e2):
+    """Mean cosine over all ordered pairs i != j, by an explicit double loop."""
+    total, count = 0.0, 0
+    for i in range(len(e1)):
+        for j in range(len(e2)):
+            if i != j:
+                total += float(nn.functional.cosine_similarity(e1[i], e2[j], dim=0))
+                count += 1
+    return total / count
+
+
+def test_negative_cosine_is_the_all_pairs_mean_on_slowly_drifting_days():
+    # Embeddings that drift slowly in time (a point going once round a circle over 40 days):
+    # consecutive days are near-identical, so a mean over pairs within batches of 4 consecutive
+    # days is ~0.9, while the all-pairs mean is ~0 (every direction as often as its opposite).
+    t = torch.arange(40, dtype=torch.float64) * 2 * torch.pi / 40
+    x = torch.stack([torch.cos(t), torch.sin(t)], dim=1).float()[:, None, :, None]  # (40,1,2,1)
     out = evaluation.embedding_metrics(Flatten(), x, identity_augmentation,
                                        torch.Generator(), batch_size=4)
-    e = nn.functional.normalize(x.flatten(1), dim=1)
-    sums = [(c.sum() - c.diagonal().sum()) for c in (e[:4] @ e[:4].T, e[4:] @ e[4:].T)]
-    assert out["negative_cosine"] == pytest.approx((sum(sums) / 24).item(), abs=1e-6)
+    e = x.flatten(1)
+    expected = _loop_negative_cosine(e, e)
+    within_batches = np.mean([_loop_negative_cosine(e[i:i + 4], e[i:i + 4])
+                              for i in range(0, 40, 4)])
+    assert within_batches > 0.8
+    assert abs(expected) < 0.05
+    assert out["negative_cosine"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_figures_do_not_depend_on_the_batch_size():
+    x = torch.randn(9, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    a = evaluation.embedding_metrics(Flatten(), x, noisy_augmentation,
+                                     torch.Generator().manual_seed(0), batch_size=9)
+    # Noise drawn per batch differs with the batch size; identity views isolate the pairing.
+    b = evaluation.embedding_metrics(Flatten(), x, identity_augmentation, torch.Generator(),
+                                     batch_size=2)
+    c = evaluation.embedding_metrics(Flatten(), x, identity_augmentation, torch.Generator(),
+                                     batch_size=100)
+    assert b == pytest.approx(c, abs=1e-9)
+    assert a["negative_cosine"] != pytest.approx(b["negative_cosine"], abs=1e-9)
+
+
+def test_native_grid_view_resizes_each_augmented_view_back_to_the_fields_grid():
+    seen = []
+
+    class Recording(Flatten):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x).mean(1, keepdim=True) + x.flatten(1)[:, :3]
+
+    def upsampling(x, generator):
+        return torch.nn.functional.interpolate(x, size=(8, 16), mode="bilinear")
+
+    x = torch.randn(4, 2, 4, 8, generator=torch.Generator().manual_seed(0))
+    evaluation.embedding_metrics(Recording(), x, upsampling, torch.Generator(), view="augmented")
+    assert set(seen) == {(8, 16)}
+    seen.clear()
+    evaluation.embedding_metrics(Recording(), x, upsampling, torch.Generator(), view="native_grid")
+    assert set(seen) == {(4, 8)}
+    with pytest.raises(ValueError, match="unknown view 'canonical'.*native_grid"):
+        evaluation.embedding_metrics(Flatten(), x, upsampling, torch.Generator(), view="canonical")
 
 
 def test_collapsed_encoder_has_zero_variance_and_negative_cosine_one():

@@ -5,8 +5,10 @@ on validation data:
 
 - **mean positive cosine similarity**: cos(e(v1_i), e(v2_i)) between the embeddings of two
   augmented views of the same day, averaged over days (high = invariant to augmentation);
-- **mean negative cosine similarity**: cos(e(v1_i), e(v2_j)), i != j, between views of
-  different days of the same batch (low = days are told apart);
+- **mean negative cosine similarity**: cos(e(v1_i), e(v2_j)), i != j, averaged over *all*
+  ordered pairs of different days of the evaluated set (low = days are told apart). Not within
+  batches of consecutive days: neighbouring days are similar, so a within-batch mean would be
+  inflated by the slow drift of the weather rather than measure the representation;
 - **mean variance of the embeddings**: the per-dimension variance of e(v1) across days,
   averaged over dimensions (near zero = collapse).
 """
@@ -21,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from geofusion.augment import two_views
+from geofusion.augment import resize, two_views
 
 # The report's Table 3.1 (real ERA5 64x32, full-size ResNet-18, 100 epochs), for reference.
 REPORT_TABLE_3_1 = pd.DataFrame(
@@ -64,46 +66,81 @@ def embed(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256
     return torch.cat(chunks).numpy()
 
 
+#: Inputs :func:`embedding_metrics` can score an encoder on: "augmented" = the augmentation's
+#: output (what the contrastive encoders are trained on, e.g. 72 x 144 views); "native_grid" =
+#: each augmented view resized back to the grid of the fields (what the autoencoder is trained
+#: on: the native grid, here perturbed by the same crop and smoothing).
+EMBEDDING_VIEWS: tuple[str, ...] = ("augmented", "native_grid")
+
+
 @torch.no_grad()
 def embedding_metrics(encoder: nn.Module, fields: np.ndarray | Tensor,
                       augmentation: Callable, generator: torch.Generator,
-                      batch_size: int = 128) -> dict[str, float]:
+                      batch_size: int = 128, view: str = "augmented") -> dict[str, float]:
     """The report's Table 3.1 figures for ``encoder`` on ``fields`` (N, C, H, W).
 
-    Each batch of days is augmented twice; see the module docstring for the definitions.
-    Negative pairs are taken within a batch, as in training.
+    Each day is augmented twice (``two_views``, batch by batch, in eval mode so the batch size
+    does not change the embeddings) and the embeddings ``e`` (N, D) of both views are kept.
+    With unit vectors ``u = e / |e|``:
+
+    - ``positive_cosine`` = mean_i u1_i . u2_i;
+    - ``negative_cosine`` = mean over all N (N - 1) ordered pairs i != j of u1_i . u2_j,
+      computed exactly as ``((sum_i u1_i) . (sum_j u2_j) - sum_i u1_i . u2_i) / (N (N - 1))``.
+      All pairs of the set, never pairs within a batch of consecutive days (whose similarity
+      inflates the figure);
+    - ``embedding_variance`` = mean over dimensions of the variance of ``e1`` across days.
+
+    Args:
+        encoder: ``(B, C, h, w) -> (B, D)``.
+        fields: (N, C, H, W) standardised, N >= 2 (e.g. the validation days).
+        augmentation: ``(x, generator) -> view``, e.g. ``ReportAugmentation()``.
+        generator: seeds the views (the same seed gives the same figures).
+        batch_size: days encoded at once (memory only; the result does not depend on it).
+        view: one of :data:`EMBEDDING_VIEWS`: score the encoder on the input it was trained on,
+            "augmented" for the contrastive methods, "native_grid" for the autoencoder (the
+            views resized back to (H, W)).
 
     Returns:
         ``positive_cosine``, ``negative_cosine``, ``embedding_variance``.
+
+    Example:
+        >>> import torch
+        >>> from geofusion.augment import ReportAugmentation
+        >>> encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4))
+        >>> _ = encoder(torch.zeros(1, 5 * 72 * 144))
+        >>> figures = embedding_metrics(encoder, torch.randn(6, 5, 32, 64), ReportAugmentation(),
+        ...                             torch.Generator().manual_seed(0))
+        >>> sorted(figures)
+        ['embedding_variance', 'negative_cosine', 'positive_cosine']
     """
+    if view not in EMBEDDING_VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose one of {EMBEDDING_VIEWS} "
+                         "(the input the encoder was trained on)")
     if len(fields) < 2:
         raise ValueError(f"need at least 2 samples for negative pairs, got {len(fields)}")
     was_training = encoder.training
     encoder.eval()
     device = _device_of(encoder)
     fields = _as_tensor(fields)
-    positive_sum, negative_sum, negative_count = 0.0, 0.0, 0
-    first_views = []
+    grid = tuple(fields.shape[-2:])
+    first, second = [], []
     for start in range(0, len(fields), batch_size):
         batch = fields[start:start + batch_size].to(device)
-        if len(batch) < 2:  # a last batch of one has no negative pair
-            continue
         view1, view2 = two_views(batch, augmentation, generator)
-        raw1 = encoder(view1).float()
-        e1 = nn.functional.normalize(raw1, dim=1)
-        e2 = nn.functional.normalize(encoder(view2).float(), dim=1)
-        cosine = e1 @ e2.T
-        n = len(batch)
-        positive_sum += cosine.diagonal().sum().item()
-        negative_sum += (cosine.sum() - cosine.diagonal().sum()).item()
-        negative_count += n * (n - 1)
-        first_views.append(raw1.cpu())
+        if view == "native_grid":
+            view1, view2 = resize(view1, grid), resize(view2, grid)
+        first.append(encoder(view1).float().cpu())
+        second.append(encoder(view2).float().cpu())
     encoder.train(was_training)
-    embeddings = torch.cat(first_views)
+    e1, e2 = torch.cat(first).double(), torch.cat(second).double()
+    u1, u2 = nn.functional.normalize(e1, dim=1), nn.functional.normalize(e2, dim=1)
+    positive = (u1 * u2).sum(1)
+    n = len(e1)
+    negative = (u1.sum(0) @ u2.sum(0) - positive.sum()) / (n * (n - 1))
     return {
-        "positive_cosine": positive_sum / len(embeddings),
-        "negative_cosine": negative_sum / negative_count,
-        "embedding_variance": embeddings.var(dim=0).mean().item(),
+        "positive_cosine": positive.mean().item(),
+        "negative_cosine": negative.item(),
+        "embedding_variance": e1.var(dim=0).mean().item(),
     }
 
 
