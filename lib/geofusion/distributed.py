@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from geofusion.io import atomic_write_text
+from geofusion.reproducibility import seed_worker
 from geofusion.training import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -340,6 +341,7 @@ def fit_distributed(
         loader = DataLoader(train_set, batch_size=local_batch, drop_last=True,
                             sampler=distributed_sampler(train_set, config.seed, epoch),
                             num_workers=config.num_workers,
+                            worker_init_fn=seed_worker if config.num_workers else None,
                             pin_memory=device.type == "cuda")
         tic = time.perf_counter()
         totals: dict[str, Tensor] = {}

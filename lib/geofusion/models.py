@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -111,7 +110,6 @@ class ResNetEncoder(nn.Module):
             stages.append(nn.Sequential(*layers))
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, latent_dim)
         self._init_weights()
 
@@ -132,7 +130,10 @@ class ResNetEncoder(nn.Module):
                 "check in_channels (one more with a mask channel)")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        # Global average pool as a mean: the same numbers as nn.AdaptiveAvgPool2d(1), whose CUDA
+        # backward has no deterministic implementation (it raises under
+        # torch.use_deterministic_algorithms, see geofusion.reproducibility).
+        return self.fc(x.mean(dim=(-2, -1)))
 
 
 def resnet18_encoder(in_channels: int = 5, latent_dim: int = 1000, width: int = 64

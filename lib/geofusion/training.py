@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from geofusion.io import atomic_write_bytes, atomic_write_text
+from geofusion.reproducibility import seed_worker
 
 CHECKPOINT_FORMAT = "geofusion-checkpoint-v1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -266,7 +267,8 @@ def _loader(dataset: Dataset, config: TrainConfig, generator: torch.Generator | 
             shuffle: bool, drop_last: bool) -> DataLoader:
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle,
                       drop_last=drop_last, generator=generator,
-                      num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
+                      num_workers=config.num_workers, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=seed_worker if config.num_workers else None)
 
 
 def _train_one_epoch(method: nn.Module, dataset: Dataset, optimizer: torch.optim.Optimizer,
