@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from geofusion.fusion import (
 from geofusion.models import ProjectionHead, ResNetEncoder
 
 SMALL = {"latent_dim": 12, "width": 4, "token_dim": 8, "heads": 2}
+TINY_METHOD = {**SMALL, "proj_dim": 8, "proj_hidden_dim": 16}
 GRID = (16, 32)
 SCHEMES = [("early", "concat")] + [(kind, op) for kind in ("late", "hybrid")
                                    for op in fusion.FUSIONS]
@@ -270,25 +272,18 @@ def test_missing_mode_robustness_table():
     assert enc.training  # the mode is restored
 
 
-def test_decoder_probe_trains_only_the_decoder():
-    from geofusion.models import FieldDecoder
-    from geofusion.training import TrainConfig, fit
-
+def test_missing_mode_robustness_of_a_method_goes_through_its_inference_view():
     torch.manual_seed(0)
-    enc = encoder("late", "concat")
-    before = {k: v.clone() for k, v in enc.state_dict().items()}
-    probe = fusion.DecoderProbe(enc, FieldDecoder(12, 5, (32, 64), width=2))
-    fine = torch.randn(16, 5, 32, 64, generator=torch.Generator().manual_seed(0))
-    # Input on the coarse grid, target on a finer one: a decoder for another resolution.
-    coarse = nn.functional.avg_pool2d(fine, 2)
-    dataset = torch.utils.data.TensorDataset(coarse, fine)
-    probe.target_index = 1
-    history = fit(probe, dataset, TrainConfig(epochs=3, batch_size=8, lr=1e-2, device="cpu"),
-                  progress=False)
-    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
-    for key, value in enc.state_dict().items():  # weights and batch-norm statistics
-        torch.testing.assert_close(value, before[key], msg=key)
-    assert probe.reconstruct(coarse[:3]).shape == (3, 5, 32, 64)
+    method = build_fusion_method("barlow_twins", kind="late", **TINY_METHOD)
+    x = fields(4)
+    seen = []
+    hook = method.encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-2:]))
+    table = missing_mode_robustness(method, x, torch.Generator().manual_seed(0), batch_size=4)
+    hook.remove()
+    assert set(seen) == {(72, 144)}  # the canonical view, never the native grid
+    by_hand = missing_mode_robustness(method.encoder, method.inference_view(x),
+                                      torch.Generator().manual_seed(0), batch_size=4)
+    pd.testing.assert_frame_equal(table, by_hand)
 
 
 def test_parse_scheme_names():
@@ -298,3 +293,22 @@ def test_parse_scheme_names():
     for bad in ("early_self_attention", "late_sum", "middle"):
         with pytest.raises(ValueError, match="unknown fusion scheme"):
             fusion.parse_scheme(bad)
+
+
+def test_fusion_methods_embed_their_own_inference_view():
+    from geofusion.augment import ReportAugmentation
+
+    x = torch.randn(2, 5, 32, 64, generator=torch.Generator().manual_seed(0))
+    dropped = fusion.build_fusion_method("barlow_twins", kind="late", p_mode_dropout=0.3,
+                                         **TINY_METHOD).eval()
+    canonical = ReportAugmentation().canonical(x)
+    torch.testing.assert_close(dropped.embed(x), dropped.encoder(canonical))
+    present = torch.tensor([[True, False, True, True, True]] * 2)
+    torch.testing.assert_close(dropped.embed(x, present), dropped.encoder(canonical, present))
+    # The mode-group method trains on the native grid unless it is given an augmentation.
+    native = fusion.build_fusion_method("mode_group", kind="late", **TINY_METHOD).eval()
+    torch.testing.assert_close(native.embed(x), native.encoder(x))
+    augmented = fusion.build_fusion_method("mode_group", kind="late",
+                                           augmentation=ReportAugmentation(),
+                                           **TINY_METHOD).eval()
+    torch.testing.assert_close(augmented.embed(x), augmented.encoder(canonical))

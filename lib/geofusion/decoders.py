@@ -32,50 +32,112 @@ from geofusion.methods import build_method, embed_observed, observe
 from geofusion.models import FieldDecoder
 from geofusion.sparsity import MASK_KINDS, make_mask
 
-__all__ = ["FrozenEncoderDecoder", "reconstruct", "JOINT_SCHEMES", "ALPHA_SCHEDULES",
-           "JointContrastiveDecoder", "KadeethumJointDecoder", "QuetinJointDecoder",
+__all__ = ["FROZEN_VIEWS", "FrozenEncoderDecoder", "reconstruct", "JOINT_SCHEMES",
+           "ALPHA_SCHEDULES", "JointContrastiveDecoder", "KadeethumJointDecoder",
+           "QuetinJointDecoder",
            "YaoDippelJointDecoder", "build_joint"]
 
 
-class FrozenEncoderDecoder(nn.Module):
-    """A decoder trained on the latents of a frozen, trained method.
+#: Inputs :class:`FrozenEncoderDecoder` can feed its encoder: "inference" = the method's own
+#: inference view (``method.embed``: the canonical 72 x 144 view for the contrastive methods,
+#: the fields themselves for the autoencoder); "native" = the encoder straight on the grid of
+#: the fields it is given (for a bare encoder, or to probe an encoder off its training input).
+FROZEN_VIEWS: tuple[str, ...] = ("inference", "native")
 
-    ``loss(batch)`` is the mean squared error of ``decoder(embed_observed(method, x))`` against
-    ``x`` (``batch = (x, ...)``, x ``(B, C, H, W)`` standardised). No gradient reaches the
-    method and it stays in eval mode (batch-norm statistics frozen), so
-    :func:`geofusion.training.fit` trains only the decoder.
+
+class FrozenEncoderDecoder(nn.Module):
+    """A decoder trained on the latents of a frozen, trained method (or bare encoder).
+
+    ``loss(batch)`` is the mean squared error of ``decoder(latent(x))`` against
+    ``batch[target_index]`` (``batch = (x, ...)``, x ``(B, C, H, W)`` standardised; the target
+    is ``x`` itself by default, or e.g. the same day on a finer grid with ``target_index=1``).
+    The latent depends on ``view`` (:data:`FROZEN_VIEWS`):
+
+    - ``"inference"`` (default): ``method.embed(observe(method, x, observed))``, i.e.
+      :func:`geofusion.methods.embed_observed`, the representation the rest of the project
+      uses (the encoder on the method's own inference view, plus the mask channel for methods
+      trained on sparse views);
+    - ``"native"``: ``encoder(observe(method, x, observed))``, the encoder on the grid of
+      ``x`` as given, without the method's view.
+
+    No gradient reaches the method and it stays in eval mode (batch-norm statistics frozen), so
+    :func:`geofusion.training.fit` trains only the decoder. Like the methods, :meth:`embed`
+    takes what :func:`geofusion.methods.observe` builds (``mask_channel`` is the method's) and
+    ``forward(fields, observed=None)`` returns the reconstruction, so
+    :func:`reconstruct`, :func:`geofusion.forecasting.encode_series` and
+    :func:`geofusion.forecasting.fit_latent_forecaster` take this model as they take a method.
 
     Args:
-        method: a trained method (``embed`` and optionally ``mask_channel``).
-        decoder: ``(B, latent_dim) -> (B, C, H, W)``.
+        method: a trained method (``encoder`` and ``embed``, e.g. from
+            :func:`geofusion.methods.build_method` or
+            :func:`geofusion.fusion_methods.build_fusion_method`), or a bare encoder module
+            ``(B, C, H, W) -> (B, latent_dim)`` (then ``view`` must be "native": a bare encoder
+            has no inference view).
+        decoder: ``(B, latent_dim) -> (B, C', H', W')``, e.g.
+            :class:`geofusion.models.FieldDecoder` built for the target grid.
+        view: "inference" or "native" (see above).
+        target_index: which element of the batch is the target (0 = the input itself).
+
+    Example:
+        >>> from geofusion.methods import build_method
+        >>> from geofusion.models import FieldDecoder
+        >>> method = build_method("barlow_twins", latent_dim=8, width=2, proj_dim=4,
+        ...                       proj_hidden_dim=8)
+        >>> model = FrozenEncoderDecoder(method, FieldDecoder(8, 5, (32, 64), width=2))
+        >>> model(torch.randn(2, 5, 32, 64)).shape  # encoder saw the 72 x 144 canonical view
+        torch.Size([2, 5, 32, 64])
     """
 
-    def __init__(self, method: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, method: nn.Module, decoder: nn.Module, view: str = "inference",
+                 target_index: int = 0) -> None:
         super().__init__()
+        if view not in FROZEN_VIEWS:
+            raise ValueError(f"unknown view {view!r}; choose one of {FROZEN_VIEWS}")
+        is_method = hasattr(method, "embed") and hasattr(method, "encoder")
+        if view == "inference" and not is_method:
+            raise ValueError(f"{type(method).__name__} is a bare encoder with no inference view; "
+                             "pass the trained method (with encoder and embed), or "
+                             "view='native' to feed the encoder the fields as given")
         self.method = method
         self.decoder = decoder
+        self.view = view
+        self.target_index = int(target_index)
         for parameter in self.method.parameters():
             parameter.requires_grad_(False)
         self.method.eval()
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The frozen encoder ``(B, C, h, w) -> (B, latent_dim)``."""
+        return getattr(self.method, "encoder", self.method)
+
+    @property
+    def mask_channel(self) -> bool:
+        """Whether the encoder takes a mask channel (that of the method)."""
+        return bool(getattr(self.method, "mask_channel", False))
 
     def train(self, mode: bool = True) -> FrozenEncoderDecoder:
         super().train(mode)
         self.method.eval()
         return self
 
-    def embed(self, fields: Tensor, observed: Tensor | None = None) -> Tensor:
-        """(B, C, H, W) -> (B, latent_dim), the frozen method's representation."""
+    def embed(self, inputs: Tensor) -> Tensor:
+        """Latents (B, latent_dim) of ``inputs`` (what :func:`~geofusion.methods.observe`
+        builds from (B, C, H, W) fields) through the frozen method, on :attr:`view`."""
         with torch.no_grad():
-            return embed_observed(self.method, fields, observed)
+            if self.view == "inference":
+                return self.method.embed(inputs)
+            return self.encoder(inputs)
 
     def forward(self, fields: Tensor, observed: Tensor | None = None) -> Tensor:
-        """Reconstruction (B, C, H, W) of ``fields`` seen where ``observed`` (None = all)."""
-        return self.decoder(self.embed(fields, observed))
+        """Reconstruction (B, C', H', W') of ``fields`` (B, C, H, W) seen where ``observed``
+        (bool (B, H, W); None = everywhere), standardised units."""
+        return self.decoder(self.embed(observe(self, fields, observed)))
 
     def loss(self, batch: tuple[Tensor, ...], generator: torch.Generator | None = None
              ) -> tuple[Tensor, dict[str, float]]:
-        fields = batch[0]
-        return nn.functional.mse_loss(self(fields).float(), fields.float()), {}
+        target = batch[self.target_index]
+        return nn.functional.mse_loss(self(batch[0]).float(), target.float()), {}
 
 
 @torch.no_grad()

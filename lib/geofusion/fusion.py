@@ -44,9 +44,8 @@ ResNet-18 at width 64 on 32x64 is ~0.6 G multiply-adds, the operators below are 
 :func:`mode_dropout` (random presence masks keeping >= 1 mode), :class:`ModeDropoutMethod`
 (wraps any method so its encoder sees mode dropout), :class:`ModeGroupContrastiveMethod` (the
 modes themselves make the two views, after Guo et al. 2025) and
-:func:`missing_mode_robustness` (how far an embedding moves when one mode is absent) and
-:class:`DecoderProbe` (a decoder trained on a frozen encoder: reconstruction skill, and a new
-decoder for a finer grid).
+:func:`missing_mode_robustness` (how far an embedding moves when one mode is absent). A decoder
+on a frozen fusion encoder is :class:`geofusion.decoders.FrozenEncoderDecoder`.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ __all__ = [
     "KINDS", "FUSIONS", "MODE_GROUPS", "FusionEncoder", "EarlyFusionEncoder",
     "TokenFusionEncoder", "ConcatFusion", "SelfAttentionFusion", "CrossAttentionFusion",
     "build_encoder", "parse_scheme", "fusion_cost", "mode_dropout", "random_mode_split",
-    "ModeDropoutMethod", "ModeGroupContrastiveMethod", "build_fusion_method", "DecoderProbe",
+    "ModeDropoutMethod", "ModeGroupContrastiveMethod", "build_fusion_method",
     "missing_mode_robustness",
 ]
 
@@ -495,8 +494,14 @@ class ModeDropoutMethod(nn.Module):
     def encoder(self) -> FusionEncoder:
         return self.method.encoder
 
+    def inference_view(self, fields: Tensor) -> Tensor:
+        """The wrapped method's inference view of ``fields`` (B, C, H, W)."""
+        view = getattr(self.method, "inference_view", None)
+        return view(fields) if view is not None else fields
+
     def embed(self, fields: Tensor, present: Tensor | None = None) -> Tensor:
-        return self.encoder(fields, present)
+        """(B, C, H, W), optional presence (B, C) -> (B, latent_dim) of the inference view."""
+        return self.encoder(self.inference_view(fields), present)
 
     def loss(self, batch: tuple[Tensor, ...], generator: torch.Generator | None = None
              ) -> tuple[Tensor, dict[str, float]]:
@@ -560,8 +565,16 @@ class ModeGroupContrastiveMethod(nn.Module):
                                  f"channel indices in 0..{encoder.n_modes - 1}")
             self.groups = (a, b)
 
+    def inference_view(self, fields: Tensor) -> Tensor:
+        """What the encoder sees at inference: the augmentation's deterministic ``canonical``
+        view when the method trains on augmented views, else the fields themselves (the
+        native grid it was trained on)."""
+        canonical = getattr(self.augmentation, "canonical", None)
+        return canonical(fields) if canonical is not None else fields
+
     def embed(self, fields: Tensor, present: Tensor | None = None) -> Tensor:
-        return self.encoder(fields, present)
+        """(B, M, H, W), optional presence (B, M) -> (B, latent_dim) of the inference view."""
+        return self.encoder(self.inference_view(fields), present)
 
     def group_masks(self, batch_size: int, device: torch.device,
                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -640,70 +653,12 @@ def build_fusion_method(name: str, kind: str = "early", fusion: str = "concat",
     return ModeDropoutMethod(method, p_mode_dropout) if p_mode_dropout > 0 else method
 
 
-class DecoderProbe(nn.Module):
-    """A decoder trained on a *frozen* encoder: how much of the fields the representation keeps.
-
-    ``loss(batch)`` is the mean squared error of ``decoder(encoder(x))`` against ``x``
-    (``batch = (x, ...)``, x ``(B, C, H, W)`` standardised) or against ``batch[1]`` when
-    ``target_index=1`` (e.g. a field on another grid). The encoder never trains: no gradient
-    reaches it and it stays in eval mode (batch-norm statistics frozen too), so
-    :func:`geofusion.training.fit` trains only the decoder.
-
-    Args:
-        encoder: trained ``(B, C, H, W) -> (B, latent_dim)``.
-        decoder: ``(B, latent_dim) -> (B, C', H', W')``, e.g. ``geofusion.models.FieldDecoder``
-            built for the target grid.
-        target_index: which element of the batch is the target (0 = the input itself).
-    """
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, target_index: int = 0) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-        self.target_index = target_index
-        for parameter in self.encoder.parameters():
-            parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> DecoderProbe:
-        super().train(mode)
-        self.encoder.eval()
-        return self
-
-    def forward(self, fields: Tensor) -> Tensor:
-        """Reconstruction ``(B, C', H', W')`` of ``fields`` ``(B, C, H, W)``."""
-        with torch.no_grad():
-            latents = self.encoder(fields)
-        return self.decoder(latents)
-
-    def embed(self, fields: Tensor) -> Tensor:
-        return self.encoder(fields)
-
-    def loss(self, batch: tuple[Tensor, ...], generator: torch.Generator | None = None
-             ) -> tuple[Tensor, dict[str, float]]:
-        target = batch[self.target_index]
-        reconstruction = self(batch[0])
-        return nn.functional.mse_loss(reconstruction.float(), target.float()), {}
-
-    @torch.no_grad()
-    def reconstruct(self, fields: np.ndarray | Tensor, batch_size: int = 256) -> np.ndarray:
-        """Reconstructions of ``fields`` (N, C, H, W) as float32 numpy, in eval mode."""
-        was_training = self.training
-        self.eval()
-        device = next(self.decoder.parameters()).device
-        fields = torch.as_tensor(np.asarray(fields) if not isinstance(fields, Tensor)
-                                 else fields, dtype=torch.float32)
-        out = [self(fields[i:i + batch_size].to(device)).float().cpu()
-               for i in range(0, len(fields), batch_size)]
-        self.train(was_training)
-        return torch.cat(out).numpy()
-
-
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def missing_mode_robustness(encoder: FusionEncoder, fields: np.ndarray | Tensor,
+def missing_mode_robustness(model: nn.Module, fields: np.ndarray | Tensor,
                             generator: torch.Generator, mode_names: Sequence[str] | None = None,
                             batch_size: int = 256) -> pd.DataFrame:
     """How far the embedding of a day moves when one mode is absent.
@@ -714,18 +669,33 @@ def missing_mode_robustness(encoder: FusionEncoder, fields: np.ndarray | Tensor,
     ``generator``): a mode whose loss keeps the embedding far above that row is redundant given
     the others.
 
+    Args:
+        model: a trained fusion *method* (its ``encoder`` a :class:`FusionEncoder`, e.g. from
+            :func:`build_fusion_method`): each day is embedded through the method's own
+            ``inference_view``, as it is everywhere else; or a bare :class:`FusionEncoder`,
+            called on the fields as given.
+        fields: (N, M, H, W) standardised, N >= 2.
+        generator: draws the different-day pairing.
+        mode_names: the M row names (default "mode 0", ...).
+        batch_size: days embedded at once.
+
     Returns:
         DataFrame indexed by mode name with ``cosine_mean``, ``cosine_p10`` (10th percentile
         over days) and ``cosine_min``.
     """
     if len(fields) < 2:
         raise ValueError(f"need at least 2 days, got {len(fields)}")
+    encoder = model if isinstance(model, FusionEncoder) else _fusion_encoder(model)
+    view = getattr(model, "inference_view", None)
+
+    def embed(batch: Tensor, present: Tensor | None = None) -> Tensor:
+        return encoder(view(batch) if view is not None else batch, present)
     n_modes = encoder.n_modes
     names = list(mode_names) if mode_names is not None else [f"mode {m}" for m in range(n_modes)]
     if len(names) != n_modes:
         raise ValueError(f"{len(names)} mode names for {n_modes} modes")
-    was_training = encoder.training
-    encoder.eval()
+    was_training = model.training
+    model.eval()
     device = next(encoder.parameters()).device
     fields = torch.as_tensor(np.asarray(fields) if not isinstance(fields, Tensor) else fields,
                              dtype=torch.float32)
@@ -733,14 +703,14 @@ def missing_mode_robustness(encoder: FusionEncoder, fields: np.ndarray | Tensor,
     full_chunks = []
     for start in range(0, len(fields), batch_size):
         batch = fields[start:start + batch_size].to(device)
-        full = nn.functional.normalize(encoder(batch).float(), dim=1)
+        full = nn.functional.normalize(embed(batch).float(), dim=1)
         full_chunks.append(full.cpu())
         for m in range(n_modes):
             present = torch.ones(len(batch), n_modes, dtype=torch.bool, device=device)
             present[:, m] = False
-            dropped = nn.functional.normalize(encoder(batch, present).float(), dim=1)
+            dropped = nn.functional.normalize(embed(batch, present).float(), dim=1)
             cosines[m].append((full * dropped).sum(1).cpu())
-    encoder.train(was_training)
+    model.train(was_training)
     full = torch.cat(full_chunks)
     # A random derangement-free pairing: shift a permutation by one so no day meets itself.
     order = torch.randperm(len(full), generator=generator)
