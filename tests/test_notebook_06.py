@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 RATIOS = [0.0, 0.5, 0.9]
@@ -20,8 +21,8 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
         decoder_width=2, n_decoder_days=64, n_eval_days=8, mask_kind="swath", noise_std=0.2,
         static_ratios=[0.0, 0.6], curve_ratios=RATIOS, curve_kinds=KINDS,
         curve_noise_stds=[0.0, 0.5])
-    # The widget cell ran: the interactive widget and its initial state as a figure.
-    widget_cells = [c for c in nb.cells if "widgets.interactive" in c.source]
+    # The explorer cell ran: the interactive widget and its initial state as a figure.
+    widget_cells = [c for c in nb.cells if "explorer.show" in c.source]
     assert len(widget_cells) == 1
     kinds = [key for o in widget_cells[0].outputs for key in o.get("data", {})]
     assert "application/vnd.jupyter.widget-view+json" in kinds and "image/png" in kinds
@@ -40,25 +41,29 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert (sparse_dir / "checkpoint.pt").exists()
     assert results["model_dirs"]["barlow_twins"] != results["model_dirs"]["sparse_barlow_twins"]
 
+    curves = pd.DataFrame(results["curves"])
+    clean = curves[curves.noise_std == 0]
     for kind in KINDS:
         for name in MODELS:
-            curve = results["curves"][kind][name]
-            for key in ("centred_cosine", "cosine", "rmse_over_climatology",
-                        "rmse_2m_temperature"):
-                assert len(curve[key]) == len(RATIOS)
-                assert all(math.isfinite(v) for v in curve[key]), (kind, name, key)
+            rows = clean[(clean.kind == kind) & (clean.model == name)]
+            assert sorted(set(rows.missing_fraction)) == RATIOS
+            assert rows[["rmse", "centred_cosine", "cosine"]].map(math.isfinite).all().all()
             # Nothing missing is the complete day: the same latent.
-            assert curve["centred_cosine"][0] == pytest.approx(1.0, abs=1e-4)
-            assert all(-1 - 1e-6 <= v <= 1 + 1e-6 for v in curve["centred_cosine"])
-            assert all(v > 0 for v in curve["rmse_over_climatology"])
-            assert sorted(results["rmse"][kind][name]) == sorted(f"{r:g}" for r in RATIOS)
+            complete = rows[rows.missing_fraction == 0]
+            assert complete.centred_cosine.iloc[0] == pytest.approx(1.0, abs=1e-4)
+            assert rows.centred_cosine.between(-1 - 1e-6, 1 + 1e-6).all()
             # Physical units: kelvins for 2 m temperature, not standardised values.
-            t2m = results["rmse"][kind][name]["0.9"]["2m_temperature"]
-            assert 0.5 < t2m < 50, t2m
-    assert 1 < results["climatology_rmse"]["2m_temperature"] < 50
-    assert len(results["noise_curves"]["sparse_barlow_twins"]["centred_cosine"]) == 2
-    assert sorted(results["static"]) == ["0", "0.6"]
-    assert sorted(results["static"]["0.6"]) == sorted(MODELS)
-    assert sorted(results["summary"]) == sorted(MODELS)
-    for row in results["summary"].values():
-        assert all(v is None or math.isfinite(v) for v in row.values())
+            t2m = rows[(rows.missing_fraction == 0.9) & (rows.variable == "2m_temperature")]
+            assert 0.5 < float(t2m.rmse.iloc[0]) < 50
+    # The climatology is the day-of-year one (a few kelvins on the synthetic year), ignores the
+    # observation, and has no latent.
+    climatology = clean[clean.model == "climatology"]
+    assert climatology.centred_cosine.isna().all()
+    t2m = climatology[climatology.variable == "2m_temperature"].rmse
+    assert t2m.nunique() == 1 and 0.1 < t2m.iloc[0] < 10
+    assert results["climatology_rmse"]["2m_temperature"] == pytest.approx(t2m.iloc[0])
+    noisy = curves[(curves.noise_std == 0.5) & (curves.model == "sparse_barlow_twins")]
+    assert len(noisy) == 5 and (noisy.kind == "swath").all()
+    assert sorted(results["summary"]) == sorted([*MODELS, "climatology"])
+    for name, row in results["summary"].items():
+        assert all(v is None or math.isfinite(v) for v in row.values()), name

@@ -120,3 +120,18 @@ def test_dateline_split_leaves_regional_grids_alone():
     edges, same = plotting._dateline_split(field, lon)
     np.testing.assert_array_equal(same, field)
     np.testing.assert_allclose(edges, np.arange(7.5, 60.0, 5.0))
+
+
+def test_draw_latlon_greys_missing_points_and_checks_the_shape(field):
+    values, lat, lon = field
+    values = values.copy()
+    values[3, 5] = np.nan
+    fig, ax = plt.subplots()
+    mesh = plotting.draw_latlon(ax, values, lat, lon, "observation", vmin=-1, vmax=1)
+    array = mesh.get_array()
+    assert array.mask[3, 5] and array.mask.sum() == 1
+    assert mesh.get_cmap().get_bad()[:3] == pytest.approx((0.8, 0.8, 0.8))
+    assert mesh.get_clim() == (-1, 1) and ax.get_title() == "observation"
+    with pytest.raises(ValueError, match="pass one channel of one day"):
+        plotting.draw_latlon(ax, values.T, lat, lon)
+    plt.close(fig)

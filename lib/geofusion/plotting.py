@@ -23,10 +23,12 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from geofusion import sparsity
 from geofusion.data import UNITS, VARIABLES
 
 NATURAL_EARTH_DIR = Path(__file__).resolve().parent / "resources" / "natural_earth"
@@ -265,4 +267,121 @@ def plot_comparison(truth: np.ndarray, prediction: np.ndarray, lat: np.ndarray, 
         _draw(axes[2, c], prediction[c] - truth[c], lat, lon, "difference", "RdBu_r", units[c],
               coast, None, None)
     fig.suptitle(_label(suptitle, synthetic))
+    return fig
+
+
+def draw_latlon(ax: Axes, field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: str = "",
+                cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None
+                ) -> Any:
+    """Plain latitude/longitude map of one field ``(lat, lon)``, missing points (NaN) in grey.
+
+    The quick panel of small multiples (notebook 06's observations and reconstructions): no
+    projection, no coastlines, no ticks, the title in a small font. Cells are centred on the
+    grid points (``shading="nearest"``). Returns the QuadMesh, for a shared colour bar.
+
+    Example:
+        >>> import matplotlib.pyplot as plt, numpy as np
+        >>> fig, ax = plt.subplots()
+        >>> field = np.ones((4, 8)); field[0, 0] = np.nan
+        >>> mesh = draw_latlon(ax, field, np.linspace(-60, 60, 4), np.arange(0, 360, 45), "one")
+        >>> bool(mesh.get_array().mask[0, 0]), ax.get_title()
+        (True, 'one')
+    """
+    field = np.asarray(field, dtype=np.float64)
+    if field.shape != (len(lat), len(lon)):
+        raise ValueError(f"field must be (lat, lon) = ({len(lat)}, {len(lon)}), got "
+                         f"{field.shape}; pass one channel of one day")
+    colour_map = plt.get_cmap(cmap).with_extremes(bad="0.8")
+    mesh = ax.pcolormesh(np.asarray(lon), np.asarray(lat), np.ma.masked_invalid(field),
+                         cmap=colour_map, vmin=vmin, vmax=vmax, shading="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return mesh
+
+
+def plot_latlon_grid(panels: Sequence[Sequence[tuple[np.ndarray, str]]], lat: np.ndarray,
+                     lon: np.ndarray, row_labels: Sequence[str] | None = None,
+                     colorbar_label: str = "", suptitle: str = "", synthetic: bool = False,
+                     cmap: str = "viridis", vmin: float | None = None,
+                     vmax: float | None = None) -> Figure:
+    """Small multiples of :func:`draw_latlon` panels on one colour scale.
+
+    ``panels``: rows of ``(field (lat, lon), title)``, all rows as long as the first; NaN
+    points are drawn grey (missing). ``vmin``/``vmax`` default to the range of all panels.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> f = np.zeros((4, 8))
+        >>> fig = plot_latlon_grid([[(f, "a"), (f + 1, "b")]], np.linspace(-60, 60, 4),
+        ...                        np.arange(0, 360, 45), suptitle="two")
+        >>> [ax.get_title() for ax in fig.axes[:2]], fig.axes[1].collections[0].get_clim()
+        (['a', 'b'], (0.0, 1.0))
+    """
+    ncols = len(panels[0]) if panels else 0
+    if not ncols or any(len(row) != ncols for row in panels):
+        raise ValueError("panels must be a non-empty list of rows of equal length, each a "
+                         "list of (field, title) pairs")
+    values = np.concatenate([np.ravel(f) for row in panels for f, _ in row])
+    vmin = float(np.nanmin(values)) if vmin is None else vmin
+    vmax = float(np.nanmax(values)) if vmax is None else vmax
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(2.7 * ncols, 1.6 * len(panels) + 0.6),
+                             layout="constrained", squeeze=False)
+    for i, row in enumerate(panels):
+        for j, (field, title) in enumerate(row):
+            mesh = draw_latlon(axes[i, j], field, lat, lon, title, cmap, vmin, vmax)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    fig.colorbar(mesh, ax=axes, shrink=0.6, label=colorbar_label)
+    fig.suptitle(_label(suptitle, synthetic))
+    return fig
+
+
+def plot_correlated_noise(day: np.ndarray, channel: int, lat: np.ndarray, lon: np.ndarray,
+                          to_physical: Any, channel_std: float, lengths: Sequence[float],
+                          noise_std: float, kind: str = "pixel", units: str = "",
+                          seed: int = 0, synthetic: bool = False) -> Figure:
+    """Correlated observation noise at several correlation lengths, one row each.
+
+    Columns: a noise field of std ``noise_std`` (standardised) and length ``L`` grid points
+    (:func:`geofusion.sparsity.correlated_noise`) in physical units (times ``channel_std``);
+    an observation of ``day`` ``(C, lat, lon)`` (standardised) through a ``kind`` mask at 30 %
+    missing plus that noise; the measured autocorrelation along longitude of 64 draws against
+    the Gaussian ``exp(-d^2 / 2 L^2)`` they are drawn from, titled with the realised length.
+    """
+    day_t = torch.as_tensor(np.asarray(day, dtype=np.float32))[None]
+    truth = np.asarray(to_physical(day_t.numpy()))[0, channel]
+    limits = {"vmin": float(truth.min()), "vmax": float(truth.max())}
+    km_per_point = 1.0 / sparsity.km_to_gridpoints(1.0)
+    grid = tuple(day_t.shape[-2:])
+    fig, axes = plt.subplots(len(lengths), 3, figsize=(11, 2.3 * len(lengths) + 0.4),
+                             layout="constrained", squeeze=False)
+    for i, length in enumerate(lengths):
+        observation = sparsity.Observation(kind=kind, min_ratio=0.3, max_ratio=0.3,
+                                           noise_std=noise_std, noise_length=length)
+        noisy, observed = observation(day_t, torch.Generator().manual_seed(seed))
+        noise = sparsity.correlated_noise((64, *grid), length, noise_std,
+                                          torch.Generator().manual_seed(seed + 1))
+        noise_physical = noise[0].numpy() * channel_std
+        scale = float(np.abs(noise_physical).max())
+        mesh = draw_latlon(axes[i, 0], noise_physical, lat, lon,
+                           f"noise, L = {length:g} points (~{length * km_per_point:.0f} km)",
+                           "RdBu_r", -scale, scale)
+        fig.colorbar(mesh, ax=axes[i, 0], shrink=0.8, label=units)
+        seen = np.asarray(to_physical(noisy.numpy()))[0, channel]
+        mesh = draw_latlon(axes[i, 1], np.where(observed[0].numpy(), seen, np.nan), lat, lon,
+                           "observation: 30 % missing + noise", **limits)
+        fig.colorbar(mesh, ax=axes[i, 1], shrink=0.8, label=units)
+        lags = np.arange(12)
+        axes[i, 2].plot(lags, sparsity.autocorrelation_lon(noise).numpy()[:12], "o",
+                        label="measured")
+        axes[i, 2].plot(lags, sparsity.gaussian_correlation(lags, length), "-",
+                        label="exp(-d^2 / 2L^2)")
+        axes[i, 2].set(xlabel="lag (longitude points)", ylabel="correlation",
+                       title=f"realised L = {sparsity.realised_correlation_length(noise):.2f} "
+                             "points")
+        axes[i, 2].legend(fontsize=7)
+    fig.suptitle(_label(f"Correlated noise, std {noise_std:g} (standardised) = "
+                        f"{noise_std * channel_std:.2g} {units}", synthetic))
     return fig

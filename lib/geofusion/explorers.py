@@ -1,0 +1,165 @@
+"""Interactive explorers (ipywidgets) for the notebooks, drawn with matplotlib.
+
+:class:`SparsityExplorer` (notebook 06): pick the missing fraction, mask kind, noise level and
+variable; the figure shows one validation day, its observation and each model's reconstruction
+of the complete day, with the centred latent cosine of the observation to the complete day.
+
+Widgets under a notebook executor. When a notebook runs without a front end (papermill,
+nbclient), output captured by a widget's ``Output`` makes the executor send the widget state
+back to the kernel, which can hang the run (nbclient issue 312, papermill issue 723). So
+:meth:`SparsityExplorer.show` displays the controls and draws the *initial* state in the cell's
+own output, not inside the widget; the widget's callback only draws once a control moves (a
+live kernel). The HTML report thus shows the initial figure too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch.nn.functional as F
+from IPython.display import display
+from matplotlib.figure import Figure
+
+from geofusion.plotting import draw_latlon
+from geofusion.reconstruction_scores import SparsityEvaluation
+from geofusion.sparsity import MASK_KINDS
+
+__all__ = ["SparsityExplorer"]
+
+
+class SparsityExplorer:
+    """One validation day seen through any observation, and every model's reconstruction.
+
+    The observation of the day is exactly the one :class:`SparsityEvaluation` scores for the
+    same ``(kind, ratio, noise)`` (same mask generator, same noise), so the explorer shows a
+    day of the robustness curves.
+
+    Args:
+        evaluation: the models, evaluation days and observation settings.
+        day: index of the day among the evaluation days.
+        lon: ``(W,)`` longitudes in degrees east (the latitudes come from ``evaluation``).
+        date: printed in the titles.
+        labels: model name -> short label for the panels (default: the names).
+        units: variable -> units for the colour bar.
+        synthetic: adds "(synthetic)" to the title.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import numpy as np, torch
+        >>> from geofusion.methods import build_method
+        >>> from geofusion.reconstruction_scores import LatentReconstructor, SparsityEvaluation
+        >>> ae = build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4)
+        >>> ev = SparsityEvaluation({"ae": LatentReconstructor(ae, ae.decoder)},
+        ...     torch.randn(4, 5, 8, 16), np.arange(4).astype("datetime64[D]"),
+        ...     np.linspace(-80, 80, 8), lambda x: x, list("abcde"))
+        >>> explorer = SparsityExplorer(ev, 0, np.arange(0, 360, 22.5))
+        >>> explorer.figure(0.5, "swath", 0.0, "a")._suptitle.get_text()
+        'swath mask, 50% missing, noise std 0: sparse observation explorer'
+    """
+
+    def __init__(self, evaluation: SparsityEvaluation, day: int, lon: Any, date: str = "",
+                 labels: Mapping[str, str] | None = None,
+                 units: Mapping[str, str] | None = None, synthetic: bool = False) -> None:
+        if not 0 <= day < len(evaluation.fields):
+            raise ValueError(f"day must index one of the {len(evaluation.fields)} evaluation "
+                             f"days, got {day}")
+        self.evaluation, self.day, self.lon = evaluation, day, np.asarray(lon)
+        self.date, self.synthetic = date, synthetic
+        self.labels = {name: (labels or {}).get(name, name) for name in evaluation.models}
+        self.units = dict(units or {})
+        self.current: Figure | None = None  # the figure the controls drew last
+        self._live = False
+
+    def title(self, ratio: float, kind: str, noise: float) -> str:
+        """The figure title: mask kind, missing fraction and noise level."""
+        title = f"{kind} mask, {ratio:.0%} missing, noise std {noise:g}: "
+        return title + "sparse observation explorer" + (" (synthetic)" if self.synthetic else "")
+
+    def figure(self, ratio: float, kind: str, noise: float, mode: str) -> Figure:
+        """Draw the state ``(ratio, kind, noise, mode)``: the complete day and its observation
+        (top), the latent cosines (top right), each model's reconstruction (bottom), all of
+        ``mode`` in physical units on the colour scale of the complete day."""
+        ev = self.evaluation
+        if mode not in ev.channels:
+            raise ValueError(f"mode must be one of {ev.channels}, got {mode!r}")
+        c = ev.channels.index(mode)
+        fields, mask = ev.observe(kind, ratio, noise, [self.day])
+        truth = ev.truth[self.day, c]
+        limits = {"vmin": float(truth.min()), "vmax": float(truth.max())}
+        names = list(ev.models)
+        ncols = max(3, len(names))
+        fig, axes = plt.subplots(2, ncols, figsize=(3.7 * ncols, 4.6), layout="constrained",
+                                 squeeze=False)
+        draw_latlon(axes[0, 0], truth, ev.lat, self.lon, f"complete {mode}, {self.date}",
+                    **limits)
+        observation = np.where(mask[0].numpy(), ev.to_physical(fields.numpy())[0, c], np.nan)
+        draw_latlon(axes[0, 1], observation, ev.lat, self.lon,
+                    f"observation: {kind}, {ratio:.0%} missing, noise {noise:g}", **limits)
+        cosines = {}
+        for ax, name in zip(axes[1], names, strict=False):
+            model = ev.models[name]
+            if model.has_latent:
+                z = model.latents(fields, mask)
+                mu = ev.centres[name]
+                cosines[self.labels[name]] = float(F.cosine_similarity(
+                    z[0] - mu, ev.complete_latents[name][self.day] - mu, dim=0))
+                standardised = model.decode(z)
+            else:
+                standardised = model.reconstruct(fields, mask, ev.times[[self.day]])
+            reconstruction = ev.to_physical(standardised.numpy())[0, c]
+            mesh = draw_latlon(ax, reconstruction, ev.lat, self.lon,
+                               f"{self.labels[name]} reconstruction", **limits)
+        for ax in axes[1, len(names):]:
+            ax.remove()
+        fig.colorbar(mesh, ax=axes[1, len(names) - 1], shrink=0.8, label=self.units.get(mode, ""))
+        bars = axes[0, 2]
+        bars.barh(list(cosines), list(cosines.values()),
+                  color=[f"C{i}" for i in range(len(cosines))])
+        bars.set(xlim=(-0.2, 1.0), xlabel="centred cosine to the complete day",
+                 title="latent distance")
+        for ax in axes[0, 3:]:
+            ax.remove()
+        fig.suptitle(self.title(ratio, kind, noise))
+        return fig
+
+    def _redraw(self, ratio: float, kind: str, noise: float, mode: str) -> None:
+        if not self._live:  # interactive() calls once while it is built: drawn by show()
+            return
+        if self.current is not None:
+            plt.close(self.current)
+        self.current = self.figure(ratio, kind, noise, mode)
+        plt.show()
+
+    def controls(self, ratio: float = 0.5, kind: str = "pixel", noise: float = 0.0,
+                 mode: str | None = None, max_ratio: float = 0.9) -> widgets.interactive:
+        """The widget: sliders for the missing fraction and noise std, drop-downs for the mask
+        kind and the variable; moving one redraws :meth:`figure` (kept in ``current``)."""
+        mode = mode if mode is not None else self.evaluation.channels[0]
+        if kind not in MASK_KINDS:
+            raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}")
+        self._live = False
+        widget = widgets.interactive(
+            self._redraw,
+            ratio=widgets.FloatSlider(value=ratio, min=0.0, max=max_ratio, step=0.05,
+                                      description="missing"),
+            kind=widgets.Dropdown(options=list(MASK_KINDS), value=kind, description="mask kind"),
+            noise=widgets.FloatSlider(value=noise, min=0.0, max=1.0, step=0.05,
+                                      description="noise std"),
+            mode=widgets.Dropdown(options=self.evaluation.channels, value=mode,
+                                  description="mode"))
+        self._live = True
+        return widget
+
+    def show(self, ratio: float = 0.5, kind: str = "pixel", noise: float = 0.0,
+             mode: str | None = None) -> widgets.interactive:
+        """Display the controls, then draw the initial state in the cell output (module
+        docstring: never inside the widget under an executor); returns the widget."""
+        widget = self.controls(ratio, kind, noise, mode)
+        display(widget)
+        self.current = self.figure(**widget.kwargs)
+        plt.show()
+        return widget
