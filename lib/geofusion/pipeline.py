@@ -181,13 +181,10 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def _render_html(notebook_path: Path, html_path: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
+    # MathJax from a local copy next to the report, widget state embedded (geofusion.rendering).
+    from geofusion.rendering import render_notebook_html
 
-    from geofusion.io import atomic_write_text
-
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
-    atomic_write_text(html_path, body)
+    render_notebook_html(notebook_path, html_path)
 
 
 def execute(name: str, parameters: dict[str, Any], output_dir: Path,
