@@ -30,7 +30,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from geofusion import distributed
-from geofusion.fusion import build_fusion_method, fusion_cost, parse_scheme
+from geofusion.fusion_encoders import fusion_cost, parse_scheme
+from geofusion.fusion_methods import build_fusion_method
 from geofusion.training import resolve_device
 
 SCHEMES = ("early", "late_concat", "late_self_attention", "late_cross_attention",

@@ -21,7 +21,8 @@ import os
 import torch
 
 from geofusion import data, distributed
-from geofusion.fusion import FUSION_METHODS, FUSIONS, KINDS, build_fusion_method
+from geofusion.fusion_encoders import FUSIONS, KINDS
+from geofusion.fusion_methods import FUSION_METHODS, build_fusion_method
 from geofusion.training import TrainConfig
 
 

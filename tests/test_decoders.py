@@ -8,7 +8,7 @@ import torch
 from geofusion.data import FieldDataset
 from geofusion.decoders import FrozenEncoderDecoder, reconstruct
 from geofusion.forecasting import encode_series
-from geofusion.fusion import build_fusion_method
+from geofusion.fusion_methods import build_fusion_method
 from geofusion.methods import build_method, embed_observed
 from geofusion.models import FieldDecoder
 from geofusion.training import TrainConfig, fit

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from geofusion import distributed
-from geofusion.fusion import build_fusion_method
+from geofusion.fusion_methods import build_fusion_method
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.training import TrainConfig, fit, load_checkpoint
 

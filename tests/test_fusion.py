@@ -1,4 +1,5 @@
-"""Fusion encoders: interface, missing modes, costs, mode dropout and the mode-group method."""
+"""Fusion encoders, operators and methods: interface, missing modes, costs, mode dropout, the
+mode-group method (geofusion.fusion_encoders, fusion_operators, fusion_methods)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,40 @@ import pytest
 import torch
 from torch import nn
 
-from geofusion import fusion
-from geofusion.fusion import (
-    CrossAttentionFusion,
+from geofusion.augment import ReportAugmentation
+from geofusion.fusion_encoders import (
+    FUSIONS,
     EarlyFusionEncoder,
-    ModeDropoutMethod,
-    ModeGroupContrastiveMethod,
+    FusionEncoder,
+    TokenFusionEncoder,
     build_encoder,
-    build_fusion_method,
     fusion_cost,
-    missing_mode_robustness,
     mode_dropout,
+    parse_scheme,
     random_mode_split,
 )
+from geofusion.fusion_methods import (
+    MODE_GROUPS,
+    ModeDropoutMethod,
+    ModeGroupContrastiveMethod,
+    build_fusion_method,
+    missing_mode_robustness,
+)
+from geofusion.fusion_operators import CrossAttentionFusion
 from geofusion.models import ProjectionHead, ResNetEncoder
 
 SMALL = {"latent_dim": 12, "width": 4, "token_dim": 8, "heads": 2}
 TINY_METHOD = {**SMALL, "proj_dim": 8, "proj_hidden_dim": 16}
 GRID = (16, 32)
 SCHEMES = [("early", "concat")] + [(kind, op) for kind in ("late", "hybrid")
-                                   for op in fusion.FUSIONS]
+                                   for op in FUSIONS]
 
 
 def fields(batch: int = 6, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 5, *GRID, generator=torch.Generator().manual_seed(seed))
 
 
-def encoder(kind: str, op: str, seed: int = 0) -> fusion.FusionEncoder:
+def encoder(kind: str, op: str, seed: int = 0) -> FusionEncoder:
     torch.manual_seed(seed)
     return build_encoder(kind, op, **SMALL)
 
@@ -212,7 +220,7 @@ def test_mode_dropout_method_drops_modes_reproducibly():
         ModeDropoutMethod(nn.Module(), 0.3)
 
 
-@pytest.mark.parametrize("groups", [fusion.MODE_GROUPS, "random"])
+@pytest.mark.parametrize("groups", [MODE_GROUPS, "random"])
 @pytest.mark.parametrize("objective", ["barlow_twins", "nt_xent"])
 def test_mode_group_method_contrasts_the_two_groups(groups, objective):
     torch.manual_seed(0)
@@ -249,7 +257,7 @@ def test_every_method_trains_with_a_fusion_encoder(name):
     torch.manual_seed(0)
     method = build_fusion_method(name, kind="hybrid", fusion="concat", grid=GRID, proj_dim=8,
                                  proj_hidden_dim=16, **SMALL)
-    assert isinstance(method.encoder, fusion.TokenFusionEncoder)
+    assert isinstance(method.encoder, TokenFusionEncoder)
     batch = (fields(8), torch.tensor([0, 1, 2, 3] * 2))
     loss, _ = method.loss(batch, torch.Generator().manual_seed(0))
     loss.backward()
@@ -287,28 +295,26 @@ def test_missing_mode_robustness_of_a_method_goes_through_its_inference_view():
 
 
 def test_parse_scheme_names():
-    assert fusion.parse_scheme("early") == ("early", "concat")
-    assert fusion.parse_scheme("late_self_attention") == ("late", "self_attention")
-    assert fusion.parse_scheme("hybrid_cross_attention") == ("hybrid", "cross_attention")
+    assert parse_scheme("early") == ("early", "concat")
+    assert parse_scheme("late_self_attention") == ("late", "self_attention")
+    assert parse_scheme("hybrid_cross_attention") == ("hybrid", "cross_attention")
     for bad in ("early_self_attention", "late_sum", "middle"):
         with pytest.raises(ValueError, match="unknown fusion scheme"):
-            fusion.parse_scheme(bad)
+            parse_scheme(bad)
 
 
 def test_fusion_methods_embed_their_own_inference_view():
-    from geofusion.augment import ReportAugmentation
-
     x = torch.randn(2, 5, 32, 64, generator=torch.Generator().manual_seed(0))
-    dropped = fusion.build_fusion_method("barlow_twins", kind="late", p_mode_dropout=0.3,
+    dropped = build_fusion_method("barlow_twins", kind="late", p_mode_dropout=0.3,
                                          **TINY_METHOD).eval()
     canonical = ReportAugmentation().canonical(x)
     torch.testing.assert_close(dropped.embed(x), dropped.encoder(canonical))
     present = torch.tensor([[True, False, True, True, True]] * 2)
     torch.testing.assert_close(dropped.embed(x, present), dropped.encoder(canonical, present))
     # The mode-group method trains on the native grid unless it is given an augmentation.
-    native = fusion.build_fusion_method("mode_group", kind="late", **TINY_METHOD).eval()
+    native = build_fusion_method("mode_group", kind="late", **TINY_METHOD).eval()
     torch.testing.assert_close(native.embed(x), native.encoder(x))
-    augmented = fusion.build_fusion_method("mode_group", kind="late",
+    augmented = build_fusion_method("mode_group", kind="late",
                                            augmentation=ReportAugmentation(),
                                            **TINY_METHOD).eval()
     torch.testing.assert_close(augmented.embed(x), augmented.encoder(canonical))
