@@ -22,7 +22,7 @@ from torch import nn
 from geofusion import distributed
 from geofusion.fusion_methods import build_fusion_method
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
-from geofusion.training import TrainConfig, fit, load_checkpoint
+from geofusion.training import TrainConfig, fit, learning_rate, load_checkpoint
 
 WORLD = 2
 N, D = 8, 6  # global batch, embedding size
@@ -107,6 +107,26 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         results["weights"] = {k: v.clone() for k, v in method.state_dict().items()}
         results["parameters"] = [k for k, _ in method.named_parameters()]
         results["gather_flag"] = method.gather_distributed
+
+        # Early stopping with a schedule, interrupted after epoch 1 and resumed, against an
+        # uninterrupted run. min_delta is so large that epoch 2 cannot improve: the run stops
+        # for patience after epoch 2 and restores epoch 1's weights.
+        plateau = TrainConfig(epochs=4, batch_size=8, seed=0, device="cpu", patience=1,
+                              min_delta=1e6, lr_schedule="cosine", warmup_epochs=1)
+        interrupted = _tiny_method()
+        distributed.fit_distributed(interrupted, _dataset(), plateau, valid_set=_dataset(),
+                                    run_dir=Path(out_dir) / "plateau_a", progress=False,
+                                    find_unused_parameters=True, stop_after=1)
+        results["plateau_epoch1"] = {k: v.clone() for k, v in interrupted.state_dict().items()}
+        results["plateau_resumed"] = distributed.fit_distributed(
+            interrupted, _dataset(), plateau, valid_set=_dataset(),
+            run_dir=Path(out_dir) / "plateau_a", progress=False, find_unused_parameters=True)
+        results["plateau_resumed_weights"] = interrupted.state_dict()
+        straight = _tiny_method()
+        results["plateau"] = distributed.fit_distributed(
+            straight, _dataset(), plateau, valid_set=_dataset(),
+            run_dir=Path(out_dir) / "plateau_b", progress=False, find_unused_parameters=True)
+        results["plateau_weights"] = straight.state_dict()
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -188,6 +208,28 @@ def test_fit_distributed_trains_one_model_and_rank0_writes_a_resumable_checkpoin
     assert len(history) == 2
     for key, value in method.state_dict().items():
         torch.testing.assert_close(value, first["weights"][key], msg=key)
+
+
+def test_fit_distributed_early_stopping_and_schedule_resume_exactly(ranks):
+    for result in ranks:
+        history = result["plateau"]
+        assert history.attrs["stop_reason"] == "patience" and len(history) == 2
+        assert history.attrs["best_epoch"] == 1 and history.attrs["restored_best"]
+        config = TrainConfig(epochs=4, batch_size=8, lr_schedule="cosine", warmup_epochs=1)
+        steps = 16 // 8  # global batches per epoch
+        assert list(history["lr"]) == [learning_rate(config, e * steps, steps) for e in (0, 1)]
+        pd.testing.assert_frame_equal(result["plateau_resumed"].drop(columns="seconds"),
+                                      history.drop(columns="seconds"))
+        # Batch-norm running statistics are each process's own; a resumed process starts from
+        # rank 0's (the checkpoint), so beyond rank 0 only the parameters must agree.
+        keys = (result["plateau_weights"] if result["rank"] == 0 else result["parameters"])
+        for key in keys:
+            value = result["plateau_weights"][key]
+            torch.testing.assert_close(result["plateau_resumed_weights"][key], value, rtol=0,
+                                       atol=0, msg=key)
+            # The best epoch's weights were restored.
+            torch.testing.assert_close(result["plateau_epoch1"][key], value, rtol=0, atol=0,
+                                       msg=key)
 
 
 def test_single_process_helpers_are_no_ops():

@@ -29,11 +29,7 @@ switched on for every module of the method that has a ``gather_distributed`` att
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -43,17 +39,22 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from geofusion.io import atomic_write_text
 from geofusion.reproducibility import seed_worker
 from geofusion.training import (
-    CHECKPOINT_NAME,
     TrainConfig,
-    _check_compatible,
+    _clock,
+    _clone_state,
+    _early_stopping,
+    _history_frame,
+    _resume,
+    _save,
+    _write_config,
     epoch_generator,
-    load_checkpoint,
+    fit,
+    learning_rate,
     move_to,
     progress_bar,
-    save_checkpoint,
+    set_learning_rate,
 )
 
 __all__ = [
@@ -285,10 +286,8 @@ def fit_distributed(
     Returns:
         the per-epoch history (identical on every process).
     """
-    from geofusion import training
-
     if not is_distributed():
-        return training.fit(method, train_set, config, run_dir=run_dir, valid_set=valid_set,
+        return fit(method, train_set, config, run_dir=run_dir, valid_set=valid_set,
                             progress=progress, stop_after=stop_after)
     n_proc, me = world_size(), rank()
     if config.batch_size % n_proc:
@@ -298,25 +297,18 @@ def fit_distributed(
     if len(train_set) < config.batch_size:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than one global "
                          f"batch of {config.batch_size}; lower batch_size or use more days")
+    if _early_stopping(config) and valid_set is None:
+        raise ValueError("early stopping (patience) needs a validation set: pass valid_set, or "
+                         "set patience=None to train a fixed number of epochs")
     device = _device(config)
     method.to(device)
     set_gather_distributed(method, True)
     optimizer = torch.optim.Adam(method.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    checkpoint_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        _check_compatible(state, method, config, checkpoint_path)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        start_epoch = state["epoch"]
+    # Every process reads the checkpoint, so all start from the same weights and state.
+    run, best = _resume(method, optimizer, config, run_dir, device)
     if run_dir is not None and me == 0:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(run_dir) / "config.json",
-                          json.dumps(dataclasses.asdict(config), indent=2))
+        _write_config(run_dir, config)
 
     module: nn.Module = _LossModule(method)
     if sync_batchnorm:
@@ -325,14 +317,15 @@ def fit_distributed(
         module, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters)
     use_amp = config.amp and device.type == "cuda"
-    end_epoch = config.epochs if stop_after is None else min(config.epochs,
-                                                             start_epoch + stop_after)
-    epochs = range(start_epoch, end_epoch)
     show = progress and me == 0
-    bar = progress_bar(epochs, desc=f"{type(method).__name__} x{n_proc}", unit="epoch",
-                       initial=start_epoch, total=config.epochs) if show else epochs
+    calls = 0
+    saved_reason, reason = run.stop_reason, run.should_stop(config)
+    bar = progress_bar(None, desc=f"{type(method).__name__} x{n_proc}", unit="epoch",
+                       initial=run.epoch, total=config.epochs) if show and reason is None else None
 
-    for epoch in bar:
+    while reason is None and (stop_after is None or calls < stop_after):
+        epoch = run.epoch
+        tic = _clock()
         if hasattr(method, "on_epoch_start"):
             method.on_epoch_start(epoch, config.epochs)
         ddp.train()
@@ -343,10 +336,12 @@ def fit_distributed(
                             num_workers=config.num_workers,
                             worker_init_fn=seed_worker if config.num_workers else None,
                             pin_memory=device.type == "cuda")
-        tic = time.perf_counter()
         totals: dict[str, Tensor] = {}
         steps = 0
+        first_lr = learning_rate(config, epoch * len(loader), len(loader))
         for batch in loader:
+            set_learning_rate(optimizer, learning_rate(config, epoch * len(loader) + steps,
+                                                       len(loader)))
             batch = move_to(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, metrics = ddp(batch, generator)
@@ -366,28 +361,35 @@ def fit_distributed(
         row: dict[str, float] = {"epoch": epoch + 1}
         for key, value in totals.items():
             row[key] = float(all_reduce_mean(value / steps))
-        row["seconds"] = time.perf_counter() - tic
+        row["lr"] = first_lr
+        row["seconds"] = _clock() - tic
         if valid_set is not None:
             row["valid_loss"] = _evaluate_distributed(method, valid_set, local_batch, config,
                                                       device, use_amp)
-        history.append(row)
-        if show:
+        # The slowest process's time, so the budget decision is the same on every process.
+        seconds = torch.tensor(_clock() - tic, dtype=torch.float64, device=device)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+        if run.record(row, float(seconds), config) and best is not None:
+            best = _clone_state(method)
+        calls += 1
+        reason = run.stop_reason = run.should_stop(config)
+        if bar is not None:
+            bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
                              if k in ("loss", "valid_loss")})
-        if checkpoint_path is not None and me == 0:
-            save_checkpoint(checkpoint_path, {
-                "method": type(method).__name__,
-                "config": dataclasses.asdict(config),
-                "epoch": epoch + 1,
-                "model": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-            })
-            atomic_write_text(Path(run_dir) / "metrics.csv",
-                              pd.DataFrame(history).to_csv(index=False))
+        if run_dir is not None and me == 0:
+            _save(run_dir, method, optimizer, config, run, best)
+    if bar is not None:
+        bar.close()
+    if calls == 0 and reason != saved_reason:
+        run.stop_reason = reason
+        if run_dir is not None and me == 0:
+            _save(run_dir, method, optimizer, config, run, best)
     barrier()  # no process returns (and maybe reads the checkpoint) before rank 0 wrote it
+    if reason is not None and best is not None and run.best_epoch > 0:
+        method.load_state_dict(best)
     method.eval()
-    return pd.DataFrame(history)
+    return _history_frame(run, config)
 
 
 @torch.no_grad()
