@@ -4,6 +4,9 @@ Modules, one concept each:
 
 - ``data``: WeatherBench 2 ERA5 zarr stores, the synthetic ERA5-like default, preparation
   (daily means, 80/20 split by time, standardisation) and torch datasets.
+- ``era5_files``: ERA5 netCDF / GRIB files from the Climate Data Store in the WB2 layout.
+- ``grids``: the one orientation (latitude ascending, longitude 0..360), conservative regridding.
+- ``errors``: ``DataError``, raised for input data geofusion cannot use.
 - ``plotting``: maps on a cartopy projection with offline coastlines.
 - ``models``: ResNet-18 encoder, decoder, projection heads.
 - ``losses``: Barlow Twins, NT-Xent (SimCLR), supervised contrastive.

@@ -5,14 +5,20 @@ pressure-level ones at one level, resampled from 6-hourly to daily means, split 
 (training = the earlier part) and standardised per channel with training statistics only.
 
 - :func:`open_era5` lazily opens a WeatherBench 2 zarr store (``gs://`` with ``gcsfs`` or a
-  local copy) keeping its names, dims ``(time, level, longitude, latitude)`` and coordinates.
+  local copy) keeping its names, dims ``(time, level, longitude, latitude)`` and coordinates,
+  or ERA5 netCDF / GRIB files from the Climate Data Store (a file, directory or glob; see
+  :mod:`geofusion.era5_files`) converted to that layout; the orientation is normalised
+  (:func:`geofusion.grids.normalise_orientation`: latitude ascending, longitude 0..360).
 - :func:`synthetic_era5` (from :mod:`geofusion.synthetic`) builds the ERA5-like default in the
   same layout; :func:`default_store` writes it once as a zarr store so it is read through the
   same :func:`open_era5` path as real data.
 - :func:`prepare` turns a store into :class:`PreparedData`: arrays ``(time, channel, lat, lon)``
   float32, channels in :data:`VARIABLES` order, latitude ascending, longitude 0..360 east; with
   a ``cache_dir`` the result is cached (npz + JSON manifest of the inputs, written atomically).
-- :func:`load` is the one call notebooks make; :class:`FieldDataset` feeds the models.
+  On request (``regrid="conservative"``) a finer grid is regridded conservatively to the run's
+  grid (:func:`geofusion.grids.regrid_conservative`).
+- :func:`load` is the one call notebooks make; it checks the grid against the run's (64x32 by
+  default); :class:`FieldDataset` feeds the models.
 """
 
 from __future__ import annotations
@@ -31,11 +37,15 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from geofusion.era5_files import describe_cds_request, open_cds
+from geofusion.errors import DataError
+from geofusion.grids import equiangular_grid, is_grid, normalise_orientation, regrid_conservative
 from geofusion.io import atomic_path, atomic_write_text
 from geofusion.synthetic import MODEL_VERSION, synthetic_era5
 
 __all__ = [
     "VARIABLES", "SURFACE_VARIABLES", "WB2_LEVELS", "UNITS", "SEASONS", "DataError",
+    "DEFAULT_GRID", "REGRID_METHODS",
     "open_era5", "synthetic_era5", "default_store", "prepare", "PreparedData", "season_labels",
     "FieldDataset", "load", "seasonal_cycle", "mode_correlations", "point_series",
 ]
@@ -60,46 +70,73 @@ UNITS: dict[str, str] = {
 SEASONS: tuple[str, ...] = ("DJF", "MAM", "JJA", "SON")
 WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
 
+# The run's grid: WeatherBench 2's 64x32 equiangular grid, (nlat, nlon).
+DEFAULT_GRID: tuple[int, int] = (32, 64)
+REGRID_METHODS: tuple[str, ...] = ("conservative",)
+
 # Bump when the prepared format or the preparation changes: old caches are then ignored.
 _CACHE_VERSION = 1
-
-
-class DataError(ValueError):
-    """Input data that geofusion cannot use; the message names the problem and the fix."""
 
 
 # --------------------------------------------------------------------------------------------
 # Opening stores
 # --------------------------------------------------------------------------------------------
 
-def open_era5(path_or_url: str | os.PathLike) -> xr.Dataset:
-    """Lazily open a WeatherBench 2 ERA5 zarr store (local path or ``gs://`` URL).
+def _is_zarr_store(path: Path) -> bool:
+    return path.suffix == ".zarr" or (path.is_dir() and any(
+        (path / marker).exists() for marker in (".zgroup", ".zmetadata", "zarr.json")))
 
-    Names, dims and coordinates are kept as published: pressure-level variables are
-    ``(time, level, longitude, latitude)``, surface ones ``(time, longitude, latitude)``.
-    Arrays are dask-backed; nothing is read until used. ``gs://`` URLs need ``gcsfs``
-    (``pip install geofusion[gcs]``) and are opened anonymously (the WB2 bucket is public).
+
+def open_era5(path_or_url: str | os.PathLike) -> xr.Dataset:
+    """Lazily open ERA5 in the WeatherBench 2 layout: a WB2 zarr store or CDS netCDF/GRIB files.
+
+    - a zarr store (local path or ``gs://`` URL): names, dims and coordinates kept as
+      published; pressure-level variables are ``(time, level, longitude, latitude)``, surface
+      ones ``(time, longitude, latitude)``. ``gs://`` URLs need ``gcsfs``
+      (``pip install geofusion[gcs]``) and are opened anonymously (the WB2 bucket is public).
+    - a netCDF or GRIB file, a directory or a glob of them as downloaded from the Climate Data
+      Store (:func:`geofusion.era5_files.open_cds`): short names, ``valid_time`` /
+      ``pressure_level``, hourly or 6-hourly, surface and pressure levels in separate files,
+      converted to the same layout. GRIB needs the ``grib`` extra (``pip install -e ".[grib]"``).
+
+    Either way the orientation is normalised (latitude ascending, longitude 0..360 ascending;
+    :func:`geofusion.grids.normalise_orientation`). Arrays are dask-backed; nothing is read
+    until used.
+
+    >>> ds = open_era5(default_store(tmp_cache, end="2000-01-03"))  # doctest: +SKIP
+    >>> ds["geopotential"].dims  # doctest: +SKIP
+    ('time', 'level', 'longitude', 'latitude')
     """
-    path = str(path_or_url)
-    storage_options = None
+    path = os.fspath(path_or_url)
     if "://" in path:
         protocol = path.split("://", 1)[0]
-        if protocol in ("gs", "gcs") and importlib.util.find_spec("gcsfs") is None:
-            raise DataError(f"opening {path} needs the optional gcsfs package; install it with "
-                            "`pip install geofusion[gcs]` (or pass a local copy of the store)")
+        storage_options = None
         if protocol in ("gs", "gcs"):
+            if importlib.util.find_spec("gcsfs") is None:
+                raise DataError(f"opening {path} needs the optional gcsfs package; install it "
+                                "with `pip install geofusion[gcs]` (or pass a local copy of "
+                                "the store)")
             storage_options = {"token": "anon"}
-    elif not Path(path).exists():
-        raise DataError(f"no zarr store at {path!r}; pass the path of a WeatherBench 2 ERA5 "
-                        f"store (e.g. a local copy of {WB2_ERA5_64x32}) or data_path=None for "
-                        "the synthetic default")
+        ds = _open_zarr(path, storage_options)
+    elif _is_zarr_store(Path(path)):
+        if not Path(path).exists():
+            raise DataError(f"no zarr store at {path!r}; pass the path of a WeatherBench 2 ERA5 "
+                            f"store (e.g. a local copy of {WB2_ERA5_64x32}), CDS netCDF/GRIB "
+                            "files, or data_path=None for the synthetic default")
+        ds = _open_zarr(path, None)
+    else:
+        ds = open_cds(path)
+    ds = normalise_orientation(ds)
+    ds.encoding["geofusion_source"] = path
+    return ds
+
+
+def _open_zarr(path: str, storage_options: dict[str, Any] | None) -> xr.Dataset:
     try:
-        ds = xr.open_zarr(path, storage_options=storage_options, chunks={})
+        return xr.open_zarr(path, storage_options=storage_options, chunks={})
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise DataError(f"could not open {path!r} as a zarr store ({err}); check the path points "
                         "at the .zarr directory of a WeatherBench 2 ERA5 dataset") from err
-    ds.encoding["geofusion_source"] = path
-    return ds
 
 
 def default_store(cache_dir: str | os.PathLike = "runs/cache", start: str = "2000-01-01",
@@ -208,31 +245,40 @@ class PreparedData:
         return pd.DataFrame(rows).set_index("variable")
 
 
-def _check_grid(ds: xr.Dataset, expected_grid: tuple[int, int] | None) -> xr.Dataset:
-    for dim in ("time", "latitude", "longitude"):
-        if dim not in ds.dims:
-            raise DataError(f"the store has no {dim!r} dimension (dims: {dict(ds.sizes)}); "
-                            "pass a WeatherBench 2 ERA5 store with time/latitude/longitude")
-    for dim in ("latitude", "longitude", "time"):
-        values = ds[dim].values
-        diffs = np.diff(values)
-        zero = np.zeros((), dtype=diffs.dtype)
-        if dim == "latitude" and len(values) > 1 and np.all(diffs < zero):
-            # Some ERA5 copies store north to south; the convention here is south to north.
-            ds = ds.isel(latitude=slice(None, None, -1))
-            continue
-        if np.any(diffs <= zero):
-            n_dup = int(np.sum(diffs == zero))
-            raise DataError(f"{dim} coordinate is not strictly increasing ({n_dup} duplicate "
-                            f"values); fix the store (e.g. ds.sortby('{dim}') and drop "
-                            "duplicates) before preparing it")
-    if expected_grid is not None:
-        nlat, nlon = ds.sizes["latitude"], ds.sizes["longitude"]
-        if (nlat, nlon) != tuple(expected_grid):
-            raise DataError(f"grid is {nlat}x{nlon} (lat x lon) but {expected_grid[0]}x"
-                            f"{expected_grid[1]} was expected; open the matching WeatherBench "
-                            "2 store (e.g. 64x32_equiangular_conservative) or regrid it")
-    return ds
+def _check_grid(ds: xr.Dataset, expected_grid: tuple[int, int] | None,
+                regrid: str | None = None) -> xr.Dataset:
+    """Normalised orientation, strictly increasing time, and the expected grid (or regridded)."""
+    if "time" not in ds.dims:
+        raise DataError(f"the store has no 'time' dimension (dims: {dict(ds.sizes)}); "
+                        "pass a WeatherBench 2 ERA5 store with time/latitude/longitude")
+    ds = normalise_orientation(ds)
+    steps = np.diff(ds["time"].values)
+    if np.any(steps <= np.zeros((), dtype=steps.dtype)):
+        n_dup = int(np.sum(steps == np.zeros((), dtype=steps.dtype)))
+        raise DataError(f"time coordinate is not strictly increasing ({n_dup} duplicate "
+                        "values); fix the store (e.g. ds.sortby('time') and drop duplicates) "
+                        "before preparing it")
+    if regrid is not None and regrid not in REGRID_METHODS:
+        raise ValueError(f"unknown regrid method {regrid!r}; use one of {REGRID_METHODS} or None")
+    if expected_grid is None:
+        return ds
+    nlat, nlon = (int(n) for n in expected_grid)
+    lat, lon = equiangular_grid(nlat, nlon)
+    if is_grid(ds, lat, lon):
+        return ds
+    have = (ds.sizes["latitude"], ds.sizes["longitude"])
+    if regrid is None:
+        same = "with other grid points " if have == (nlat, nlon) else ""
+        raise DataError(f"grid is {have[0]}x{have[1]} (lat x lon) {same}but {nlat}x{nlon} was "
+                        "expected; pass regrid='conservative' to regrid it conservatively "
+                        "(area-weighted) to the expected grid, or open the matching WeatherBench "
+                        "2 store (e.g. 64x32_equiangular_conservative)")
+    if have[0] < nlat or have[1] < nlon:
+        raise DataError(f"grid is {have[0]}x{have[1]} (lat x lon), coarser than the expected "
+                        f"{nlat}x{nlon}: conservative regridding would only repeat values; "
+                        "use a source at least as fine as the run's grid, or run on the "
+                        "source's grid (grid=None)")
+    return regrid_conservative(ds, lat, lon)
 
 
 def _resolve_level(ds: xr.Dataset, level: int | None, variables: Sequence[str]) -> int | None:
@@ -240,11 +286,17 @@ def _resolve_level(ds: xr.Dataset, level: int | None, variables: Sequence[str]) 
     if not needs_level:
         return None if level is None else int(level)
     available = [int(v) for v in np.asarray(ds["level"].values)]
-    if level is None:
+    if level is None and available:
         return available[0]
-    if int(level) not in available:
-        raise DataError(f"level {level} hPa is not in the store; available levels (hPa): "
-                        f"{available}; pass one of them (or level=None for the first)")
+    if level is None or int(level) not in available:
+        wanted = 500 if level is None else int(level)
+        per_variable = ""
+        if "geofusion_levels" in ds.attrs:
+            per_variable = f" (levels per variable: {ds.attrs['geofusion_levels']})"
+        raise DataError(f"level {wanted} hPa is not in the store; available levels (hPa) for "
+                        f"all of {needs_level}: {available}{per_variable}; pass one of them "
+                        f"(or level=None for the first), or download it from the CDS: "
+                        f"{describe_cds_request(needs_level, [wanted])}")
     return int(level)
 
 
@@ -361,7 +413,8 @@ def _load_prepared(path: Path) -> PreparedData:
 def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8,
             start: str | None = None, end: str | None = None,
             variables: Sequence[str] = VARIABLES, cache_dir: str | os.PathLike | None = None,
-            expected_grid: tuple[int, int] | None = None) -> PreparedData:
+            expected_grid: tuple[int, int] | None = None,
+            regrid: str | None = None) -> PreparedData:
     """Select, resample to daily means, split by time and standardise a WB2-layout dataset.
 
     Parameters
@@ -374,7 +427,10 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
     variables: variables to stack as channels, in this order.
     cache_dir: when given, the result is cached there (npz + JSON manifest of the inputs) and
         reused by a later call with the same inputs.
-    expected_grid: optional ``(nlat, nlon)`` the store must have.
+    expected_grid: optional ``(nlat, nlon)``: the data must be on the WeatherBench 2
+        equiangular grid of that size (:func:`geofusion.grids.equiangular_grid`).
+    regrid: what to do when it is not: None raises; ``"conservative"`` regrids a finer grid
+        (e.g. 1.5, 1 or 0.25 deg) conservatively (:func:`geofusion.grids.regrid_conservative`).
 
     Returns
     -------
@@ -393,8 +449,9 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
     if missing:
         raise DataError(f"variables {missing} are not in the store, which has "
                         f"{sorted(map(str, ds.data_vars))}; pass `variables` from that list or "
-                        "a store that contains them")
-    ds = _check_grid(ds, expected_grid)
+                        "a store that contains them (from the CDS: "
+                        f"{describe_cds_request(missing, [500 if level is None else level])})")
+    ds = _check_grid(ds, expected_grid, regrid)
     level = _resolve_level(ds, level, variables)
     if start is not None or end is not None:
         ds = ds.sel(time=slice(start, end))
@@ -412,6 +469,8 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
         "train_fraction": float(train_fraction),
         "start": start,
         "end": end,
+        "expected_grid": None if expected_grid is None else [int(n) for n in expected_grid],
+        "regrid": regrid,
     }
     text = json.dumps(manifest, indent=2, sort_keys=True)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -430,12 +489,24 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
 def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
          start: str | None = "2000-01-01", end: str | None = "2009-12-31",
          cache_dir: str | os.PathLike | None = "runs/cache", seed: int = 0,
-         train_fraction: float = 0.8) -> PreparedData:
-    """Prepared data for a notebook: the synthetic default (``data_path=None``) or a WB2 store.
+         train_fraction: float = 0.8, grid: tuple[int, int] | None = DEFAULT_GRID,
+         regrid: str | None = "conservative") -> PreparedData:
+    """Prepared data for a notebook: the synthetic default (``data_path=None``) or ERA5.
 
-    With ``data_path=None`` the synthetic default for ``start..end`` and ``seed`` is written once
-    to ``cache_dir`` (:func:`default_store`, at ``level`` hPa, 500 when None) and read back
-    through :func:`open_era5` like real data. Returns :func:`prepare`'s result (cached).
+    ``data_path``: None, a WeatherBench 2 zarr store, or CDS netCDF/GRIB files (a file,
+    directory or glob; :func:`open_era5`). With ``data_path=None`` the synthetic default for
+    ``start..end`` and ``seed`` is written once to ``cache_dir`` (:func:`default_store`, at
+    ``level`` hPa, 500 when None) and read back through :func:`open_era5` like real data.
+
+    ``grid``: the ``(nlat, nlon)`` equiangular grid the run expects (64x32 by default; None
+    accepts any grid). Data on another grid is regridded with ``regrid`` (``"conservative"``,
+    the default, for a finer source such as the CDS's 0.25 deg) or, with ``regrid=None``,
+    refused. Returns :func:`prepare`'s result (cached).
+
+    >>> prepared = load(None, start="2000-01-01", end="2000-01-10",
+    ...                 cache_dir=tmp_cache)  # doctest: +SKIP
+    >>> prepared.train.shape, prepared.synthetic  # doctest: +SKIP
+    ((8, 5, 32, 64), True)
     """
     if data_path is None:
         store_dir = cache_dir if cache_dir is not None else "runs/cache"
@@ -448,7 +519,7 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
         path = data_path
     ds = open_era5(path)
     return prepare(ds, level=level, train_fraction=train_fraction, start=start, end=end,
-                   cache_dir=cache_dir)
+                   cache_dir=cache_dir, expected_grid=grid, regrid=regrid)
 
 
 # --------------------------------------------------------------------------------------------

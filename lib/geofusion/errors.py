@@ -1,0 +1,16 @@
+"""The error geofusion raises for input data it cannot use.
+
+:class:`DataError` is a ``ValueError`` whose message names what is wrong with the data and how to
+fix it (CONTRIBUTING: errors). It lives in its own module so that every data module
+(:mod:`geofusion.data`, :mod:`geofusion.era5_files`, :mod:`geofusion.regrid`,
+:mod:`geofusion.streaming`) raises the same type without importing one another;
+``geofusion.data.DataError`` is the same class.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DataError"]
+
+
+class DataError(ValueError):
+    """Input data that geofusion cannot use; the message names the problem and the fix."""
