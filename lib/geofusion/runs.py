@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from geofusion.data import FieldDataset, PreparedData
 from geofusion.io import atomic_write_text
+from geofusion.methods import build_method
 from geofusion.training import TrainConfig, fit
 
 __all__ = ["data_fingerprint", "model_dir", "cached_fit", "pretrained"]
@@ -116,10 +118,6 @@ def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
     Returns:
         ``(method, history, directory)`` as :func:`cached_fit`.
     """
-    import torch
-
-    from geofusion.methods import build_method
-
     builder = builder if builder is not None else build_method
     in_channels, grid = len(prepared.channels), tuple(int(s) for s in prepared.train.shape[-2:])
     description = {"name": name, "builder": f"{builder.__module__}.{builder.__qualname__}",
