@@ -30,7 +30,7 @@ def explorer():
     ae = build_method("autoencoder", grid=GRID, width=2, latent_dim=6).eval()
     days = torch.randn(5, 5, *GRID, generator=torch.Generator().manual_seed(1))
     models = {"autoencoder": LatentReconstructor(ae, ae.decoder),
-              "mean": FunctionReconstructor(lambda f, o, t: torch.zeros_like(f))}
+              "mean": FunctionReconstructor(lambda f, o, t, s: torch.zeros_like(f))}
     ev = SparsityEvaluation(models, days, np.arange(5).astype("datetime64[D]"),
                             np.linspace(-78.75, 78.75, 8), lambda x: 2.0 * x + 1.0, CHANNELS)
     return explorers.SparsityExplorer(ev, day=2, lon=np.arange(0, 360, 22.5), date="2001-01-03",

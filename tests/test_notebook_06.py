@@ -66,4 +66,18 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert len(noisy) == 5 and (noisy.kind == "swath").all()
     assert sorted(results["summary"]) == sorted([*MODELS, "climatology"])
     for name, row in results["summary"].items():
-        assert all(v is None or math.isfinite(v) for v in row.values()), name
+        numbers = [v for v in row.values() if not isinstance(v, str)]
+        assert all(v is None or math.isfinite(v) for v in numbers), name
+    # The scorecard part (issue 13, section 4): pixel masks, physical units, intervals.
+    card = results["scorecard"]
+    assert card["climatology_rmse"] == pytest.approx(results["climatology_rmse"])
+    for name in MODELS:
+        assert sorted(card["reconstruction_rmse"][name]) == ["0", "0.5", "0.9"]
+        for fraction, scores in card["reconstruction_rmse"][name].items():
+            assert sorted(scores) == sorted(results["climatology_rmse"])
+            for variable, value in scores.items():
+                low, high = card["intervals"]["reconstruction_rmse"][name][fraction][variable]
+                assert low <= value <= high, (name, fraction, variable)
+    low, high = card["intervals"]["climatology_rmse"]["2m_temperature"]
+    assert low <= card["climatology_rmse"]["2m_temperature"] <= high
+    assert results["summary"]["sparse_barlow_twins"]["best baseline, 0.9 missing"] == "climatology"

@@ -82,8 +82,8 @@ def test_scores_match_a_per_day_loop(autoencoder, days):
 
 def test_baseline_without_latent_is_scored_on_its_fields(days):
     truth = to_physical(days.numpy().astype(np.float64))
-    perfect = FunctionReconstructor(lambda fields, observed, times: days.clone())
-    shifted = FunctionReconstructor(lambda fields, observed, times: days + 1.0)
+    perfect = FunctionReconstructor(lambda fields, observed, times, noise_std: days.clone())
+    shifted = FunctionReconstructor(lambda fields, observed, times, noise_std: days + 1.0)
     observed = make_mask((len(days), *GRID), 0.9, "pixel", torch.Generator().manual_seed(0))
     score, _ = score_reconstruction(perfect, days * observed[:, None], observed, truth, LAT,
                                     to_physical, CHANNELS)
@@ -92,7 +92,7 @@ def test_baseline_without_latent_is_scored_on_its_fields(days):
     # A shift of one standardised unit is one training std of each variable.
     np.testing.assert_allclose([score.rmse[c] for c in CHANNELS], SCALE.ravel(), rtol=1e-5)
     with pytest.raises(ValueError, match="same \\(N, C, H, W\\) shape"):
-        bad = FunctionReconstructor(lambda fields, observed, times: fields[:, :2])
+        bad = FunctionReconstructor(lambda fields, observed, times, noise_std: fields[:, :2])
         score_reconstruction(bad, days, None, truth, LAT, to_physical, CHANNELS)
 
 
@@ -137,3 +137,50 @@ def test_bad_inputs_say_what_to_pass(autoencoder, days):
     ev = SparsityEvaluation(model, days, times, LAT, to_physical, CHANNELS)
     with pytest.raises(ValueError, match="mask kind must be one of"):
         ev.observe("stripes", 0.5)
+
+
+def test_intervals_scorecard_and_best_baseline(autoencoder, days):
+    from geofusion.bootstrap import bootstrap_rmse
+    from geofusion.reconstruction_scores import versus_best_baseline
+
+    times = np.arange("2001-01-01", "2001-01-07", dtype="datetime64[D]")
+    noise_seen = []
+
+    def shrunk(fields, observed, times, noise_std):  # a baseline that records the noise std
+        noise_seen.append(noise_std)
+        return 0.5 * fields
+
+    models = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder),
+              "half": FunctionReconstructor(shrunk),
+              "climatology": FunctionReconstructor(lambda f, o, t, s: torch.zeros_like(f))}
+    ev = SparsityEvaluation(models, days, times, LAT, to_physical, CHANNELS, seed=2)
+    curves = ev.curves(["pixel"], [0.0, 0.5], [0.0, 0.25])
+    assert sorted(set(noise_seen)) == [0.0, 0.25]
+    score = ev.scores("pixel", 0.5)["ae"]
+    expected = bootstrap_rmse(score.daily_mse, block=6, seed=2)
+    row = curves[(curves.model == "ae") & (curves.missing_fraction == 0.5)
+                 & (curves.noise_std == 0) & (curves.variable == "geopotential")].iloc[0]
+    assert row.rmse_low == pytest.approx(expected.low[1])
+    assert row.rmse_high == pytest.approx(expected.high[1])
+    assert (curves.rmse_low <= curves.rmse + 1e-9).all()
+    assert (curves.rmse <= curves.rmse_high + 1e-9).all()
+    # Best baseline, against a loop over settings and variables.
+    table = versus_best_baseline(curves, ["half", "climatology"])
+    for (model, kind, ratio, std), got in table.iterrows():
+        rows = curves[(curves.kind == kind) & (curves.missing_fraction == ratio)
+                      & (curves.noise_std == std)].set_index(["model", "variable"])["rmse"]
+        relative = {b: np.mean([rows[(b, v)] / rows[("climatology", v)] for v in CHANNELS])
+                    for b in ("half", "climatology")}
+        best = min(relative, key=relative.get)
+        ratios = [rows[(model, v)] / rows[(best, v)] for v in CHANNELS]
+        assert got.best_baseline == best
+        assert got.rmse_over_best_baseline == pytest.approx(np.mean(ratios))
+        assert got.variables_better == sum(r < 1 for r in ratios)
+    card = ev.scorecard([0.0, 0.5])
+    assert sorted(card["reconstruction_rmse"]) == ["ae", "half"]
+    assert sorted(card["reconstruction_rmse"]["ae"]) == ["0", "0.5"]
+    assert card["reconstruction_rmse"]["ae"]["0.5"] == pytest.approx(score.rmse)
+    assert card["climatology_rmse"] == pytest.approx(ev.scores("pixel", 0.0)["climatology"].rmse)
+    low, high = card["intervals"]["reconstruction_rmse"]["ae"]["0.5"]["geopotential"]
+    assert (low, high) == pytest.approx((expected.low[1], expected.high[1]))
+    assert sorted(card["intervals"]["climatology_rmse"]) == sorted(CHANNELS)

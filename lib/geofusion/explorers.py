@@ -109,7 +109,7 @@ class SparsityExplorer:
                     z[0] - mu, ev.complete_latents[name][self.day] - mu, dim=0))
                 standardised = model.decode(z)
             else:
-                standardised = model.reconstruct(fields, mask, ev.times[[self.day]])
+                standardised = model.reconstruct(fields, mask, ev.times[[self.day]], noise)
             reconstruction = ev.to_physical(standardised.numpy())[0, c]
             mesh = draw_latlon(ax, reconstruction, ev.lat, self.lon,
                                f"{self.labels[name]} reconstruction", **limits)

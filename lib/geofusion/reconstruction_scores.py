@@ -5,7 +5,8 @@ a validation day ``x`` (``m`` True where observed, ``x_obs`` 0 where missing, th
 training mean, :func:`geofusion.sparsity.apply_mask`), how well is the complete day recovered,
 and how far does the model's latent move from that of the complete day?
 
-Reconstructors (anything with ``has_latent`` and ``reconstruct(fields, observed, times)``):
+Reconstructors (anything with ``has_latent`` and
+``reconstruct(fields, observed, times, noise_std)``):
 
 - :class:`LatentReconstructor`: a trained method and a decoder of its latents,
   ``x_hat = D(f(x_obs, m))`` with ``f`` :func:`geofusion.methods.embed_observed` (the method's
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geofusion import runs
+from geofusion.bootstrap import BootstrapInterval, bootstrap_mean, bootstrap_rmse
 from geofusion.data import FieldDataset
 from geofusion.decoders import FrozenEncoderDecoder
 from geofusion.methods import embed_observed
@@ -54,7 +56,8 @@ from geofusion.sparsity import MASK_KINDS, Observation, make_mask
 __all__ = [
     "Reconstructor", "LatentReconstructor", "FunctionReconstructor", "ReconstructionScore",
     "score_reconstruction", "observation_generator", "SparsityEvaluation",
-    "decoder_training_days", "fit_frozen_decoder",
+    "decoder_training_days", "fit_frozen_decoder", "relative_skill", "versus_best_baseline",
+    "fraction_key",
 ]
 
 
@@ -63,9 +66,11 @@ class Reconstructor(Protocol):
 
     has_latent: bool
 
-    def reconstruct(self, fields: Tensor, observed: Tensor | None, times: Any) -> Tensor:
-        """Observed ``fields`` (N, C, H, W) and mask (N, H, W) of days ``times`` (N,) ->
-        reconstructed complete fields (N, C, H, W), standardised, on the CPU."""
+    def reconstruct(self, fields: Tensor, observed: Tensor | None, times: Any,
+                    noise_std: float = 0.0) -> Tensor:
+        """Observed ``fields`` (N, C, H, W) and mask (N, H, W) of days ``times`` (N,), with
+        observation noise of std ``noise_std`` (standardised units) -> reconstructed complete
+        fields (N, C, H, W), standardised, on the CPU."""
         ...
 
 
@@ -135,31 +140,38 @@ class LatentReconstructor:
         return torch.cat(out)
 
     def reconstruct(self, fields: Tensor, observed: Tensor | None = None,
-                    times: Any = None) -> Tensor:
-        """``decode(latents(fields, observed))``; ``times`` is not needed and ignored."""
+                    times: Any = None, noise_std: float = 0.0) -> Tensor:
+        """``decode(latents(fields, observed))``; ``times`` and ``noise_std`` are not needed
+        (the model knows no more than its input) and ignored."""
         return self.decode(self.latents(fields, observed))
 
 
 @dataclass
 class FunctionReconstructor:
-    """A field-space baseline: ``function(fields, observed, times) -> (N, C, H, W)``.
+    """A field-space baseline: ``function(fields, observed, times, noise_std) -> (N, C, H, W)``.
 
     ``fields`` (N, C, H, W) standardised observations (0 where missing), ``observed`` bool
     (N, H, W) or None (complete), ``times`` (N,) datetime64 of the days (for a day-of-year
-    background). The result is standardised. It has no latent, so its cosines are NaN.
+    background), ``noise_std`` the std of the observation noise in standardised units (the
+    observation error a statistical interpolation assumes). The result is standardised. It
+    has no latent, so its cosines are NaN.
 
     Example:
         >>> import torch
-        >>> zero = FunctionReconstructor(lambda fields, observed, times: torch.zeros_like(fields))
+        >>> zero = FunctionReconstructor(lambda fields, observed, times, noise_std:
+        ...                              torch.zeros_like(fields))
         >>> float(zero.reconstruct(torch.ones(2, 5, 4, 8), None, None).abs().sum())
         0.0
     """
 
-    function: Callable[[Tensor, Tensor | None, Any], Any]
+    function: Callable[[Tensor, Tensor | None, Any, float], Any]
     has_latent: bool = field(default=False, init=False)
 
-    def reconstruct(self, fields: Tensor, observed: Tensor | None, times: Any) -> Tensor:
-        out = self.function(fields, observed, times)
+    def reconstruct(self, fields: Tensor, observed: Tensor | None, times: Any,
+                    noise_std: float = 0.0) -> Tensor:
+        if observed is None:
+            observed = torch.ones(fields.shape[0], *fields.shape[2:], dtype=torch.bool)
+        out = self.function(fields, observed, times, noise_std)
         out = out if isinstance(out, Tensor) else torch.as_tensor(np.asarray(out))
         if out.shape != fields.shape:
             raise ValueError(f"the reconstruction function returned shape {tuple(out.shape)} "
@@ -187,6 +199,18 @@ class ReconstructionScore:
     centred_cosine: float
     cosine: float
     daily_centred_cosine: np.ndarray
+
+    def rmse_interval(self, seed: int = 0, block: int = 7) -> BootstrapInterval:
+        """95 % block-bootstrap interval ``(C,)`` of the RMSE over the days (blocks of
+        ``block`` consecutive days of the evaluation set, at most all of them,
+        :func:`geofusion.bootstrap.bootstrap_rmse`: the per-day MSEs are resampled, averaged,
+        then rooted)."""
+        return bootstrap_rmse(self.daily_mse, block=min(block, len(self.daily_mse)), seed=seed)
+
+    def cosine_interval(self, seed: int = 0, block: int = 7) -> BootstrapInterval:
+        """The same for the mean centred cosine (NaN for a model without a latent)."""
+        return bootstrap_mean(self.daily_centred_cosine,
+                              block=min(block, len(self.daily_centred_cosine)), seed=seed)
 
 
 def decoder_training_days(n_train: int, n_days: int | None, seed: int = 0) -> np.ndarray:
@@ -244,8 +268,8 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
                          truth: np.ndarray, lat: Any,
                          to_physical: Callable[[np.ndarray], np.ndarray],
                          channels: Sequence[str], times: Any = None,
-                         complete_latents: Tensor | None = None, centre: Tensor | None = None
-                         ) -> tuple[ReconstructionScore, np.ndarray]:
+                         complete_latents: Tensor | None = None, centre: Tensor | None = None,
+                         noise_std: float = 0.0) -> tuple[ReconstructionScore, np.ndarray]:
     """Score ``model``'s reconstruction of the complete days ``truth`` from an observation.
 
     Args:
@@ -261,6 +285,8 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
             (required for a latent model, ignored otherwise).
         centre: ``(D,)`` the mean latent of the complete evaluation days, subtracted before
             the centred cosine (default: the mean of ``complete_latents``).
+        noise_std: std of the observation noise in ``fields`` (standardised), for baselines
+            that model the observation error.
 
     Returns:
         ``(score, reconstruction)``, the reconstruction ``(N, C, H, W)`` in physical units.
@@ -282,7 +308,7 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
     else:
         daily_centred = np.full(len(fields), np.nan)
         cosine = math.nan
-        standardised = model.reconstruct(fields, observed, times)
+        standardised = model.reconstruct(fields, observed, times, noise_std)
     reconstruction = np.asarray(to_physical(standardised.numpy()))
     daily_mse = np.asarray(lat_weighted_mse(reconstruction, truth, np.asarray(lat)),
                            dtype=np.float64)
@@ -385,7 +411,8 @@ class SparsityEvaluation:
             self._scores[key] = {
                 name: score_reconstruction(
                     model, fields, mask, self.truth, self.lat, self.to_physical, self.channels,
-                    self.times, self.complete_latents.get(name), self.centres.get(name))[0]
+                    self.times, self.complete_latents.get(name), self.centres.get(name),
+                    noise_std)[0]
                 for name, model in self.models.items()}
         return self._scores[key]
 
@@ -396,7 +423,7 @@ class SparsityEvaluation:
         (the observation NaN where missing), the mask bool ``(n, H, W)``."""
         days = np.atleast_1d(np.asarray(days, dtype=np.int64))
         fields, mask = self.observe(kind, ratio, noise_std, days)
-        standardised = self.models[name].reconstruct(fields, mask, self.times[days])
+        standardised = self.models[name].reconstruct(fields, mask, self.times[days], noise_std)
         observation = np.where(mask.numpy()[:, None], self.to_physical(fields.numpy()), np.nan)
         return np.asarray(self.to_physical(standardised.numpy())), observation, mask.numpy()
 
@@ -416,24 +443,63 @@ class SparsityEvaluation:
                noise_stds: Sequence[float] = (0.0,)) -> pd.DataFrame:
         """Long table of every model under every ``(kind, ratio, noise_std)``.
 
-        Columns ``model, kind, missing_fraction, noise_std, variable, rmse`` (physical units)
-        and ``centred_cosine, cosine`` (the model's, repeated per variable; NaN for baselines).
+        Columns ``model, kind, missing_fraction, noise_std, variable, rmse`` (physical units),
+        ``rmse_low, rmse_high`` (its 95 % block-bootstrap interval over the days,
+        :meth:`ReconstructionScore.rmse_interval`), ``centred_cosine, centred_cosine_low,
+        centred_cosine_high, cosine`` (the model's, repeated per variable; NaN for baselines).
         """
         rows = []
         for kind in kinds:
             for ratio in ratios:
                 for std in noise_stds:
                     for name, score in self.scores(kind, ratio, std).items():
-                        for variable in self.channels:
+                        rmse_ci = score.rmse_interval(self.seed)
+                        cos_ci = score.cosine_interval(self.seed)
+                        for c, variable in enumerate(self.channels):
                             rows.append({"model": name, "kind": kind,
                                          "missing_fraction": float(ratio),
                                          "noise_std": float(std), "variable": variable,
                                          "rmse": score.rmse[variable],
+                                         "rmse_low": float(rmse_ci.low[c]),
+                                         "rmse_high": float(rmse_ci.high[c]),
                                          "centred_cosine": score.centred_cosine,
+                                         "centred_cosine_low": float(cos_ci.low),
+                                         "centred_cosine_high": float(cos_ci.high),
                                          "cosine": score.cosine})
         table = pd.DataFrame(rows)
         table.attrs["n_days"] = len(self.fields)
         return table
+
+    def scorecard(self, ratios: Sequence[float] = (0.0, 0.5, 0.9), kind: str = "pixel",
+                  climatology: str = "climatology") -> dict[str, Any]:
+        """The notebook-06 part of ``reports/results.json`` (issue 13, section 4).
+
+        ``climatology_rmse`` {variable: RMSE of the ``climatology`` model}, and
+        ``reconstruction_rmse`` {model: {missing fraction ("0", "0.5", ...): {variable: RMSE}}}
+        for every other model under ``kind`` masks without noise, with their 95 %
+        block-bootstrap intervals under ``intervals`` in the same nesting (physical units).
+        """
+        if climatology not in self.models:
+            raise ValueError(f"no model named {climatology!r} to report as the climatology; "
+                             f"the models are {sorted(self.models)}")
+        climatology_score = self.scores(kind, 0.0)[climatology]
+        card: dict[str, Any] = {"climatology_rmse": dict(climatology_score.rmse),
+                                "reconstruction_rmse": {}}
+        intervals: dict[str, Any] = {
+            "climatology_rmse": climatology_score.rmse_interval(self.seed).by_name(self.channels),
+            "reconstruction_rmse": {}}
+        for name in self.models:
+            if name == climatology:
+                continue
+            card["reconstruction_rmse"][name] = {}
+            intervals["reconstruction_rmse"][name] = {}
+            for ratio in ratios:
+                score = self.scores(kind, ratio)[name]
+                card["reconstruction_rmse"][name][fraction_key(ratio)] = dict(score.rmse)
+                intervals["reconstruction_rmse"][name][fraction_key(ratio)] = \
+                    score.rmse_interval(self.seed).by_name(self.channels)
+        card["intervals"] = intervals
+        return card
 
     def different_day_cosine(self) -> dict[str, float]:
         """Raw cosine between latents of different complete days (day ``n`` against day
@@ -468,3 +534,50 @@ def relative_skill(curves: pd.DataFrame, reference: str = "climatology") -> pd.D
     return table.groupby(index, sort=False).agg(
         rmse_over_reference=("rmse_over_reference", "mean"),
         centred_cosine=("centred_cosine", "first"), cosine=("cosine", "first"))
+
+
+def fraction_key(ratio: float) -> str:
+    """The scorecard key of a missing fraction: ``"0"``, ``"0.5"``, ``"0.9"`` (``f"{r:g}"``)."""
+    return f"{float(ratio):g}"
+
+
+def versus_best_baseline(curves: pd.DataFrame, baselines: Sequence[str],
+                         reference: str = "climatology") -> pd.DataFrame:
+    """How each model compares to the best baseline under the same observation.
+
+    The best baseline of a setting ``(kind, missing_fraction, noise_std)`` is the one of
+    ``baselines`` with the lowest mean over variables of ``RMSE_c / RMSE_c(reference)``
+    (:func:`relative_skill`). For every model and setting: ``best_baseline`` (its name),
+    ``rmse_over_best_baseline`` = mean over variables of ``RMSE_c / RMSE_c(best)`` (below 1:
+    better than the best baseline), ``variables_better`` (how many variables the model's RMSE
+    beats it on) and ``n_variables``.
+
+    Example:
+        >>> import pandas as pd
+        >>> rows = [(m, v, r) for m, rs in {"ae": (1.0, 4.0), "oi": (2.0, 2.0),
+        ...         "climatology": (4.0, 4.0)}.items() for v, r in zip("ab", rs)]
+        >>> curves = pd.DataFrame([{"model": m, "kind": "pixel", "missing_fraction": 0.5,
+        ...     "noise_std": 0.0, "variable": v, "rmse": r, "centred_cosine": None,
+        ...     "cosine": None} for m, v, r in rows])
+        >>> table = versus_best_baseline(curves, ["oi", "climatology"])
+        >>> row = table.loc[("ae", "pixel", 0.5, 0.0)]
+        >>> row.best_baseline, float(row.rmse_over_best_baseline), int(row.variables_better)
+        ('oi', 1.25, 1)
+    """
+    missing = sorted(set(baselines) - set(curves["model"]))
+    if missing or not baselines:
+        raise ValueError(f"baselines {missing or list(baselines)} are not among the models "
+                         f"{sorted(set(curves['model']))}; name at least one scored baseline")
+    setting = ["kind", "missing_fraction", "noise_std"]
+    skill = relative_skill(curves, reference).reset_index()
+    ranked = skill[skill["model"].isin(baselines)].sort_values("rmse_over_reference")
+    best = ranked.groupby(setting, sort=False)["model"].first().rename("best_baseline")
+    table = curves.join(best, on=setting)
+    best_rmse = curves.set_index(["model", *setting, "variable"])["rmse"]
+    table["best_rmse"] = best_rmse.reindex(pd.MultiIndex.from_frame(
+        table[["best_baseline", *setting, "variable"]])).to_numpy()
+    table["ratio"] = table["rmse"] / table["best_rmse"]
+    table["better"] = table["rmse"] < table["best_rmse"]
+    return table.groupby(["model", *setting], sort=False).agg(
+        best_baseline=("best_baseline", "first"), rmse_over_best_baseline=("ratio", "mean"),
+        variables_better=("better", "sum"), n_variables=("variable", "count"))

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from geofusion.reconstruction_scores import relative_skill
 
-__all__ = ["plot_robustness_curves", "plot_histories"]
+__all__ = ["plot_robustness_curves", "plot_histories", "with_intervals"]
 
 _DASHES = {"pixel": "-", "patch": "--", "swath": ":"}
 
@@ -31,7 +31,8 @@ def plot_robustness_curves(curves: pd.DataFrame, mode: str, units: str = "",
                            synthetic: bool = False) -> Figure:
     """Reconstruction skill and latent cosine against the missing fraction, and against noise.
 
-    ``curves``: :meth:`SparsityEvaluation.curves` over kinds, missing fractions and noise stds.
+    ``curves``: :meth:`SparsityEvaluation.curves` over kinds, missing fractions and noise stds;
+    shaded bands are the 95 % block-bootstrap intervals of the ``training_kind`` curves.
     Panels: (1) mean over variables of RMSE / RMSE of ``reference`` against the missing
     fraction (no noise), one line per model and mask kind (solid pixel, dashed patch, dotted
     swath; thick for ``training_kind``); (2) the RMSE of ``mode`` in ``units``; (3) the centred
@@ -64,6 +65,14 @@ def plot_robustness_curves(curves: pd.DataFrame, mode: str, units: str = "",
             rmse = mode_rmse[(mode_rmse["model"] == name) & (mode_rmse["kind"] == kind)]
             axes[1].plot(rmse["missing_fraction"], rmse["rmse"], **style)
             axes[2].plot(rows["missing_fraction"], rows["centred_cosine"], **style)
+            if kind == training_kind and "rmse_low" in rmse:  # 95 % intervals, training kind
+                axes[1].fill_between(rmse["missing_fraction"], rmse["rmse_low"],
+                                     rmse["rmse_high"], color=colour, alpha=0.15, lw=0)
+                band = curves[(curves["model"] == name) & (curves["kind"] == kind)
+                              & (curves["noise_std"] == 0)].drop_duplicates("missing_fraction")
+                axes[2].fill_between(band["missing_fraction"], band["centred_cosine_low"],
+                                     band["centred_cosine_high"], color=colour, alpha=0.15,
+                                     lw=0)
         noisy = skill[(skill["model"] == name) & (skill["missing_fraction"] == 0)]
         axes[3].plot(noisy["noise_std"], noisy["centred_cosine"], "-o", color=colour,
                      label=labels.get(name, name))
@@ -109,3 +118,28 @@ def plot_histories(histories: Mapping[str, pd.DataFrame], columns: Sequence[str]
         ax.set_yscale("log")
     ax.legend(fontsize=7)
     return fig
+
+
+def with_intervals(table: pd.DataFrame, index: str | Sequence[str], columns: str,
+                   value: str = "rmse", digits: int = 3) -> pd.DataFrame:
+    """A wide table of ``"estimate [low, high]"`` strings from a long table with the columns
+    ``value``, ``value_low`` and ``value_high`` (e.g. :meth:`SparsityEvaluation.curves`), for
+    showing each score with its 95 % interval.
+
+    Example:
+        >>> import pandas as pd
+        >>> long = pd.DataFrame({"model": ["a"], "variable": ["t"], "rmse": [1.234],
+        ...                      "rmse_low": [1.1], "rmse_high": [1.4]})
+        >>> with_intervals(long, "model", "variable", digits=2).loc["a", "t"]
+        '1.2 [1.1, 1.4]'
+    """
+    for column in (value, f"{value}_low", f"{value}_high"):
+        if column not in table:
+            raise ValueError(f"the table has no column {column!r}; pass a long table with "
+                             f"{value}, {value}_low and {value}_high (e.g. "
+                             "SparsityEvaluation.curves)")
+    text = table.assign(_text=[f"{v:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+                               for v, lo, hi in zip(table[value], table[f"{value}_low"],
+                                                    table[f"{value}_high"], strict=True)])
+    return text.pivot_table(index=index, columns=columns, values="_text", aggfunc="first",
+                            sort=False)
