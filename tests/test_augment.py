@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from geofusion.augment import (
+    AUGMENTATION_PRESETS,
     ReportAugmentation,
+    augmentation_preset,
     crop,
     mean_filter,
     random_crop,
@@ -16,6 +18,7 @@ from geofusion.augment import (
     resize,
     two_views,
 )
+from geofusion.methods import build_method
 from geofusion.models import resnet18_encoder
 
 
@@ -187,3 +190,58 @@ def test_augmentation_is_cheap_relative_to_a_resnet18_step() -> None:
     t_aug = best_of(lambda: two_views(x, aug, g))
     t_step = best_of(lambda: encoder(torch.cat(two_views(x, aug, g))).sum().backward())
     assert t_aug < 0.1 * t_step, (t_aug, t_step)
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_report_preset_is_the_report_augmentation() -> None:
+    x = fields()
+    torch.testing.assert_close(augmentation_preset("report")(x, gen(3)),
+                               ReportAugmentation()(x, gen(3)), rtol=0, atol=0)
+
+
+def test_native_preset_keeps_the_report_scales_at_native_resolution() -> None:
+    report, native = AUGMENTATION_PRESETS["report"], AUGMENTATION_PRESETS["native"]
+    assert native["crop"] == (32, 64)  # the native grid: no upsampling
+    for axis in (0, 1):
+        # crop fraction: 0.889 vs the report's 0.9 (the nearest integer sizes)
+        assert abs(native["crop"][axis] / native["resize"][axis]
+                   - report["crop"][axis] / report["resize"][axis]) < 0.012
+    # filter width in native cells: 3 vs 5 / 2.5 = 2 (a centred filter has an odd size)
+    cells = report["kernel_size"] * 32 / report["resize"][0]
+    assert cells == 2 and native["kernel_size"] % 2 == 1 and abs(native["kernel_size"] - cells) <= 1
+    x = fields()
+    view = augmentation_preset("native")(x, gen(1))
+    assert view.shape == (3, 5, 32, 64)
+    # Its steps: bilinear resize to 36 x 72, per-sample crop, 3 x 3 filter (a crop does not wrap).
+    top, left = random_crop_offsets(3, (36, 72), (32, 64), gen(1))
+    steps = crop(resize(x, (36, 72)), top, left, (32, 64))
+    torch.testing.assert_close(view.double(), loop_mean_filter(steps, 3, periodic_lon=False))
+    # The canonical view is the native field smoothed 3 x 3 around the globe.
+    torch.testing.assert_close(augmentation_preset("native").canonical(x).double(),
+                               loop_mean_filter(x, 3, periodic_lon=True))
+
+
+def test_unknown_preset_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation preset 'cpu'.*'native', 'report'"):
+        augmentation_preset("cpu")
+
+
+@pytest.mark.parametrize("name", ["barlow_twins", "simclr"])
+def test_methods_take_the_preset_and_infer_on_its_canonical_view(name: str) -> None:
+    tiny = dict(latent_dim=8, width=4, proj_dim=4, proj_hidden_dim=8)
+    method = build_method(name, augmentation="native", **tiny)
+    x = fields(b=4)
+    assert method.inference_view(x).shape == (4, 5, 32, 64)
+    torch.testing.assert_close(method.inference_view(x),
+                               augmentation_preset("native").canonical(x))
+    loss, _ = method.loss((x, torch.zeros(4, dtype=torch.long)), gen())
+    assert torch.isfinite(loss)
+    assert build_method(name, **tiny).inference_view(x).shape == (4, 5, 72, 144)
+    sparse = build_method(name, augmentation="native", observation={"kind": "pixel"}, **tiny)
+    assert sparse.inference_view(torch.randn(4, 6, 32, 64)).shape == (4, 6, 32, 64)
+    with pytest.raises(ValueError, match="unknown augmentation preset"):
+        build_method(name, augmentation="tiny", **tiny)
+    with pytest.raises(ValueError, match="autoencoder trains on the native grid"):
+        build_method("autoencoder", augmentation="native", **tiny)

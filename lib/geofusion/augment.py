@@ -8,6 +8,21 @@ A view of a field ``(B, C, 32, 64)`` is made by
 
 :class:`ReportAugmentation` chains them and :func:`two_views` makes a positive pair.
 
+**Presets** (:data:`AUGMENTATION_PRESETS`, :func:`augmentation_preset`): ``"report"`` is the
+report's exact setting above; ``"native"`` is its scale-equivalent at the native resolution,
+for CPU profiles: resize 32 x 64 -> 36 x 72, random crop 32 x 64, 3 x 3 mean filter.
+
+- crop fraction: 32/36 = 0.889 of each axis (report 72/80 = 0.9; integer sizes allow no
+  closer match), so the random offsets span 3.6 x 7.1 native cells (report 3.2 x 6.4);
+- filter: 3 native cells (the report's 5 view pixels are 5 / 2.5 = 2 native cells; a centred
+  filter has an odd size, and 1 would not smooth);
+- the encoder sees 32 x 64 instead of 72 x 144 inputs: 5.06x fewer pixels for the same
+  information (the upsampling adds none).
+
+A method's canonical inference view follows its augmentation
+(:meth:`ReportAugmentation.canonical`), so an encoder trained on native views is also
+evaluated on native-size views.
+
 Randomness: every random draw takes an explicit ``torch.Generator`` (never the global RNG). The
 generator may live on another device than the data (the training loop's generators are on the
 CPU): offsets are drawn on the generator's device and then moved, so the same seed gives the same
@@ -25,7 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "AUGMENTATION_PRESETS",
     "ReportAugmentation",
+    "augmentation_preset",
     "crop",
     "mean_filter",
     "random_crop",
@@ -230,3 +247,25 @@ def two_views(x: Tensor, augmentation: Callable[[Tensor, torch.Generator], Tenso
     """
     generator = _check_generator(generator, "two_views")
     return augmentation(x, generator), augmentation(x, generator)
+
+
+#: Named augmentation settings (see the module docstring): resize, crop and mean-filter sizes.
+AUGMENTATION_PRESETS: dict[str, dict[str, tuple[int, int] | int]] = {
+    "report": {"resize": (80, 160), "crop": (72, 144), "kernel_size": 5},
+    "native": {"resize": (36, 72), "crop": (32, 64), "kernel_size": 3},
+}
+
+
+def augmentation_preset(name: str) -> ReportAugmentation:
+    """The augmentation of a named preset: "report" (80x160 -> 72x144, 5x5) or "native"
+    (36x72 -> 32x64, 3x3, the scale-equivalent for CPU profiles).
+
+    Example::
+
+        >>> augmentation_preset("native")
+        ReportAugmentation(resize=(36, 72), crop=(32, 64), kernel_size=3)
+    """
+    if name not in AUGMENTATION_PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}; choose one of "
+                         f"{sorted(AUGMENTATION_PRESETS)}")
+    return ReportAugmentation(**AUGMENTATION_PRESETS[name])

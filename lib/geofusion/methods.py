@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from geofusion.augment import ReportAugmentation, two_views
+from geofusion.augment import ReportAugmentation, augmentation_preset, two_views
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.models import FieldDecoder, ProjectionHead, ResNetEncoder
 from geofusion.sparsity import Observation, apply_mask
@@ -313,6 +313,7 @@ def build_method(
     proj_dim: int = 128,
     proj_hidden_dim: int = 1024,
     observation: dict[str, Any] | None = None,
+    augmentation: str = "report",
     **loss_params: float,
 ) -> nn.Module:
     """Build a method by name with the report's architecture.
@@ -331,11 +332,21 @@ def build_method(
             ``noise_std``, ``noise_length``, ``both_views``) to train on sparse, noisy
             observations: :class:`SparseViewMethod` variants of the contrastive methods,
             :class:`DenoisingAutoencoderMethod` for the autoencoder.
+        augmentation: preset of the contrastive views and of the canonical inference view,
+            :func:`geofusion.augment.augmentation_preset`: "report" (80x160 -> 72x144, 5x5)
+            or "native" (36x72 -> 32x64, 3x3; the CPU profile). The autoencoder, which sees
+            the native grid, accepts only the default.
         **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon).
     """
     sparse = Observation.from_dict(observation) if observation is not None else None
     encoder_channels = in_channels + (1 if sparse is not None else 0)
     encoder = ResNetEncoder(in_channels=encoder_channels, latent_dim=latent_dim, width=width)
+    views = augmentation_preset(augmentation)  # unknown presets raise here
+    if name != "autoencoder":
+        loss_params = {**loss_params, "augmentation": views}
+    elif augmentation != "report":
+        raise ValueError(f"the autoencoder trains on the native grid without augmentation; "
+                         f"drop augmentation={augmentation!r}")
     if name == "autoencoder":
         if loss_params:
             raise ValueError(f"the autoencoder takes no loss parameters, got {loss_params}")
