@@ -134,3 +134,22 @@ def test_embed_observed_is_the_embedding_of_the_observed_input():
     observed = torch.rand(2, 32, 64, generator=torch.Generator().manual_seed(0)) > 0.5
     torch.testing.assert_close(embed_observed(method, x, observed),
                                method.encoder(torch.where(observed[:, None], x, 0.0)))
+
+
+@pytest.mark.parametrize("name", ["simclr", "supcon"])
+def test_simclr_and_supcon_take_the_barlow_twins_projection_head_on_request(name):
+    tiny = dict(latent_dim=8, width=2, proj_dim=4, proj_hidden_dim=8)
+    plain = build_method(name, **tiny)
+    report = build_method(name, proj_final_batchnorm=True, **tiny)
+    barlow = build_method("barlow_twins", **tiny)
+    assert not plain.projector.final_batchnorm and report.projector.final_batchnorm
+    # The report's head (3.3.2) is Barlow Twins' layer for layer.
+    assert [type(m) for m in report.projector.net] == [type(m) for m in barlow.projector.net]
+    assert ({k: v.shape for k, v in report.projector.state_dict().items()}
+            == {k: v.shape for k, v in barlow.projector.state_dict().items()})
+    # Its projections are standardised over the batch (batch norm without affine parameters).
+    z = report.projector.train()(torch.randn(16, 8, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(z.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    loss, _ = report.loss((torch.randn(4, 5, 32, 64), torch.tensor([0, 0, 1, 1])),
+                          torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)

@@ -314,6 +314,7 @@ def build_method(
     proj_hidden_dim: int = 1024,
     observation: dict[str, Any] | None = None,
     augmentation: str = "report",
+    proj_final_batchnorm: bool | None = None,
     **loss_params: float,
 ) -> nn.Module:
     """Build a method by name with the report's architecture.
@@ -336,7 +337,19 @@ def build_method(
             :func:`geofusion.augment.augmentation_preset`: "report" (80x160 -> 72x144, 5x5)
             or "native" (36x72 -> 32x64, 3x3; the CPU profile). The autoencoder, which sees
             the native grid, accepts only the default.
+        proj_final_batchnorm: end the projection head with ``BatchNorm1d(affine=False)``
+            (:class:`geofusion.models.ProjectionHead`). None = each method's default: True for
+            Barlow Twins (its loss needs standardised projections), False for SimCLR and SupCon
+            (the head of the SimCLR paper; NT-Xent normalises each projection itself). True for
+            SimCLR / SupCon follows the report (3.3.2: "the same projection network as in
+            Barlow Twins"); the full profile uses it.
         **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon).
+
+    Example:
+        >>> method = build_method("simclr", latent_dim=8, width=2, proj_dim=4, proj_hidden_dim=8,
+        ...                       proj_final_batchnorm=True, temperature=0.3)
+        >>> method.projector.final_batchnorm
+        True
     """
     sparse = Observation.from_dict(observation) if observation is not None else None
     encoder_channels = in_channels + (1 if sparse is not None else 0)
@@ -356,11 +369,14 @@ def build_method(
             return DenoisingAutoencoderMethod(encoder, decoder, sparse)
         return AutoencoderMethod(encoder, decoder)
     if name == "barlow_twins":
-        projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim, final_batchnorm=True)
+        final_bn = True if proj_final_batchnorm is None else bool(proj_final_batchnorm)
+        projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim,
+                                   final_batchnorm=final_bn)
         if sparse is not None:
             return SparseBarlowTwinsMethod(encoder, projector, sparse, **loss_params)
         return BarlowTwinsMethod(encoder, projector, **loss_params)
-    projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim, final_batchnorm=False)
+    projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim,
+                               final_batchnorm=bool(proj_final_batchnorm))
     if name == "simclr":
         if sparse is not None:
             return SparseSimCLRMethod(encoder, projector, sparse, **loss_params)
