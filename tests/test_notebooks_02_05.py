@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(start="2000-01-01", end="2000-12-31", epochs=1, batch_size=16, width=4,
             latent_dim=16, n_embed=12)
@@ -25,6 +29,10 @@ def test_autoencoder_notebook_reports_physical_rmse_and_table_figures(run_notebo
     assert saved["synthetic"] is True and saved["method"] == "autoencoder"
     assert 0.1 < saved["rmse"]["2m_temperature"] < 50  # kelvins, not standardised units
     assert -1 <= saved["negative_cosine"] <= saved["positive_cosine"] <= 1 + 1e-6
+    # Scorecard entry, scored on the grid the autoencoder was trained on.
+    assert saved["table_3_1_view"] == "native_grid"
+    assert saved["scorecard"] == {"table_3_1": {"autoencoder": {
+        k: saved[k] for k in ("positive_cosine", "negative_cosine", "embedding_variance")}}}
     assert len(list((tmp_path / "runs" / "models").glob("autoencoder-*/checkpoint.pt"))) == 1
 
 
@@ -36,9 +44,31 @@ def test_contrastive_notebooks_and_the_comparison_table(run_notebook, tmp_path):
         assert saved["method"] == method and saved["synthetic"] is True
         for key in ("positive_cosine", "negative_cosine", "embedding_variance", "final_loss"):
             assert math.isfinite(saved[key]), key
+        figures = saved["scorecard"]["table_3_1"][method]
+        assert figures == {k: saved[k] for k in ("positive_cosine", "negative_cosine",
+                                                 "embedding_variance")}
     # The last notebook gathers every method that has results in this run_dir.
     table_html = "".join(output.get("data", {}).get("text/html", "")
                          for output in nb.cells[-1].outputs)
     for method in ("barlow_twins", "simclr", "supcon"):
         assert method in table_html
     assert "report_positive_cosine" in table_html
+
+
+def test_notebooks_03_and_04_are_generated_from_one_template():
+    spec = importlib.util.spec_from_file_location(
+        "contrastive_notebooks", REPO / "scripts" / "contrastive_notebooks.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    for stem in ("03_barlow_twins", "04_simclr"):
+        committed = (REPO / "notebooks" / f"{stem}.ipynb").read_text()
+        assert committed == generator.text(stem), (
+            f"notebooks/{stem}.ipynb differs from its template; edit "
+            "scripts/contrastive_notebooks.py and run it")
+    assert generator.main(["--check"]) == 0
+    # The method-specific entries reach the notebook: its hyperparameter and results name.
+    simclr = "".join("".join(c["source"]) for c in generator.render("04_simclr")["cells"])
+    assert "temperature=temperature" in simclr and '"04_simclr"' in simclr
+    assert "lambd" not in simclr and "<<" not in simclr
+    with pytest.raises(ValueError, match="unknown notebook"):
+        generator.render("05_supervised_contrastive")

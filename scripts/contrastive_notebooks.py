@@ -1,0 +1,223 @@
+"""Notebooks 03 (Barlow Twins) and 04 (SimCLR) from one template: one body, two methods.
+
+The two notebooks differ only in the method, its loss (introduction and formula) and its one
+hyperparameter, so their shared body lives here once and the notebooks are generated:
+
+    python scripts/contrastive_notebooks.py          # (re)write notebooks 03 and 04
+    python scripts/contrastive_notebooks.py --check  # exit 1 if a committed one differs
+
+Edit the template or a method's entry below, never the generated notebooks (the test suite
+checks that the committed notebooks equal the generated ones). ``<<NAME>>`` placeholders are
+filled from :data:`METHODS`; cell ids are kept per notebook so diffs stay small.
+"""
+
+# ruff: noqa: E501  (notebook text is kept as written; its lines are not code lines)
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _cell(cell_type: str, source: str, tags: list[str] | None = None) -> dict[str, Any]:
+    return {"cell_type": cell_type, "source": source.strip("\n"), "tags": tags or []}
+
+
+TEMPLATE: list[dict[str, Any]] = [
+    _cell("markdown", r"""
+# <<NUMBER>> · <<TITLE>>
+
+<<INTRO>>
+"""),
+    _cell("code", r"""
+# Data and run (papermill overrides these, see geofusion.pipeline.PROFILES)
+data_path = None          # None: the embedded synthetic ERA5-like default; else a WB2 zarr path or URL
+profile = "quick"         # quick (CPU, small) or full (GPU, the report settings)
+seed = 0
+device = "auto"           # auto, cpu or cuda
+run_dir = "runs/quick"    # checkpoints, logs and results of this profile
+cache_dir = "runs/cache"  # prepared (daily, standardised) data, shared by all runs
+start = "2000-01-01"
+end = "2007-12-31"
+level = 500               # hPa; None takes the first level of the store (the report choice)
+
+# Model and training (the report: batch 128, 100 epochs, Adam <<REPORT_LR>>)
+epochs = 3
+batch_size = 64
+lr = 1e-3
+width = 8                 # ResNet base width; 64 is ResNet-18 as in the report
+latent_dim = 1000         # representation size (the report keeps the 1000 of ResNet-18)
+proj_dim = 128
+<<HYPER_LINE>>
+n_embed = 64              # validation days in the 2-D views
+""", tags=['parameters']),
+    _cell("code", r"""
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from geofusion import data, evaluation, runs
+from geofusion.results import save_results
+from geofusion.training import TrainConfig
+"""),
+    _cell("markdown", r"""
+## Data
+"""),
+    _cell("code", r"""
+prepared = data.load(data_path, level=level, start=start, end=end, cache_dir=cache_dir,
+                     seed=seed)
+source = "SYNTHETIC ERA5-like default (not real observations)" if prepared.synthetic else f"ERA5 from {data_path}"
+print(f"Data: {source}")
+print(f"train {prepared.train.shape} {str(prepared.train_times[0])[:10]}..{str(prepared.train_times[-1])[:10]}, "
+      f"valid {prepared.valid.shape} {str(prepared.valid_times[0])[:10]}..{str(prepared.valid_times[-1])[:10]}")
+"""),
+    _cell("markdown", r"""
+## Training
+Two views per day: resize to 80x160, random crop 72x144, 5x5 mean filter per channel (the report's augmentations, `geofusion.augment.ReportAugmentation`).
+
+`runs.pretrained` trains through the shared loop (progress bar, checkpoint every epoch, resume) into `run_dir/models/<name>-<hash>`, keyed by method, parameters, training settings and data; later notebooks asking for the same model load it instead of retraining.
+"""),
+    _cell("code", r"""
+config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+method, history, model_dir = runs.pretrained(
+    "<<METHOD>>", prepared, run_dir, config, seed=seed, width=width,
+    latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>>)
+print(f"model directory: {model_dir}")
+history.tail()
+"""),
+    _cell("code", r"""
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.plot(history["epoch"], history["loss"], label="train")
+ax.plot(history["epoch"], history["valid_loss"], label="validation")
+ax.set(xlabel="epoch", ylabel="loss", title="<<LABEL>> loss")
+ax.legend();
+"""),
+    _cell("markdown", r"""
+## Embedding quality (report Table 3.1)
+On validation days (`evaluation.embedding_metrics`), with $u = e/\lVert e\rVert$ the unit embeddings of the two views of each day: the mean cosine similarity of positive pairs, $\frac1N\sum_i u^1_i\cdot u^2_i$ (two augmentations of a day), of negative pairs over **all** $N(N-1)$ ordered pairs of different days, $\frac{1}{N(N-1)}\sum_{i\neq j} u^1_i\cdot u^2_j$ (not within batches of consecutive days, whose similar weather would inflate it), and the mean per-dimension variance of the 1000-d embeddings. The figures go to the scorecard (`table_3_1`).
+"""),
+    _cell("code", r"""
+table_figures = evaluation.embedding_metrics(
+    method.encoder, prepared.valid, method.augmentation, torch.Generator().manual_seed(seed))
+pd.Series(table_figures).to_frame(f"<<METHOD>>" + (" (synthetic)" if prepared.synthetic else ""))
+"""),
+    _cell("markdown", r"""
+## Latent space
+Two views of each of a random batch of validation days, projected by PCA, t-SNE and UMAP and coloured by season; a grey line joins the two views of a day, so a tight positive pair shows as a dot.
+"""),
+    _cell("code", r"""
+rng = np.random.default_rng(seed)
+chosen = rng.choice(len(prepared.valid), size=min(n_embed, len(prepared.valid)), replace=False)
+pairs = evaluation.pair_embeddings(method.encoder, prepared.valid[chosen], method.augmentation,
+                                   torch.Generator().manual_seed(seed + 1))
+seasons = np.tile(prepared.season_labels("valid")[chosen], 2)
+evaluation.plot_projections(pairs, seasons, data.SEASONS, paired=True, seed=seed,
+                            title="<<LABEL>> embeddings");
+"""),
+    _cell("code", r"""
+save_results(run_dir, "<<STEM>>", {
+    "method": "<<METHOD>>", "synthetic": prepared.synthetic, "epochs": epochs, "lr": lr,
+    "<<HYPER>>": <<HYPER>>,
+    "final_loss": history["loss"].iloc[-1], "final_valid_loss": history["valid_loss"].iloc[-1],
+    **table_figures, "scorecard": {"table_3_1": {"<<METHOD>>": table_figures}}})
+"""),
+]
+
+METHODS: dict[str, dict[str, Any]] = {
+    "03_barlow_twins": {
+        "NUMBER": "03", "TITLE": "Barlow Twins", "METHOD": "barlow_twins",
+        "LABEL": "barlow twins", "STEM": "03_barlow_twins", "REPORT_LR": "1e-3",
+        "HYPER": "lambd",
+        "HYPER_LINE": "lambd = 0.01              # off-diagonal weight lambda",
+        "INTRO": r"""
+Barlow Twins (Zbontar et al. 2021; report section 3.3.1) makes the embeddings of two
+augmentations of the same day agree while decorrelating their dimensions. With $Z^A, Z^B$ the
+batch-standardised projections of the two views and
+$\mathcal{C}_{ij} = \frac{1}{N}\sum_n Z^A_{ni} Z^B_{nj}$ their cross-correlation,
+
+$$\mathcal{L}_{BT} = \sum_i (1-\mathcal{C}_{ii})^2 + \lambda \sum_i\sum_{j\neq i}\mathcal{C}_{ij}^2 .$$
+
+The projection head is three linear layers with batch norm, ending in batch norm (output 128).
+The report uses Adam at lr $10^{-3}$, batch 128, 100 epochs and picks $\lambda = 0.01$ from
+$\{0.001, 0.01, 0.1\}$ (`make sweeps` reruns that sweep).
+""",
+        "ids": ['aa8b9ee8', 'e2e80024', '23c4989f', 'c17f2510', '7f667d82', '3663a298', '9dc96db0', '7150a9eb', 'c8795ab0', 'df9cb20a', '0f3b2b0b', '9f8d7dee', '2f30eeb5'],
+    },
+    "04_simclr": {
+        "NUMBER": "04", "TITLE": "SimCLR (NT-Xent)", "METHOD": "simclr",
+        "LABEL": "simclr", "STEM": "04_simclr", "REPORT_LR": "1e-4",
+        "HYPER": "temperature",
+        "HYPER_LINE": "temperature = 0.3         # tau",
+        "INTRO": r"""
+SimCLR (Chen et al. 2020; report section 3.3.2) treats the other view of the same day as the
+positive and the $2N-2$ other views of the batch as negatives. For the $2N$ l2-normalised
+projections $z$ and a positive pair $(i, j)$,
+
+$$\ell_{i,j} = -\log\frac{\exp(\mathrm{sim}(z_i,z_j)/\tau)}{\sum_{k\neq i}\exp(\mathrm{sim}(z_i,z_k)/\tau)},\qquad
+\mathcal{L}_{NT\text{-}Xent} = \frac{1}{2N}\sum_{n=1}^{N}\big(\ell_{2n-1,2n}+\ell_{2n,2n-1}\big).$$
+
+Same projection head as Barlow Twins; the report uses Adam at lr $10^{-4}$ and finds
+$\tau = 0.3$ best in $\{0.01, 0.03, 0.05, 0.07, 0.08, 0.1, 0.3\}$.
+""",
+        "ids": ['e2993cb3', '7dc26896', 'd5927607', '452a7935', '42d62d96', '9816fc6d', '32fa7312', 'b6be0542', 'e0bd80e0', 'a5de07c0', 'c5ce391a', '496d0444', '0e2c6333'],
+    },
+}
+
+
+def render(stem: str) -> dict[str, Any]:
+    """The notebook ``stem`` (a key of :data:`METHODS`) as nbformat-4 JSON, without outputs."""
+    if stem not in METHODS:
+        raise ValueError(f"unknown notebook {stem!r}; the templated ones are {sorted(METHODS)}")
+    values = METHODS[stem]
+    cells = []
+    for cell, cell_id in zip(TEMPLATE, values["ids"], strict=True):
+        source = cell["source"]
+        for key, value in values.items():
+            if key != "ids":
+                source = source.replace(f"<<{key}>>", value.strip("\n"))
+        if "<<" in source and ">>" in source.split("<<", 1)[1]:
+            raise ValueError(f"{stem}: unfilled placeholder in {source[:80]!r}")
+        out = {"cell_type": cell["cell_type"], "id": cell_id,
+               "metadata": {"tags": cell["tags"]} if cell["tags"] else {},
+               "source": source.splitlines(keepends=True)}
+        if cell["cell_type"] == "code":
+            out.update(execution_count=None, outputs=[])
+        cells.append(out)
+    return {"cells": cells,
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                        "name": "python3"},
+                         "language_info": {"name": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def text(stem: str) -> str:
+    """The file content of the generated notebook (the layout the repository uses)."""
+    return json.dumps(render(stem), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare instead of writing; exit 1 if a notebook differs")
+    args = parser.parse_args(argv)
+    stale = []
+    for stem in METHODS:
+        path = NOTEBOOKS / f"{stem}.ipynb"
+        if args.check:
+            if not path.exists() or path.read_text() != text(stem):
+                stale.append(path.name)
+        else:
+            path.write_text(text(stem))
+    if stale:
+        print(f"out of date: {stale}; run python scripts/contrastive_notebooks.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
