@@ -87,15 +87,15 @@ def test_gradient_of_the_cost_equals_finite_differences():
     decode = lambda z: net(z).reshape(len(z), C, H, W)  # noqa: E731
     b = LatentCovariance.estimate(np.random.default_rng(0).normal(size=(200, D)), rank=2)
     r = ObservationError(0.3, 1.0, torch.tensor([0.05, 0.1]))
-    observed = torch.rand(H, W, generator=torch.Generator().manual_seed(1)) < 0.5
-    y = torch.randn(C, H, W, dtype=torch.float64)
-    cost = VariationalCost(torch.randn(D, dtype=torch.float64), y, observed, decode, b, r)
-    v = torch.randn(cost.control_dim, dtype=torch.float64)
+    observed = torch.rand(2, H, W, generator=torch.Generator().manual_seed(1)) < 0.5
+    y = torch.randn(2, C, H, W, dtype=torch.float64)
+    cost = VariationalCost(torch.randn(2, D, dtype=torch.float64), y, observed, decode, b, r)
+    v = torch.randn(cost.control_shape, dtype=torch.float64)
     grad = cost.gradient(v)
     eps = 1e-6
-    numeric = torch.stack([(cost(v + eps * e) - cost(v - eps * e)) / (2 * eps)
-                           for e in torch.eye(cost.control_dim, dtype=torch.float64)])
-    torch.testing.assert_close(grad, numeric.detach(), rtol=1e-6, atol=1e-7)
+    basis = torch.eye(v.numel(), dtype=torch.float64).reshape(-1, *v.shape)
+    numeric = torch.stack([(cost(v + eps * e) - cost(v - eps * e)) / (2 * eps) for e in basis])
+    torch.testing.assert_close(grad, numeric.detach().reshape(v.shape), rtol=1e-6, atol=1e-7)
 
 
 def test_3dvar_with_a_linear_decoder_equals_the_closed_form_blue_and_decreases_monotonically():
@@ -116,9 +116,24 @@ def test_3dvar_with_a_linear_decoder_equals_the_closed_form_blue_and_decreases_m
     innovation = y.reshape(-1)[rows] - (h_op @ zb[0] + c[rows])
     blue = zb[0] + bd @ h_op.T @ torch.linalg.solve(h_op @ bd @ h_op.T + r_full, innovation)
     torch.testing.assert_close(result.analysis[0], blue, rtol=1e-4, atol=1e-4)
-    costs = np.array(result.costs[0])
+    costs = np.array(result.costs)
     assert np.all(np.diff(costs) <= 1e-9 * costs[0]), costs
     assert costs[-1] < costs[0]
+
+
+def test_joint_minimisation_of_independent_days_equals_separate_ones():
+    decode, _, _ = linear_decoder(seed=6)
+    b = LatentCovariance.estimate(np.random.default_rng(3).normal(size=(300, D)), rank=2)
+    rs = [ObservationError(0.4, 1.0, torch.tensor([0.2, 0.1])),
+          ObservationError(0.1, 0.0, torch.tensor([0.3, 0.3]))]
+    observed = torch.rand(2, H, W, generator=torch.Generator().manual_seed(4)) < 0.4
+    zb = torch.randn(2, D, dtype=torch.float64)
+    y = torch.randn(2, C, H, W, dtype=torch.float64)
+    joint = latent_3dvar(zb, y, observed, decode, b, rs, max_iter=200, tolerance=0)
+    for n in range(2):
+        alone = latent_3dvar(zb[n:n + 1], y[n:n + 1], observed[n:n + 1], decode, b, rs[n],
+                             max_iter=200, tolerance=0)
+        torch.testing.assert_close(joint.analysis[n], alone.analysis[0], rtol=1e-4, atol=1e-4)
 
 
 def test_3dvar_without_observations_returns_the_background():
@@ -159,6 +174,11 @@ def test_blend_gain_matches_the_kalman_gain_and_beats_both_inputs():
     za = blend.update(zb, zo)
     mse = lambda z: float(((z - truth) ** 2).mean())  # noqa: E731
     assert mse(za) < min(mse(zb), mse(zo))
+    # one gain per experiment: each experiment's update uses its own
+    stacked = LatentBlend(torch.stack([blend.gain, torch.eye(3)]))
+    both = stacked.update(torch.stack([zb[0], zb[1]]), torch.stack([zo[0], zo[1]]))
+    torch.testing.assert_close(both[0], blend.update(zb[:1], zo[:1])[0])
+    torch.testing.assert_close(both[1], zo[1])
 
 
 class _FlatMethod(nn.Module):
@@ -182,14 +202,16 @@ def persistence_forecaster(context: int = 3) -> LatentForecaster:
 
 def test_cycle_with_persistence_background_chains_the_analyses():
     forecaster = persistence_forecaster()
-    initial = torch.randn(3, D)
-    encoded = torch.randn(5, D)
+    initial = torch.randn(2, 3, D)  # two experiments side by side
+    encoded = torch.randn(5, 2, D)
     free = run_cycle(forecaster, initial, FreeRun(), 5)
-    torch.testing.assert_close(free.analysis, initial[-1].expand(5, D))
+    torch.testing.assert_close(free.analysis, initial[:, -1].expand(5, 2, D))
     encode_only = run_cycle(forecaster, initial, EncodeOnly(encoded), 5)
     torch.testing.assert_close(encode_only.analysis, encoded)
     torch.testing.assert_close(encode_only.background[1:], encoded[:-1])
-    torch.testing.assert_close(encode_only.background[0], initial[-1])
+    torch.testing.assert_close(encode_only.background[0], initial[:, -1])
+    single = run_cycle(forecaster, initial[0], EncodeOnly(encoded[:, :1]), 5)
+    torch.testing.assert_close(single.analysis, encoded[:, :1])
     with pytest.raises(ValueError, match="initial_context"):
         run_cycle(forecaster, torch.randn(2, D), FreeRun(), 5)
 
@@ -198,11 +220,11 @@ def test_3dvar_scheme_cycles_and_records_costs():
     forecaster = persistence_forecaster()
     decode, _, _ = linear_decoder(dtype=torch.float32)
     b = LatentCovariance.estimate(np.random.default_rng(0).normal(size=(50, D)))
-    observed = torch.rand(4, H, W, generator=torch.Generator().manual_seed(0)) < 0.3
-    scheme = Latent3DVar(torch.randn(4, C, H, W), observed, decode, b,
+    observed = torch.rand(4, 2, H, W, generator=torch.Generator().manual_seed(0)) < 0.3
+    scheme = Latent3DVar(torch.randn(4, 2, C, H, W), observed, decode, b,
                          ObservationError(0.3, 1.0, torch.tensor([0.1, 0.1])), max_iter=5)
-    result = run_cycle(forecaster, torch.zeros(3, D), scheme, 4)
-    assert result.analysis.shape == (4, D) and len(scheme.costs) == 4
+    result = run_cycle(forecaster, torch.zeros(2, 3, D), scheme, 4)
+    assert result.analysis.shape == (4, 2, D) and len(scheme.costs) == 4
     assert not torch.equal(result.analysis, result.background)
 
 

@@ -10,7 +10,8 @@ back to the grid, and the latent LSTM steps the state forward one day. Every day
    observation ``y(t)`` (standardised fields, observed where the mask ``m(t)`` is True);
 3. ``z_a(t)`` joins the context of the next background.
 
-Schemes (each an :class:`AnalysisScheme`, ``scheme(background (D,), day) -> analysis (D,)``):
+Schemes (each an :class:`AnalysisScheme`, ``scheme(background (E, D), day) -> analysis (E, D)``
+for ``E`` experiments cycled side by side, e.g. several observed fractions):
 
 - :class:`FreeRun`: ``z_a = z_b``, no observation is used (the upper bound on error);
 - :class:`EncodeOnly`: ``z_a = z_o``, the encoder's latent of the observation alone, the
@@ -52,8 +53,10 @@ from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import FactorAnalysis
 from torch import Tensor, nn
 
+from geofusion.forecasting import rollout
 from geofusion.metrics import lat_weighted_rmse
 from geofusion.sparsity import Observation, correlated_noise_covariance
+from geofusion.training import progress_bar
 
 __all__ = [
     "LatentCovariance", "ObservationError", "VariationalCost", "Latent3DVarResult",
@@ -214,53 +217,86 @@ class ObservationError:
 # --------------------------------------------------------------------------------------------
 
 class VariationalCost:
-    """``J(v) = ||v||^2 / 2 + sum_c ||L_c^{-1} (D(z_b + L_B v)_c - y_c)[m]||^2 / 2`` for one day.
+    """``J(v) = sum_n [||v_n||^2 / 2 + sum_c ||L_nc^-1 (D(z_bn + L_B v_n)_c - y_nc)[m_n]||^2 / 2]``.
 
-    ``v`` ``(D + k,)`` is the control variable, ``L_B`` the square root of ``B``, ``L_c`` the
-    Cholesky factor of ``R_c`` on the observed points (:meth:`ObservationError.cholesky`).
-    Call it for ``J`` (a scalar tensor, differentiable in ``v``); :meth:`latent` maps ``v`` to
-    ``z``; :meth:`gradient` is ``dJ/dv`` by automatic differentiation.
+    The 3D-Var cost of ``N`` independent days (or experiments) at once, so one decoder pass
+    serves them all; being a sum of independent terms, its minimiser is every day's own.
+    ``v`` ``(N, D + k)`` is the control variable, ``L_B`` the square root of ``B``, ``L_nc`` the
+    Cholesky factor of ``R`` of day ``n`` and channel ``c`` on its observed points
+    (:meth:`ObservationError.cholesky`). Call it for ``J`` (a scalar tensor, differentiable in
+    ``v``); :meth:`per_day` gives each day's term, :meth:`latent` maps ``v`` to ``z``,
+    :meth:`gradient` is ``dJ/dv`` by automatic differentiation.
+
+    Args:
+        background: ``(N, D)``; observation: ``(N, C, H, W)``; observed: bool ``(N, H, W)``.
+        decode: differentiable ``(N, D) -> (N, C, H, W)``.
+        b: the background-error covariance; r: one :class:`ObservationError` for all days or
+            one per day.
     """
 
     def __init__(self, background: Tensor, observation: Tensor, observed: Tensor,
-                 decode: Decoder, b: LatentCovariance, r: ObservationError) -> None:
-        if background.ndim != 1 or background.shape[0] != b.dim:
-            raise ValueError(f"background must be ({b.dim},), got {tuple(background.shape)}")
-        if observation.ndim != 3 or observation.shape[1:] != observed.shape:
-            raise ValueError(f"observation must be (C, H, W) with observed (H, W), got "
+                 decode: Decoder, b: LatentCovariance,
+                 r: ObservationError | Sequence[ObservationError]) -> None:
+        if background.ndim != 2 or background.shape[1] != b.dim:
+            raise ValueError(f"background must be (N, {b.dim}), got {tuple(background.shape)}")
+        if observation.ndim != 4 or observation.shape[-2:] != observed.shape[-2:] \
+                or observed.ndim != 3:
+            raise ValueError(f"observation must be (N, C, H, W) with observed (N, H, W), got "
                              f"{tuple(observation.shape)} and {tuple(observed.shape)}")
-        if r.representation_var.shape[0] != observation.shape[0]:
-            raise ValueError(f"R has {r.representation_var.shape[0]} channels, the observation "
-                             f"{observation.shape[0]}")
+        if not len(background) == len(observation) == len(observed):
+            raise ValueError("background, observation and observed need the same number of days")
+        errors = list(r) if isinstance(r, Sequence) else [r] * len(background)
+        if len(errors) != len(background):
+            raise ValueError(f"{len(errors)} observation errors for {len(background)} days")
+        for error in errors:
+            if error.representation_var.shape[0] != observation.shape[1]:
+                raise ValueError(f"R has {error.representation_var.shape[0]} channels, the "
+                                 f"observation {observation.shape[1]}")
         self.background, self.decode = background, decode
         self.square_root = b.square_root.to(background.dtype)
-        self.index = observed.reshape(-1).nonzero().squeeze(1)
-        self.values = observation.reshape(observation.shape[0], -1)[:, self.index]
-        self.cholesky = r.cholesky(observed) if len(self.index) else None
+        flat = observation.reshape(*observation.shape[:2], -1)
+        self.index = [m.reshape(-1).nonzero().squeeze(1) for m in observed]
+        self.values = [flat[n][:, idx] for n, idx in enumerate(self.index)]
+        self.cholesky = [error.cholesky(m) if len(idx) else None
+                         for error, m, idx in zip(errors, observed, self.index, strict=True)]
 
     @property
-    def control_dim(self) -> int:
-        return int(self.square_root.shape[1])
+    def control_shape(self) -> tuple[int, int]:
+        return (int(self.background.shape[0]), int(self.square_root.shape[1]))
+
+    @property
+    def has_observations(self) -> bool:
+        return any(chol is not None for chol in self.cholesky)
 
     def latent(self, v: Tensor) -> Tensor:
-        """``z = z_b + L_B v`` ``(D,)``."""
-        return self.background + self.square_root @ v
+        """``z = z_b + L_B v`` ``(N, D)``."""
+        return self.background + v @ self.square_root.T
 
-    def observation_term(self, z: Tensor) -> Tensor:
-        """``J_o(z)``, scalar."""
-        if self.cholesky is None:
-            return z.sum() * 0.0
-        decoded = self.decode(z[None])[0]
-        residual = decoded.reshape(decoded.shape[0], -1)[:, self.index] - self.values
-        chol = self.cholesky.to(residual.dtype)
-        whitened = torch.linalg.solve_triangular(chol, residual[..., None], upper=False)
-        return 0.5 * (whitened**2).sum()
+    def observation_terms(self, z: Tensor) -> Tensor:
+        """``J_o`` of each day ``(N,)``."""
+        terms = [z.new_zeros(())] * len(z)
+        if not self.has_observations:
+            return torch.stack(terms)
+        decoded = self.decode(z)
+        decoded = decoded.reshape(*decoded.shape[:2], -1)
+        for n, chol in enumerate(self.cholesky):
+            if chol is None:
+                continue
+            residual = decoded[n][:, self.index[n]] - self.values[n]
+            whitened = torch.linalg.solve_triangular(chol.to(residual.dtype),
+                                                     residual[..., None], upper=False)
+            terms[n] = 0.5 * (whitened**2).sum()
+        return torch.stack(terms)
+
+    def per_day(self, v: Tensor) -> Tensor:
+        """``J`` of each day ``(N,)``."""
+        return 0.5 * (v**2).sum(dim=1) + self.observation_terms(self.latent(v))
 
     def __call__(self, v: Tensor) -> Tensor:
-        return 0.5 * (v**2).sum() + self.observation_term(self.latent(v))
+        return self.per_day(v).sum()
 
     def gradient(self, v: Tensor) -> Tensor:
-        """``dJ/dv`` ``(D + k,)``."""
+        """``dJ/dv`` ``(N, D + k)``."""
         v = v.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(self(v), v)
         return grad
@@ -268,56 +304,47 @@ class VariationalCost:
 
 @dataclass
 class Latent3DVarResult:
-    """Analyses ``(N, D)`` and, per day, ``J`` at the start and after every iteration."""
+    """Analyses ``(N, D)`` and ``J`` (summed over the days) at the start and per iteration."""
 
     analysis: Tensor
-    costs: list[list[float]] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
 
 
 def latent_3dvar(background: Tensor, observation: Tensor, observed: Tensor, decode: Decoder,
-                 b: LatentCovariance, r: ObservationError, max_iter: int = 30,
-                 tolerance: float = 1e-6) -> Latent3DVarResult:
-    """Latent 3D-Var analyses of ``N`` days (module docstring), one minimisation per day.
+                 b: LatentCovariance, r: ObservationError | Sequence[ObservationError],
+                 max_iter: int = 30, tolerance: float = 1e-6) -> Latent3DVarResult:
+    """Latent 3D-Var analyses of ``N`` independent days (module docstring) in one minimisation.
 
     Args:
         background: ``(N, D)`` standardised latents ``z_b``.
         observation: ``(N, C, H, W)`` standardised fields ``y`` (values where missing ignored).
         observed: bool ``(N, H, W)``, True = observed.
         decode: differentiable ``(n, D) -> (n, C, H, W)`` (:func:`differentiable_decoder`).
-        b, r: error covariances.
-        max_iter: L-BFGS iterations per day.
+        b, r: error covariances (``r`` one for all days or one per day).
+        max_iter: L-BFGS iterations.
         tolerance: stop when ``J`` falls by less than this fraction of its value in an iteration.
 
     Returns:
-        :class:`Latent3DVarResult`; with no observed point a day's analysis is ``z_b`` exactly.
+        :class:`Latent3DVarResult`; a day without observed points keeps ``z_b`` exactly.
     """
-    if background.ndim != 2 or observation.ndim != 4 or observed.ndim != 3:
-        raise ValueError(f"need background (N, D), observation (N, C, H, W), observed "
-                         f"(N, H, W); got {tuple(background.shape)}, "
-                         f"{tuple(observation.shape)}, {tuple(observed.shape)}")
-    if not len(background) == len(observation) == len(observed):
-        raise ValueError("background, observation and observed need the same number of days")
     if max_iter < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-    analyses, all_costs = [], []
-    for day in range(len(background)):
-        cost = VariationalCost(background[day].detach(), observation[day], observed[day], decode,
-                               b, r)
-        v, costs = _minimise(cost, max_iter, tolerance)
-        analyses.append(cost.latent(v.detach()).detach())
-        all_costs.append(costs)
-    return Latent3DVarResult(torch.stack(analyses), all_costs)
+    cost = VariationalCost(background.detach(), observation, observed, decode, b, r)
+    v, costs = _minimise(cost, max_iter, tolerance)
+    return Latent3DVarResult(cost.latent(v).detach(), costs)
 
 
 def _minimise(cost: VariationalCost, max_iter: int, tolerance: float
               ) -> tuple[Tensor, list[float]]:
     """L-BFGS (strong Wolfe) on ``J(v)`` from ``v = 0``; the control and ``J`` per iterate."""
-    v = torch.zeros(cost.control_dim, dtype=cost.background.dtype, requires_grad=True)
+    v = torch.zeros(cost.control_shape, dtype=cost.background.dtype, requires_grad=True)
     with torch.no_grad():
         costs = [float(cost(v))]
-    if cost.cholesky is None or max_iter == 0:
+    if not cost.has_observations or max_iter == 0:
         return v.detach(), costs
-    optimiser = torch.optim.LBFGS([v], lr=1.0, max_iter=1, history_size=20,
+    # One iteration per step() so every iterate is recorded; max_eval must then be raised
+    # explicitly (it defaults to 5/4 max_iter = 1), or the line search cannot bracket.
+    optimiser = torch.optim.LBFGS([v], lr=1.0, max_iter=1, max_eval=25, history_size=20,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
@@ -355,7 +382,8 @@ def differentiable_decoder(forecaster: Any) -> Decoder:
 # --------------------------------------------------------------------------------------------
 
 class AnalysisScheme(Protocol):
-    """``scheme(background (D,), day) -> analysis (D,)`` (standardised latents)."""
+    """``scheme(background (E, D), day) -> analysis (E, D)`` for ``E`` parallel experiments
+    (e.g. observed fractions or noise levels), standardised latents."""
 
     def __call__(self, background: Tensor, day: int) -> Tensor: ...
 
@@ -372,46 +400,50 @@ class EncodeOnly:
     """``z_a = z_o(day)``: the encoded observation, the background ignored.
 
     Args:
-        encoded: ``(T, D)`` standardised latents of each day's observation
-            (:meth:`LatentForecaster.encode` with the observation mask).
+        encoded: ``(T, E, D)`` standardised latents of each day's observation in each
+            experiment (:meth:`LatentForecaster.encode` with the observation mask).
     """
 
     encoded: Tensor
 
     def __call__(self, background: Tensor, day: int) -> Tensor:
-        return self.encoded[day]
+        return self.encoded[day].to(background.dtype)
 
 
 @dataclass
 class Latent3DVar:
-    """3D-Var through the decoder each day (:func:`latent_3dvar`); keeps the cost histories.
+    """3D-Var through the decoder each day (:func:`latent_3dvar`, all experiments in one
+    minimisation); keeps the cost history of every day.
 
     Args:
-        observations: ``(T, C, H, W)`` standardised observed fields; observed: bool ``(T, H, W)``.
-        decode, b, r, max_iter: as for :func:`latent_3dvar`.
+        observations: ``(T, E, C, H, W)`` standardised observed fields; observed: bool
+            ``(T, E, H, W)``.
+        decode, b, max_iter: as for :func:`latent_3dvar`; r: one :class:`ObservationError`
+            per experiment (or one for all).
     """
 
     observations: Tensor
     observed: Tensor
     decode: Decoder
     b: LatentCovariance
-    r: ObservationError
+    r: ObservationError | Sequence[ObservationError]
     max_iter: int = 30
     costs: list[list[float]] = field(default_factory=list)
 
     def __call__(self, background: Tensor, day: int) -> Tensor:
-        result = latent_3dvar(background[None], self.observations[day:day + 1],
-                              self.observed[day:day + 1], self.decode, self.b, self.r,
-                              self.max_iter)
-        self.costs.extend(result.costs)
-        return result.analysis[0]
+        result = latent_3dvar(background, self.observations[day], self.observed[day],
+                              self.decode, self.b, self.r, self.max_iter)
+        self.costs.append(result.costs)
+        return result.analysis
 
 
 @dataclass
 class LatentBlend:
-    """Kalman-like blend ``z_a = z_b + K (z_o - z_b)``, ``K = B (B + R_z)^{-1}`` ``(D, D)``.
+    """Kalman-like blend ``z_a = z_b + K (z_o - z_b)``, ``K = B (B + R_z)^{-1}``.
 
-    Build with :meth:`estimate`; ``encoded`` ``(T, D)`` holds each day's encoded observation.
+    Build with :meth:`estimate` (one gain ``(D, D)``) or stack gains ``(E, D, D)``, one per
+    experiment (``R_z`` depends on the observed fraction and noise); ``encoded``
+    ``(T, E, D)`` holds each day's encoded observations.
     """
 
     gain: Tensor
@@ -445,15 +477,17 @@ class LatentBlend:
         return cls(torch.as_tensor(gain, dtype=torch.float32), encoded)
 
     def update(self, background: Tensor, encoded: Tensor) -> Tensor:
-        """``(..., D)`` analyses from backgrounds and encoded observations."""
+        """Analyses ``(E, D)`` (or ``(..., D)`` with one gain) from backgrounds and encoded
+        observations."""
         gain = self.gain.to(background.dtype)
-        return background + (encoded - background) @ gain.T
+        increment = (encoded - background).unsqueeze(-1)
+        return background + (gain @ increment).squeeze(-1)
 
     def __call__(self, background: Tensor, day: int) -> Tensor:
         if self.encoded is None:
             raise ValueError("LatentBlend needs the encoded observations to cycle; pass "
                              "encoded=forecaster.encode(observations, observed)")
-        return self.update(background, self.encoded[day])
+        return self.update(background, self.encoded[day].to(background.dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,7 +496,7 @@ class LatentBlend:
 
 @dataclass
 class CycleResult:
-    """Standardised latents ``(T, D)`` of the backgrounds and analyses of a cycle."""
+    """Standardised latents ``(T, E, D)`` of the backgrounds and analyses of a cycle."""
 
     background: Tensor
     analysis: Tensor
@@ -473,35 +507,38 @@ def run_cycle(forecaster: Any, initial_context: Tensor, scheme: AnalysisScheme, 
     """Cycle ``days`` days: background from the last ``context`` analyses, then the analysis.
 
     Args:
-        forecaster: a :class:`geofusion.forecasting.LatentForecaster` (its LSTM and context).
-        initial_context: ``(context, D)`` standardised latents before the first day, e.g. the
-            latents of the day-of-year climatology of those days (a climatological spin-up).
+        forecaster: a :class:`geofusion.forecasting.LatentForecaster` (its LSTM, context and
+            rollout scheme).
+        initial_context: ``(E, context, D)`` standardised latents before the first day for each
+            of ``E`` parallel experiments (or ``(context, D)`` for one), e.g. the latents of
+            the day-of-year climatology of those days (a climatological spin-up).
         scheme: the analysis (:class:`FreeRun`, :class:`EncodeOnly`, :class:`Latent3DVar`,
             :class:`LatentBlend`).
         days: cycle length.
         progress: show a progress bar.
 
     Returns:
-        :class:`CycleResult`.
+        :class:`CycleResult` with ``(days, E, D)`` latents.
     """
     context = forecaster.context
-    if initial_context.ndim != 2 or len(initial_context) != context:
-        raise ValueError(f"initial_context must be ({context}, D) latents, got shape "
-                         f"{tuple(initial_context.shape)}")
+    window = initial_context.detach().float()
+    if window.ndim == 2:
+        window = window[None]
+    if window.ndim != 3 or window.shape[1] != context:
+        raise ValueError(f"initial_context must be (E, {context}, D) or ({context}, D) latents, "
+                         f"got shape {tuple(initial_context.shape)}")
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
-    window = initial_context.detach().float().clone()
+    device = forecaster.device
     backgrounds, analyses = [], []
-    steps = range(days)
-    if progress:
-        from geofusion.training import progress_bar
-        steps = progress_bar(steps, desc="cycle", unit="day")
+    steps = progress_bar(range(days), desc="cycle", unit="day") if progress else range(days)
     for day in steps:
-        background = forecaster.forecast_latents(window, [context - 1], 1)[0, 0]
+        background = rollout(forecaster.model, window.to(device), 1,
+                             sliding=forecaster.sliding)[:, 0].float().cpu()
         analysis = scheme(background, day).detach().float()
         backgrounds.append(background)
         analyses.append(analysis)
-        window = torch.cat([window[1:], analysis[None]])
+        window = torch.cat([window[:, 1:], analysis[:, None]], dim=1)
     return CycleResult(torch.stack(backgrounds), torch.stack(analyses))
 
 
