@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from geofusion import evaluation
+from geofusion.augment import ReportAugmentation
 
 matplotlib.use("Agg")
 
@@ -190,3 +191,21 @@ def test_comparison_table_puts_the_reports_values_beside_ours():
     assert table.loc["simclr", "report_positive_cosine"] == 0.999
     assert np.isnan(table.loc["autoencoder", "report_positive_cosine"])
     assert table.loc["autoencoder", "embedding_variance"] == 2.0
+
+
+def test_table_3_1_scores_each_method_on_its_training_input():
+    from geofusion.methods import build_method
+
+    tiny = dict(latent_dim=4, width=2, proj_dim=4, proj_hidden_dim=8)
+    x = torch.randn(6, 5, 32, 64, generator=torch.Generator().manual_seed(0))
+    for name, view, grid in (("autoencoder", "native_grid", (32, 64)),
+                             ("simclr", "augmented", (72, 144))):
+        method = build_method(name, **tiny)
+        seen = []
+        method.encoder.register_forward_pre_hook(lambda m, a, s=seen: s.append(a[0].shape[-2:]))
+        out = evaluation.table_3_1(method, x, torch.Generator().manual_seed(1))
+        assert evaluation.training_view(method) == view and set(seen) == {grid}
+        by_hand = evaluation.embedding_metrics(
+            method.encoder, x, getattr(method, "augmentation", None) or ReportAugmentation(),
+            torch.Generator().manual_seed(1), view=view)
+        assert out == pytest.approx(by_hand, rel=1e-6)

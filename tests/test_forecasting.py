@@ -332,6 +332,37 @@ def test_score_forecasts_aligns_leads_and_matches_the_metrics():
                         to_physical, ["a", "b"], context=context, inits=[len(fields) - 1])
 
 
+def test_score_forecasts_intervals_are_the_block_bootstrap_of_the_per_day_scores():
+    from geofusion.bootstrap import bootstrap_acc, bootstrap_rmse
+
+    fields, times, lat, clim, to_physical = score_inputs()
+    context, steps = 2, 2
+    table = score_forecasts({"persistence": persistence_source(fields)}, fields, times, lat,
+                            clim, to_physical, ["a", "b"], context=context, steps=steps,
+                            batch_size=3, intervals=True, block=3, n_resamples=200, seed=5)
+    without = score_forecasts({"persistence": persistence_source(fields)}, fields, times, lat,
+                              clim, to_physical, ["a", "b"], context=context, steps=steps)
+    np.testing.assert_allclose(table["rmse"], without["rmse"])  # the estimate is unchanged
+    scores = table.set_index(["lead", "variable"]).sort_index()
+    inits = np.arange(context - 1, len(fields) - steps)
+    phys = lambda a: to_physical(torch.from_numpy(np.ascontiguousarray(a))).numpy()  # noqa: E731
+    for lead in (1, 2):
+        truth, forecast = phys(fields[inits + lead]), phys(fields[inits])
+        reference = phys(clim[day_of_year_index(times[inits + lead])])
+        # Per-day scores by the metrics module, one day at a time, then the bootstrap.
+        mse = np.stack([metrics.lat_weighted_mse(forecast[i], truth[i], lat)
+                        for i in range(len(inits))])
+        acc = metrics.lat_weighted_acc(forecast, truth, reference, lat)
+        rmse_ci = bootstrap_rmse(mse, block=3, n_resamples=200, seed=5)
+        acc_ci = bootstrap_acc(acc, block=3, n_resamples=200, seed=5)
+        row = scores.loc[lead]
+        np.testing.assert_allclose(row["rmse_low"], rmse_ci.low, rtol=1e-4)
+        np.testing.assert_allclose(row["rmse_high"], rmse_ci.high, rtol=1e-4)
+        np.testing.assert_allclose(row["acc_low"], acc_ci.low, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(row["acc_high"], acc_ci.high, rtol=1e-4, atol=1e-6)
+        assert (row["rmse_low"] < row["rmse"]).all() and (row["rmse"] < row["rmse_high"]).all()
+
+
 def day_of_year_index(times):
     from geofusion.forecasting import day_of_year
     return day_of_year(times) - 1

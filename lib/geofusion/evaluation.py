@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from geofusion.augment import resize, two_views
+from geofusion.augment import ReportAugmentation, resize, two_views
 
 # The report's Table 3.1 (real ERA5 64x32, full-size ResNet-18, 100 epochs), for reference.
 REPORT_TABLE_3_1 = pd.DataFrame(
@@ -142,6 +142,39 @@ def embedding_metrics(encoder: nn.Module, fields: np.ndarray | Tensor,
         "negative_cosine": negative.item(),
         "embedding_variance": e1.var(dim=0).mean().item(),
     }
+
+
+def training_view(method: nn.Module) -> str:
+    """The :data:`EMBEDDING_VIEWS` entry of the input ``method``'s encoder was trained on.
+
+    "augmented" for a method trained on augmented views (it has an ``augmentation``: the
+    contrastive methods, a mode-group method given one); "native_grid" otherwise (the
+    autoencoder, a mode-group method trained on the fields themselves).
+    """
+    return "augmented" if getattr(method, "augmentation", None) is not None else "native_grid"
+
+
+def table_3_1(method: nn.Module, fields: np.ndarray | Tensor, generator: torch.Generator,
+              augmentation: Callable | None = None, batch_size: int = 128) -> dict[str, float]:
+    """Table 3.1 of a trained *method*, scored on the input its encoder was trained on.
+
+    :func:`embedding_metrics` of ``method.encoder`` with the method's own augmentation (or
+    ``augmentation``; :class:`~geofusion.augment.ReportAugmentation` for a method without one)
+    and ``view=training_view(method)``: the contrastive methods on their augmented views, the
+    autoencoder on the same augmented views resized back to its native grid.
+
+    Example:
+        >>> import torch
+        >>> from geofusion.methods import build_method
+        >>> ae = build_method("autoencoder", latent_dim=4, width=2)
+        >>> figures = table_3_1(ae, torch.randn(4, 5, 32, 64), torch.Generator().manual_seed(0))
+        >>> training_view(ae), sorted(figures)[0]
+        ('native_grid', 'embedding_variance')
+    """
+    if augmentation is None:
+        augmentation = getattr(method, "augmentation", None) or ReportAugmentation()
+    return embedding_metrics(method.encoder, fields, augmentation, generator,
+                             batch_size=batch_size, view=training_view(method))
 
 
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:

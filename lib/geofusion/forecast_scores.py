@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from geofusion.bootstrap import DEFAULT_BLOCK, DEFAULT_RESAMPLES, bootstrap_acc, bootstrap_rmse
 from geofusion.forecasting import ForecastSource, LatentForecaster, day_of_year
 from geofusion.metrics import lat_weighted_acc, lat_weighted_mse
 from geofusion.sparsity import make_mask
@@ -79,8 +80,9 @@ def climatology_source(climatology: np.ndarray | Tensor, times: Any) -> Forecast
 def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | Tensor,
                     times: Any, lat: Any, climatology: np.ndarray | Tensor,
                     to_physical: Callable[[Tensor], Tensor], channels: Sequence[str],
-                    context: int, steps: int = 1, inits: Any = None, batch_size: int = 64
-                    ) -> pd.DataFrame:
+                    context: int, steps: int = 1, inits: Any = None, batch_size: int = 64,
+                    intervals: bool = False, block: int = DEFAULT_BLOCK,
+                    n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """Latitude-weighted RMSE and ACC per forecaster, lead and variable, in physical units.
 
     Every source is verified on the same initialisations ``i`` against ``fields[i + lead]``:
@@ -105,11 +107,18 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
         steps: the leads ``1 .. steps`` (days for daily data).
         inits: optional explicit initialisation indices.
         batch_size: initialisations per chunk.
+        intervals: also give 95 % block-bootstrap intervals over the initialisations
+            (:func:`geofusion.bootstrap.bootstrap_rmse` of the per-day MSEs and
+            :func:`~geofusion.bootstrap.bootstrap_acc` of the per-day ACCs, blocks of ``block``
+            consecutive initialisations, ``n_resamples`` resamples seeded by ``seed``; the
+            same resampled days for every forecaster, lead and variable, so intervals of
+            different forecasters are comparable).
 
     Returns:
         DataFrame with columns ``forecaster``, ``lead``, ``variable``, ``rmse`` (physical
         units of the variable), ``acc`` (NaN for the climatology itself: zero anomaly), and
-        ``n`` (initialisations averaged).
+        ``n`` (initialisations averaged); with ``intervals`` also ``rmse_low``,
+        ``rmse_high``, ``acc_low``, ``acc_high``.
     """
     x = _as_float_tensor(fields)
     if x.ndim != 4 or x.shape[1] != len(channels):
@@ -126,8 +135,9 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
     if len(doy) != len(x):
         raise ValueError(f"{len(doy)} times for {len(x)} fields; pass the times of the fields")
     lat = np.array(lat, dtype=np.float64)  # a writable copy (torch warns on read-only arrays)
-    mse_sum = {name: torch.zeros(steps, len(channels), dtype=torch.float64) for name in sources}
-    acc_sum = {name: torch.zeros(steps, len(channels), dtype=torch.float64) for name in sources}
+    # Per-initialisation scores (n, steps, C): small, and what the bootstrap resamples.
+    mse_days: dict[str, list[Tensor]] = {name: [] for name in sources}
+    acc_days: dict[str, list[Tensor]] = {name: [] for name in sources}
     for start in range(0, len(inits), batch_size):
         chunk = inits[start:start + batch_size]
         idx = chunk[:, None] + np.arange(1, steps + 1)
@@ -139,17 +149,26 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
                 raise ValueError(f"source {name!r} returned shape {tuple(forecast.shape)}, "
                                  f"expected {tuple(truth.shape)} (inits, steps, C, H, W)")
             forecast = to_physical(forecast)
-            mse_sum[name] += lat_weighted_mse(forecast, truth, lat).double().sum(0)
-            acc_sum[name] += lat_weighted_acc(forecast, truth, reference, lat).double().sum(0)
+            mse_days[name].append(lat_weighted_mse(forecast, truth, lat).double())
+            acc_days[name].append(lat_weighted_acc(forecast, truth, reference, lat).double())
     rows = []
     n = len(inits)
     for name in sources:
-        rmse, acc = (mse_sum[name] / n).sqrt(), acc_sum[name] / n
+        mse, acc_day = torch.cat(mse_days[name]).numpy(), torch.cat(acc_days[name]).numpy()
+        rmse, acc = np.sqrt(mse.mean(0)), acc_day.mean(0)
+        if intervals:
+            rmse_ci = bootstrap_rmse(mse, block=block, n_resamples=n_resamples, seed=seed)
+            acc_ci = bootstrap_acc(acc_day, block=block, n_resamples=n_resamples, seed=seed)
         for lead in range(steps):
             for c, variable in enumerate(channels):
-                rows.append({"forecaster": name, "lead": lead + 1, "variable": variable,
-                             "rmse": float(rmse[lead, c]), "acc": float(acc[lead, c]),
-                             "n": n})
+                row = {"forecaster": name, "lead": lead + 1, "variable": variable,
+                       "rmse": float(rmse[lead, c]), "acc": float(acc[lead, c]), "n": n}
+                if intervals:
+                    row.update(rmse_low=float(rmse_ci.low[lead, c]),
+                               rmse_high=float(rmse_ci.high[lead, c]),
+                               acc_low=float(acc_ci.low[lead, c]),
+                               acc_high=float(acc_ci.high[lead, c]))
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
