@@ -64,6 +64,14 @@ def _check_temperature(temperature: float, name: str = "temperature") -> None:
         raise ValueError(f"{name} must be > 0, got {temperature}")
 
 
+def _check_lambd(lambd: float) -> None:
+    # A negative weight would reward correlated dimensions, the opposite of redundancy
+    # reduction; NaN fails the comparison too.
+    if not lambd >= 0:
+        raise ValueError(f"lambd must be >= 0 (the weight of the off-diagonal redundancy term; "
+                         f"the report uses 0.005), got {lambd}")
+
+
 def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005,
                       gather_distributed: bool = False) -> Tensor:
     """Barlow Twins loss of two batches of embeddings.
@@ -78,12 +86,13 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005,
 
     Args:
         z1, z2: (N, D) embeddings of the two views, N >= 2.
-        lambd: weight of the redundancy-reduction (off-diagonal) term.
+        lambd: weight of the redundancy-reduction (off-diagonal) term, >= 0.
         gather_distributed: standardise and correlate over the batches of all processes.
 
     Returns:
         Scalar loss.
     """
+    _check_lambd(lambd)
     _check_pair(z1, z2, "barlow_twins_loss", min_batch=2)
     z1, z2 = _as_float(z1), _as_float(z2)
     n = z1.shape[0]
@@ -234,6 +243,7 @@ class BarlowTwinsLoss(nn.Module):
 
     def __init__(self, lambd: float = 0.005, gather_distributed: bool = False) -> None:
         super().__init__()
+        _check_lambd(lambd)
         self.lambd = lambd
         self.gather_distributed = gather_distributed
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from geofusion.data import VARIABLES
 
 __all__ = [
     "Autoencoder",
@@ -25,6 +28,7 @@ __all__ = [
     "FieldDecoder",
     "ProjectionHead",
     "ResNetEncoder",
+    "check_no_nan",
     "count_parameters",
     "resnet18_encoder",
 ]
@@ -62,6 +66,28 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
+
+
+def check_no_nan(x: Tensor) -> None:
+    """Raise if ``x`` (B, C, H, W) holds NaN, naming the channels (CONTRIBUTING: NaNs never
+    reach a model). Channels are named after :data:`geofusion.data.VARIABLES` (+ the mask
+    channel) for 5 or 6 channels. One reduction over the input; on a GPU one synchronisation,
+    as the training loop's per-step ``loss.item()`` already makes."""
+    if not bool(torch.isnan(x).any()):
+        return
+    per_channel = torch.isnan(x).flatten(2).any(dim=2)  # (B, C)
+    n_chan = x.shape[1]
+    names = [f"{name} (channel {c}, " for c, name in enumerate([*VARIABLES, "mask channel"])]
+    if n_chan not in (len(VARIABLES), len(VARIABLES) + 1):
+        names = [f"channel {c} (" for c in range(n_chan)]
+    bad = [f"{names[c]}{int(per_channel[:, c].sum())} of {x.shape[0]} samples)"
+           for c in per_channel.any(dim=0).nonzero().flatten().tolist()]
+    raise ValueError(
+        f"NaN in the encoder input: {', '.join(bad)}. NaNs never reach a model: set missing "
+        "points to 0 and pass where they are, e.g. `filled, observed = "
+        "geofusion.sparsity.fill_missing(x)` then `geofusion.sparsity.apply_mask(filled, "
+        "observed, mask_channel=True)` for an encoder with a mask channel (a method with "
+        "mask_channel=True, such as SparseViewMethod)")
 
 
 class ResNetEncoder(nn.Module):
@@ -128,6 +154,7 @@ class ResNetEncoder(nn.Module):
             raise ValueError(
                 f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
                 "check in_channels (one more with a mask channel)")
+        check_no_nan(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         # Global average pool as a mean: the same numbers as nn.AdaptiveAvgPool2d(1), whose CUDA
