@@ -207,3 +207,62 @@ def test_diagnostics(tmp_path):
     series = data.point_series(prepared, [(50.0, 0.0), (-50.0, -90.0)])
     assert list(series.columns) == ["47.8N 0.0E", "47.8S 270.0E"] and len(series) == 366
     np.testing.assert_allclose(series.iloc[:, 0], prepared.physical()[:, 0, 24, 0], rtol=1e-6)
+
+
+def test_time_blocks_are_whole_days_on_chunk_boundaries():
+    times = np.arange("2000-01-01", "2000-01-11", np.timedelta64(6, "h"), dtype="datetime64[ns]")
+    # Chunks of 8 steps (2 days): blocks end on chunk boundaries, each chunk read once.
+    blocks = data.time_blocks(times, list(range(0, 41, 8)), steps_per_block=20)
+    assert blocks == [(0, 16), (16, 32), (32, 40)]
+    # Chunks of 6 steps (1.5 days): only every other chunk boundary starts a day.
+    blocks = data.time_blocks(times, list(range(0, 41, 6)), steps_per_block=14)
+    assert blocks == [(0, 12), (12, 24), (24, 36), (36, 40)]
+    # No chunk boundary within the budget: the last whole day inside it, never half a day.
+    assert data.time_blocks(times, [0, 40], steps_per_block=9) == [
+        (0, 8), (8, 16), (16, 24), (24, 32), (32, 40)]
+    # A budget smaller than a day still gives whole days; a partial first day stays alone.
+    assert data.time_blocks(times[2:10], None, steps_per_block=1) == [(0, 2), (2, 6), (6, 8)]
+
+
+class _Interrupt(Exception):
+    """Stands for a kill in the middle of a preparation."""
+
+
+def test_interrupted_prepare_resumes_from_finished_blocks(small, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "BLOCK_BYTES", data.step_bytes(small, data.VARIABLES) * 4 * 3)
+    real = data._compute_block
+    calls = []
+
+    def stop_after_two(ds, first, last):
+        if len(calls) == 2:
+            raise _Interrupt
+        calls.append((first, last))
+        return real(ds, first, last)
+
+    monkeypatch.setattr(data, "_compute_block", stop_after_two)
+    with pytest.raises(_Interrupt):
+        data.prepare(small, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("prepared_*.json")) and not list(tmp_path.glob("*.npz"))
+    assert len(list(tmp_path.glob("prepared_*.parts/block_*.npz"))) == 2
+
+    resumed_calls = []
+
+    def counting(ds, first, last):
+        resumed_calls.append((first, last))
+        return real(ds, first, last)
+
+    monkeypatch.setattr(data, "_compute_block", counting)
+    resumed = data.prepare(small, cache_dir=tmp_path, progress=True)
+    assert calls == [(0, 12), (12, 24)]  # three days of 4 steps per block
+    assert resumed_calls == [(24, 36), (36, 48), (48, 60), (60, 72), (72, 80)]
+    fresh = data.prepare(small)
+    np.testing.assert_array_equal(resumed.train, fresh.train)
+    np.testing.assert_array_equal(resumed.valid, fresh.valid)
+    np.testing.assert_array_equal(resumed.mean, fresh.mean)
+    assert not list(tmp_path.glob("prepared_*.parts"))  # parts removed once complete
+    err = capsys.readouterr().err
+    assert "preparing daily means" in err and "step 80/80, 7 blocks, to 2000-01-20" in err
+    assert "B/s" in err
+    # Small sources stay quiet by default (progress=None).
+    data.prepare(small, level=850)
+    assert "preparing daily means" not in capsys.readouterr().err

@@ -7,11 +7,12 @@ import pytest
 import torch
 from dask.callbacks import Callback
 
-from geofusion import data
+from geofusion import data, streaming
 from geofusion.streaming import ZarrFieldDataset, open_prepared, prepare_out_of_core
 
 START, END = "2001-11-01", "2002-02-28"  # four months, across a year boundary (DJF)
 TIME_CHUNK = 5  # days per chunk
+_real_store_block = streaming._store_block
 
 
 class _LargestResult(Callback):
@@ -98,3 +99,52 @@ def test_partial_days_and_reuse(stores):
         prepare_out_of_core(lazy.isel(time=slice(1, None)), root / "bad.zarr")
     again = prepare_out_of_core(lazy, store.path)  # an existing store is reused
     np.testing.assert_array_equal(again.mean, store.mean)
+
+
+class _Interrupt(Exception):
+    """Stands for a kill (Ctrl-C, a lost machine) in the middle of a preparation."""
+
+
+def _counting(function, stop_after=None):
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        if stop_after is not None and len(calls) == stop_after:
+            raise _Interrupt
+        calls.append(args[2:])
+        return function(*args, **kwargs)
+
+    return wrapped, calls
+
+
+def test_interrupted_streaming_resumes_where_it_stopped(stores, monkeypatch, capsys):
+    _, store, _, lazy, root = stores
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 1)  # one chunk of TIME_CHUNK days per block
+    n_blocks = -(-len(store.times) // TIME_CHUNK)
+    path = root / "resumed.zarr"
+    stopping, done = _counting(streaming._store_block, stop_after=3)
+    monkeypatch.setattr(streaming, "_store_block", stopping)
+    with pytest.raises(_Interrupt):
+        prepare_out_of_core(lazy, path, level=850, train_fraction=0.75, time_chunk=TIME_CHUNK)
+    assert not path.exists() and len(done) == 3  # nothing half-written at the final path
+    counting, resumed = _counting(_real_store_block)
+    monkeypatch.setattr(streaming, "_store_block", counting)
+    again = prepare_out_of_core(lazy, path, level=850, train_fraction=0.75,
+                                time_chunk=TIME_CHUNK, progress=True)
+    assert len(resumed) == n_blocks - 3 and (TIME_CHUNK * 0, TIME_CHUNK) not in resumed
+    np.testing.assert_array_equal(again.to_prepared().train, store.to_prepared().train)
+    np.testing.assert_array_equal(again.to_prepared().valid, store.to_prepared().valid)
+    assert not (root / "resumed.zarr.partial").exists()
+    assert not (root / "resumed.zarr.partial.json").exists()
+    err = capsys.readouterr().err
+    assert "preparing daily means" in err and f"day {len(store.times)}/{len(store.times)}" in err
+    assert "B/s" in err  # bytes read, with a rate
+    # Other inputs after an interruption: the partial store is discarded, all blocks redone.
+    monkeypatch.setattr(streaming, "_store_block", stopping)
+    with pytest.raises(_Interrupt):
+        prepare_out_of_core(lazy, root / "other.zarr", level=850, time_chunk=TIME_CHUNK)
+    counting, redone = _counting(_real_store_block)
+    monkeypatch.setattr(streaming, "_store_block", counting)
+    other = prepare_out_of_core(lazy, root / "other.zarr", level=500, time_chunk=TIME_CHUNK)
+    assert len(redone) == n_blocks and other.level == 500
+

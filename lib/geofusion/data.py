@@ -23,10 +23,12 @@ pressure-level ones at one level, resampled from 6-hourly to daily means, split 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import tqdm
+import tqdm.auto
 import xarray as xr
 
 from geofusion.era5_files import describe_cds_request, open_cds
@@ -45,7 +49,8 @@ from geofusion.synthetic import MODEL_VERSION, synthetic_era5
 
 __all__ = [
     "VARIABLES", "SURFACE_VARIABLES", "WB2_LEVELS", "UNITS", "SEASONS", "DataError",
-    "DEFAULT_GRID", "REGRID_METHODS",
+    "DEFAULT_GRID", "REGRID_METHODS", "BLOCK_BYTES", "PROGRESS_MIN_BYTES", "step_bytes",
+    "time_blocks",
     "open_era5", "synthetic_era5", "default_store", "prepare", "PreparedData", "season_labels",
     "FieldDataset", "load", "seasonal_cycle", "mode_correlations", "point_series",
 ]
@@ -76,6 +81,11 @@ REGRID_METHODS: tuple[str, ...] = ("conservative",)
 
 # Bump when the prepared format or the preparation changes: old caches are then ignored.
 _CACHE_VERSION = 1
+# Bytes of selected data computed per block of time steps (a block is held in memory once;
+# dask reads its source chunks concurrently).
+BLOCK_BYTES = 256 * 2**20
+# A progress bar is shown by default for sources of at least this many bytes.
+PROGRESS_MIN_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,9 +330,104 @@ def _source_identity(ds: xr.Dataset, variables: Sequence[str]) -> dict[str, Any]
     }
 
 
+def step_bytes(ds: xr.Dataset, variables: Sequence[str]) -> int:
+    """Bytes of one time step of ``variables`` at one pressure level (what preparation reads)."""
+    total = 0
+    for name in variables:
+        array = ds[name]
+        cells = int(np.prod([n for d, n in array.sizes.items() if d not in ("time", "level")]))
+        total += cells * array.dtype.itemsize
+    return total
+
+
+def time_blocks(times: np.ndarray, chunk_bounds: Sequence[int] | None,
+                steps_per_block: int) -> list[tuple[int, int]]:
+    """Split the steps ``[0, len(times))`` into blocks ``(first, last)`` of whole days.
+
+    Each block ends where a day starts, on a source chunk boundary (``chunk_bounds``, the
+    cumulative dask chunk offsets along time; None = every step) when one lies within
+    ``steps_per_block``: then every source chunk is read once. Otherwise the block ends at the
+    last day start within the budget, or, when a single day exceeds it, after that day.
+
+    >>> t = np.arange("2000-01-01", "2000-01-04", np.timedelta64(6, "h"), dtype="datetime64[ns]")
+    >>> time_blocks(t, chunk_bounds=[0, 8, 12], steps_per_block=9)
+    [(0, 8), (8, 12)]
+    """
+    n = len(times)
+    days = np.asarray(times, dtype="datetime64[D]")
+    day_starts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), n]
+    aligned = day_starts if chunk_bounds is None else sorted(
+        set(day_starts) & {*map(int, chunk_bounds), n})
+    blocks, first = [], 0
+    while first < n:
+        limit = first + max(1, int(steps_per_block))
+        last = None
+        for cuts in (aligned, day_starts):
+            k = bisect.bisect_right(cuts, limit) - 1
+            if k >= 0 and cuts[k] > first:
+                last = cuts[k]
+                break
+        if last is None:
+            last = day_starts[bisect.bisect_right(day_starts, first)]
+        blocks.append((first, last))
+        first = last
+    return blocks
+
+
+def _progress_bar(total_bytes: int, show: bool | None, desc: str) -> Any:
+    """A tqdm bar counting bytes read (text under papermill / CI, a widget in Jupyter).
+
+    ``show=None`` shows it for sources of at least :data:`PROGRESS_MIN_BYTES`. The pipeline
+    sets ``GEOFUSION_PLAIN_PROGRESS=1`` (widgets do not survive into executed notebooks).
+    """
+    if show is None:
+        show = total_bytes >= PROGRESS_MIN_BYTES
+    bar = tqdm.tqdm if os.environ.get("GEOFUSION_PLAIN_PROGRESS") else tqdm.auto.tqdm
+    return bar(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+               disable=not show, mininterval=1.0)
+
+
+def _compute_block(ds_sel: xr.Dataset, first: int, last: int
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
+    """Daily means of the steps ``[first, last)`` (whole days): arrays, days, NaN counts."""
+    block = ds_sel.isel(time=slice(first, last)).compute()  # dask reads chunks concurrently
+    n_nan = {name: int(block[name].isnull().sum()) for name in ds_sel.data_vars}
+    # skipna=False: a NaN must not silently vanish into a daily mean.
+    daily = block.resample(time="1D").mean(skipna=False)
+    values = {name: np.asarray(daily[name].values, dtype=np.float32) for name in ds_sel.data_vars}
+    return values, daily["time"].values.astype("datetime64[ns]"), n_nan
+
+
+def _block_with_parts(ds_sel: xr.Dataset, first: int, last: int, parts_dir: Path | None
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
+    """:func:`_compute_block`, saved to / reloaded from ``parts_dir`` (resume after a stop)."""
+    names = list(ds_sel.data_vars)
+    part = None if parts_dir is None else parts_dir / f"block_{first}_{last}.npz"
+    if part is not None and part.exists():
+        with np.load(part) as z:
+            return ({name: z[f"v{i}"] for i, name in enumerate(names)},
+                    z["times"].astype("datetime64[ns]"),
+                    {name: int(z["nan"][i]) for i, name in enumerate(names)})
+    values, times, n_nan = _compute_block(ds_sel, first, last)
+    if part is not None:
+        with atomic_path(part) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, times=times.astype(np.int64),
+                     nan=np.asarray([n_nan[n] for n in names], dtype=np.int64),
+                     **{f"v{i}": values[name] for i, name in enumerate(names)})
+    return values, times, n_nan
+
+
 def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str],
-                      train_fraction: float) -> PreparedData:
-    """Daily means, split, standardisation (the work :func:`prepare` caches)."""
+                      train_fraction: float, parts_dir: Path | None = None,
+                      progress: bool | None = None,
+                      read_bytes_per_step: int | None = None) -> PreparedData:
+    """Daily means, split, standardisation (the work :func:`prepare` caches).
+
+    The steps are computed in blocks of whole days (:func:`time_blocks`, about
+    :data:`BLOCK_BYTES` each, aligned with the source chunks) with a progress bar in bytes
+    read; with ``parts_dir`` each finished block is saved there, so an interrupted
+    preparation resumes at the first missing block.
+    """
     selected = {}
     for name in variables:
         da = ds[name]
@@ -330,23 +435,24 @@ def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str
             da = da.sel(level=level, drop=True)
         selected[name] = da.transpose("time", "latitude", "longitude")
     ds_sel = xr.Dataset(selected)
-    # Resample one calendar year at a time: a day never straddles two years, only one year of
-    # 6-hourly data is in memory at once, and an eager resample avoids building a dask graph
-    # with one task per day (seconds per variable without flox).
-    years = ds_sel["time"].dt.year.values
-    bounds = [*np.flatnonzero(np.diff(years)) + 1, len(years)]
-    blocks, times_blocks, first = {name: [] for name in variables}, [], 0
+    held_per_step = step_bytes(ds_sel, variables)
+    read_per_step = held_per_step if read_bytes_per_step is None else read_bytes_per_step
+    chunks = ds_sel[variables[0]].chunks
+    bounds = None if chunks is None else np.cumsum([0, *chunks[0]]).tolist()
+    n_steps = ds_sel.sizes["time"]
+    plan = time_blocks(ds_sel["time"].values, bounds, BLOCK_BYTES // max(1, held_per_step))
+    blocks, times_blocks = {name: [] for name in variables}, []
     n_nan = dict.fromkeys(variables, 0)
-    for last in bounds:
-        block = ds_sel.isel(time=slice(first, last)).compute()
-        for name in variables:
-            n_nan[name] += int(block[name].isnull().sum())
-        # skipna=False: a NaN must not silently vanish into a daily mean.
-        daily = block.resample(time="1D").mean(skipna=False)
-        for name in variables:
-            blocks[name].append(np.asarray(daily[name].values, dtype=np.float32))
-        times_blocks.append(daily["time"].values.astype("datetime64[ns]"))
-        first = last
+    with _progress_bar(read_per_step * n_steps, progress, "preparing daily means") as bar:
+        for first, last in plan:
+            values, times, nans = _block_with_parts(ds_sel, first, last, parts_dir)
+            for name in variables:
+                blocks[name].append(values[name])
+                n_nan[name] += nans[name]
+            times_blocks.append(times)
+            bar.update(read_per_step * (last - first))
+            bar.set_postfix_str(f"step {last}/{n_steps}, {len(plan)} blocks, "
+                                f"to {str(times[-1])[:10]}", refresh=False)
     times = np.concatenate(times_blocks)
     channels = []
     for name in variables:
@@ -414,7 +520,7 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
             start: str | None = None, end: str | None = None,
             variables: Sequence[str] = VARIABLES, cache_dir: str | os.PathLike | None = None,
             expected_grid: tuple[int, int] | None = None,
-            regrid: str | None = None) -> PreparedData:
+            regrid: str | None = None, progress: bool | None = None) -> PreparedData:
     """Select, resample to daily means, split by time and standardise a WB2-layout dataset.
 
     Parameters
@@ -431,6 +537,10 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
         equiangular grid of that size (:func:`geofusion.grids.equiangular_grid`).
     regrid: what to do when it is not: None raises; ``"conservative"`` regrids a finer grid
         (e.g. 1.5, 1 or 0.25 deg) conservatively (:func:`geofusion.grids.regrid_conservative`).
+    progress: show a progress bar (bytes read, steps); None = only for sources of at least
+        :data:`PROGRESS_MIN_BYTES`. The source is read in blocks of whole days aligned with
+        its chunks, each block's chunks concurrently (dask threads); with ``cache_dir`` every
+        finished block is kept, so an interrupted preparation resumes where it stopped.
 
     Returns
     -------
@@ -451,6 +561,7 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
                         f"{sorted(map(str, ds.data_vars))}; pass `variables` from that list or "
                         "a store that contains them (from the CDS: "
                         f"{describe_cds_request(missing, [500 if level is None else level])})")
+    read_bytes_per_step = step_bytes(ds, variables)  # before any regridding
     ds = _check_grid(ds, expected_grid, regrid)
     level = _resolve_level(ds, level, variables)
     if start is not None or end is not None:
@@ -460,7 +571,8 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
                         "range inside the store's time axis")
 
     if cache_dir is None:
-        return _compute_prepared(ds, level, variables, train_fraction)
+        return _compute_prepared(ds, level, variables, train_fraction, progress=progress,
+                                 read_bytes_per_step=read_bytes_per_step)
     manifest = {
         "cache_version": _CACHE_VERSION,
         "source": _source_identity(ds, variables),
@@ -479,10 +591,14 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
     if manifest_path.exists() and npz_path.exists():
         if json.loads(manifest_path.read_text()) == manifest:
             return _load_prepared(npz_path)
-    prepared = _compute_prepared(ds, level, variables, train_fraction)
+    # Finished blocks of an interrupted run with the same inputs are reused from here.
+    parts_dir = cache / f"prepared_{key}.parts"
+    prepared = _compute_prepared(ds, level, variables, train_fraction, parts_dir=parts_dir,
+                                 progress=progress, read_bytes_per_step=read_bytes_per_step)
     # The manifest is written last: its presence means the npz next to it is complete.
     _save_prepared(prepared, npz_path)
     atomic_write_text(manifest_path, text + "\n")
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return prepared
 
 
@@ -490,7 +606,7 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
          start: str | None = "2000-01-01", end: str | None = "2009-12-31",
          cache_dir: str | os.PathLike | None = "runs/cache", seed: int = 0,
          train_fraction: float = 0.8, grid: tuple[int, int] | None = DEFAULT_GRID,
-         regrid: str | None = "conservative") -> PreparedData:
+         regrid: str | None = "conservative", progress: bool | None = None) -> PreparedData:
     """Prepared data for a notebook: the synthetic default (``data_path=None``) or ERA5.
 
     ``data_path``: None, a WeatherBench 2 zarr store, or CDS netCDF/GRIB files (a file,
@@ -501,7 +617,7 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
     ``grid``: the ``(nlat, nlon)`` equiangular grid the run expects (64x32 by default; None
     accepts any grid). Data on another grid is regridded with ``regrid`` (``"conservative"``,
     the default, for a finer source such as the CDS's 0.25 deg) or, with ``regrid=None``,
-    refused. Returns :func:`prepare`'s result (cached).
+    refused. ``progress``: see :func:`prepare`. Returns :func:`prepare`'s result (cached).
 
     >>> prepared = load(None, start="2000-01-01", end="2000-01-10",
     ...                 cache_dir=tmp_cache)  # doctest: +SKIP
@@ -519,7 +635,7 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
         path = data_path
     ds = open_era5(path)
     return prepare(ds, level=level, train_fraction=train_fraction, start=start, end=end,
-                   cache_dir=cache_dir, expected_grid=grid, regrid=regrid)
+                   cache_dir=cache_dir, expected_grid=grid, regrid=regrid, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,8 +11,13 @@ at a time, into a zarr store:
    ``steps_per_day`` consecutive steps and the daily mean is a block mean inside dask chunks of
    whole days (equal to ``resample(time="1D").mean()`` on whole days, without one task per day);
 3. write the daily fields ``(time, channel, lat, lon)`` float32 in *physical* units to a zarr
-   store in chunks of ``time_chunk`` days (written to a temporary path and renamed, so a
-   half-written store never appears);
+   store in chunks of ``time_chunk`` days, block by block (each block a few chunks, computed
+   concurrently by dask's threads) with a progress bar in bytes read and days written. The
+   store is written at ``<path>.partial`` with the finished blocks listed in
+   ``<path>.partial.json`` (written atomically, with the inputs): an interrupted preparation
+   resumes at the first unfinished block when called again with the same inputs, and
+   restarts from scratch when the inputs differ. Only the complete store is renamed to
+   ``path``, so a half-written store never appears there;
 4. training mean/std per channel (float64, first ``round(train_fraction * days)`` days) and a
    NaN count, in one chunked pass over the written store; saved as store attributes.
 
@@ -24,7 +29,9 @@ prepared store and ``prepare`` give the same arrays (the test compares them).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +46,19 @@ import xarray as xr
 import zarr
 
 from geofusion.data import (
+    BLOCK_BYTES,
     VARIABLES,
     DataError,
     PreparedData,
     _check_grid,
+    _progress_bar,
     _resolve_level,
+    _source_identity,
+    describe_cds_request,
     season_labels,
+    step_bytes,
 )
-from geofusion.io import atomic_path
+from geofusion.io import atomic_write_text
 
 __all__ = ["PreparedStore", "prepare_out_of_core", "open_prepared", "ZarrFieldDataset"]
 
@@ -132,12 +144,16 @@ def prepare_out_of_core(ds: xr.Dataset, path: str | os.PathLike, level: int | No
                         train_fraction: float = 0.8, start: str | None = None,
                         end: str | None = None, variables: Sequence[str] = VARIABLES,
                         time_chunk: int = 8, expected_grid: tuple[int, int] | None = None,
-                        overwrite: bool = False) -> PreparedStore:
+                        overwrite: bool = False, regrid: str | None = None,
+                        progress: bool | None = None) -> PreparedStore:
     """:func:`geofusion.data.prepare` streamed through dask into a zarr store at ``path``.
 
-    Same arguments and checks as ``prepare`` (level, split, time slice, variables, grid, NaNs,
-    constant channels); ``time_chunk`` days per zarr chunk (and per dask task). An existing
-    complete store at ``path`` is reused unless ``overwrite``.
+    Same arguments and checks as ``prepare`` (level, split, time slice, variables, grid and
+    ``regrid``, NaNs, constant channels); ``time_chunk`` days per zarr chunk (and per dask
+    task). An existing complete store at ``path`` is reused unless ``overwrite``; an
+    interrupted preparation with the same inputs resumes (see the module docstring).
+    ``progress``: bar in bytes read (None = for sources of at least
+    :data:`geofusion.data.PROGRESS_MIN_BYTES`).
 
     Returns:
         :class:`PreparedStore` describing the store.
@@ -153,8 +169,10 @@ def prepare_out_of_core(ds: xr.Dataset, path: str | os.PathLike, level: int | No
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
         raise DataError(f"variables {missing} are not in the store, which has "
-                        f"{sorted(map(str, ds.data_vars))}")
-    ds = _check_grid(ds, expected_grid)
+                        f"{sorted(map(str, ds.data_vars))} (from the CDS: "
+                        f"{describe_cds_request(missing, [500 if level is None else level])})")
+    read_per_step = step_bytes(ds, variables)
+    ds = _check_grid(ds, expected_grid, regrid)
     level = _resolve_level(ds, level, variables)
     if start is not None or end is not None:
         ds = ds.sel(time=slice(start, end))
@@ -183,39 +201,99 @@ def prepare_out_of_core(ds: xr.Dataset, path: str | os.PathLike, level: int | No
                         "split; use a longer time range")
     day_times = ds["time"].values[::per_day].astype("datetime64[D]").astype("datetime64[ns]")
 
-    with atomic_path(path, is_dir=True) as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        target = root.create_array("fields", shape=fields.shape, dtype="float32",
-                                   chunks=(time_chunk, *fields.shape[1:]))
-        da.store(fields, target, lock=False)
-        written = da.from_zarr(str(tmp / "fields"))
-        train = written[:n_train]
-        mean, sq, n_nan = dask.compute(
-            train.mean(axis=(0, 2, 3), dtype=np.float64),
-            ((train.astype(np.float64) - train.mean(axis=(0, 2, 3), dtype=np.float64)[
-                None, :, None, None]) ** 2).mean(axis=(0, 2, 3)),
-            da.isnan(written).sum(axis=(0, 2, 3)))
-        std = np.sqrt(sq)
-        bad = {variables[c]: int(k) for c, k in enumerate(n_nan) if k}
-        if bad:
-            raise DataError(f"NaN values in the daily means {bad}; choose a time range without "
-                            "them or fill the store before preparing it")
-        constant = [variables[c] for c in np.flatnonzero(std == 0)]
-        if constant:
-            raise DataError(f"{constant} are constant over the training days (std 0)")
-        root.attrs.update({
-            "format": FORMAT,
-            "channels": list(variables),
-            "mean": mean.astype(np.float32).tolist(),
-            "std": std.astype(np.float32).tolist(),
-            "times": [str(t) for t in day_times],
-            "n_train": n_train,
-            "lat": np.asarray(ds["latitude"].values, dtype=np.float64).tolist(),
-            "lon": np.asarray(ds["longitude"].values, dtype=np.float64).tolist(),
-            "level": -1 if level is None else int(level),
-            "synthetic": bool(int(ds.attrs.get("synthetic", 0))),
-        })
+    inputs = {"format": FORMAT, "source": _source_identity(ds, variables), "level": level,
+              "variables": list(variables), "start": start, "end": end,
+              "time_chunk": int(time_chunk), "shape": list(fields.shape),
+              "expected_grid": None if expected_grid is None else list(expected_grid),
+              "regrid": regrid}
+    partial = path.with_name(path.name + ".partial")
+    state_path = path.with_name(path.name + ".partial.json")
+    done = _resume_state(partial, state_path, inputs)
+    if done is None:  # nothing to resume: start from scratch
+        shutil.rmtree(partial, ignore_errors=True)
+        root = zarr.open_group(str(partial), mode="w", zarr_format=2)
+        root.create_array("fields", shape=fields.shape, dtype="float32",
+                          chunks=(time_chunk, *fields.shape[1:]))
+        done = set()
+        _save_state(state_path, inputs, done)
+    target = zarr.open_array(str(partial / "fields"), mode="r+")
+    # Blocks of whole chunks (so concurrent writes never share a zarr chunk), about
+    # BLOCK_BYTES of source each: the unit of progress and of resuming.
+    chunks_per_block = max(1, BLOCK_BYTES // max(1, read_per_step * per_day * time_chunk))
+    block_days = chunks_per_block * time_chunk
+    bytes_per_day = read_per_step * per_day
+    with _progress_bar(bytes_per_day * n_days, progress, "preparing daily means") as bar:
+        for first in range(0, n_days, block_days):
+            last = min(first + block_days, n_days)
+            if first not in done:
+                _store_block(fields, target, first, last)
+                done.add(first)
+                _save_state(state_path, inputs, done)
+            bar.update(bytes_per_day * (last - first))
+            bar.set_postfix_str(f"day {last}/{n_days}", refresh=False)
+
+    written = da.from_zarr(str(partial / "fields"))
+    train = written[:n_train]
+    mean, sq, n_nan = dask.compute(
+        train.mean(axis=(0, 2, 3), dtype=np.float64),
+        ((train.astype(np.float64) - train.mean(axis=(0, 2, 3), dtype=np.float64)[
+            None, :, None, None]) ** 2).mean(axis=(0, 2, 3)),
+        da.isnan(written).sum(axis=(0, 2, 3)))
+    std = np.sqrt(sq)
+    bad = {variables[c]: int(k) for c, k in enumerate(n_nan) if k}
+    if bad:
+        raise DataError(f"NaN values in the daily means {bad}; choose a time range without "
+                        "them or fill the store before preparing it")
+    constant = [variables[c] for c in np.flatnonzero(std == 0)]
+    if constant:
+        raise DataError(f"{constant} are constant over the training days (std 0)")
+    zarr.open_group(str(partial), mode="r+").attrs.update({
+        "format": FORMAT,
+        "channels": list(variables),
+        "mean": mean.astype(np.float32).tolist(),
+        "std": std.astype(np.float32).tolist(),
+        "times": [str(t) for t in day_times],
+        "n_train": n_train,
+        "lat": np.asarray(ds["latitude"].values, dtype=np.float64).tolist(),
+        "lon": np.asarray(ds["longitude"].values, dtype=np.float64).tolist(),
+        "level": -1 if level is None else int(level),
+        "synthetic": bool(int(ds.attrs.get("synthetic", 0))),
+    })
+    _publish(partial, path)
+    state_path.unlink(missing_ok=True)
     return open_prepared(path)
+
+
+def _store_block(fields: da.Array, target: Any, first: int, last: int) -> None:
+    """Compute and write days ``[first, last)`` (whole chunks; dask computes them concurrently)."""
+    da.store(fields[first:last], target, regions=(slice(first, last),), lock=False)
+
+
+def _resume_state(partial: Path, state_path: Path, inputs: dict[str, Any]) -> set[int] | None:
+    """First days of the blocks an earlier run with the same ``inputs`` finished, or None."""
+    try:
+        state = json.loads(state_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if state.get("inputs") != json.loads(json.dumps(inputs)) or not (partial / "fields").exists():
+        return None
+    return {int(d) for d in state.get("done", [])}
+
+
+def _save_state(state_path: Path, inputs: dict[str, Any], done: set[int]) -> None:
+    atomic_write_text(state_path, json.dumps({"inputs": inputs, "done": sorted(done)}) + "\n")
+
+
+def _publish(partial: Path, path: Path) -> None:
+    """Move the complete store onto ``path``; an old store is replaced only afterwards."""
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(partial, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, path)
 
 
 def open_prepared(path: str | os.PathLike) -> PreparedStore:
