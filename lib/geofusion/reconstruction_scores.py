@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geofusion import runs
+from geofusion import baseline_comparison, runs
 from geofusion.bootstrap import BootstrapInterval, bootstrap_mean, bootstrap_rmse
 from geofusion.data import FieldDataset
 from geofusion.decoders import FrozenEncoderDecoder
@@ -508,10 +508,14 @@ class SparsityEvaluation:
                 for name, z in self.complete_latents.items()}
 
 
+_SETTING = ("kind", "missing_fraction", "noise_std")
+
+
 def relative_skill(curves: pd.DataFrame, reference: str = "climatology") -> pd.DataFrame:
     """One row per ``(model, kind, missing_fraction, noise_std)`` of :meth:`SparsityEvaluation
     .curves`: ``rmse_over_reference``, the mean over variables of ``RMSE_c / RMSE_c(reference)``
-    under the same observation (1 = no better than the reference), and the latent cosines.
+    under the same observation (1 = no better than the reference), and the latent cosines
+    (:func:`geofusion.baseline_comparison.relative_skill`).
 
     Example:
         >>> import pandas as pd
@@ -523,18 +527,8 @@ def relative_skill(curves: pd.DataFrame, reference: str = "climatology") -> pd.D
         >>> float(relative_skill(curves).loc[("m", "pixel", 0.0, 0.0), "rmse_over_reference"])
         0.75
     """
-    keys = ["kind", "missing_fraction", "noise_std", "variable"]
-    if reference not in set(curves["model"]):
-        raise ValueError(f"the reference {reference!r} is not among the models "
-                         f"{sorted(set(curves['model']))}; add it to the evaluation")
-    ref = curves[curves["model"] == reference].set_index(keys)["rmse"]
-    table = curves.join(ref.rename("reference_rmse"), on=keys)
-    table["rmse_over_reference"] = table["rmse"] / table["reference_rmse"]
-    index = ["model", "kind", "missing_fraction", "noise_std"]
-    return table.groupby(index, sort=False).agg(
-        rmse_over_reference=("rmse_over_reference", "mean"),
-        centred_cosine=("centred_cosine", "first"), cosine=("cosine", "first"))
-
+    return baseline_comparison.relative_skill(curves, reference, _SETTING,
+                                              extra=("centred_cosine", "cosine"))
 
 def fraction_key(ratio: float) -> str:
     """The scorecard key of a missing fraction: ``"0"``, ``"0.5"``, ``"0.9"`` (``f"{r:g}"``)."""
@@ -543,41 +537,9 @@ def fraction_key(ratio: float) -> str:
 
 def versus_best_baseline(curves: pd.DataFrame, baselines: Sequence[str],
                          reference: str = "climatology") -> pd.DataFrame:
-    """How each model compares to the best baseline under the same observation.
-
-    The best baseline of a setting ``(kind, missing_fraction, noise_std)`` is the one of
-    ``baselines`` with the lowest mean over variables of ``RMSE_c / RMSE_c(reference)``
-    (:func:`relative_skill`). For every model and setting: ``best_baseline`` (its name),
-    ``rmse_over_best_baseline`` = mean over variables of ``RMSE_c / RMSE_c(best)`` (below 1:
-    better than the best baseline), ``variables_better`` (how many variables the model's RMSE
-    beats it on) and ``n_variables``.
-
-    Example:
-        >>> import pandas as pd
-        >>> rows = [(m, v, r) for m, rs in {"ae": (1.0, 4.0), "oi": (2.0, 2.0),
-        ...         "climatology": (4.0, 4.0)}.items() for v, r in zip("ab", rs)]
-        >>> curves = pd.DataFrame([{"model": m, "kind": "pixel", "missing_fraction": 0.5,
-        ...     "noise_std": 0.0, "variable": v, "rmse": r, "centred_cosine": None,
-        ...     "cosine": None} for m, v, r in rows])
-        >>> table = versus_best_baseline(curves, ["oi", "climatology"])
-        >>> row = table.loc[("ae", "pixel", 0.5, 0.0)]
-        >>> row.best_baseline, float(row.rmse_over_best_baseline), int(row.variables_better)
-        ('oi', 1.25, 1)
-    """
-    missing = sorted(set(baselines) - set(curves["model"]))
-    if missing or not baselines:
-        raise ValueError(f"baselines {missing or list(baselines)} are not among the models "
-                         f"{sorted(set(curves['model']))}; name at least one scored baseline")
-    setting = ["kind", "missing_fraction", "noise_std"]
-    skill = relative_skill(curves, reference).reset_index()
-    ranked = skill[skill["model"].isin(baselines)].sort_values("rmse_over_reference")
-    best = ranked.groupby(setting, sort=False)["model"].first().rename("best_baseline")
-    table = curves.join(best, on=setting)
-    best_rmse = curves.set_index(["model", *setting, "variable"])["rmse"]
-    table["best_rmse"] = best_rmse.reindex(pd.MultiIndex.from_frame(
-        table[["best_baseline", *setting, "variable"]])).to_numpy()
-    table["ratio"] = table["rmse"] / table["best_rmse"]
-    table["better"] = table["rmse"] < table["best_rmse"]
-    return table.groupby(["model", *setting], sort=False).agg(
-        best_baseline=("best_baseline", "first"), rmse_over_best_baseline=("ratio", "mean"),
-        variables_better=("better", "sum"), n_variables=("variable", "count"))
+    """Each model against the best of ``baselines`` under the same observation ``(kind,
+    missing_fraction, noise_std)`` of :meth:`SparsityEvaluation.curves`: ``best_baseline``,
+    ``rmse_over_best_baseline``, ``variables_better``, ``n_variables``
+    (:func:`geofusion.baseline_comparison.versus_best_baseline`, best = lowest RMSE relative
+    to ``reference``)."""
+    return baseline_comparison.versus_best_baseline(curves, baselines, reference, _SETTING)

@@ -1,0 +1,59 @@
+"""geofusion.forecast_scorecard: the table of score_forecasts in the scorecard's nesting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geofusion.baseline_comparison import versus_best_baseline
+from geofusion.forecast_scorecard import forecast_scorecard
+from geofusion.forecast_scores import climatology_source, persistence_source, score_forecasts
+from geofusion.forecasting import climatology
+
+CHANNELS = ["2m_temperature", "geopotential"]
+TIMES = np.arange("2001-03-01", "2001-04-10", dtype="datetime64[D]")
+
+
+@pytest.fixture(scope="module")
+def table():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cumsum(0.3 * torch.randn(len(TIMES), 2, 4, 8, generator=g), dim=0)
+    clim = climatology(x.numpy(), TIMES, window=5)
+    sources = {"persistence": persistence_source(x), "clim": climatology_source(clim, TIMES)}
+    return score_forecasts(sources, x, TIMES, np.linspace(-67.5, 67.5, 4), clim,
+                           lambda t: 10.0 * t + 280.0, CHANNELS, context=1, steps=3,
+                           inits=np.arange(5, 30), intervals=True)
+
+
+def test_scorecard_nesting_matches_the_table(table):
+    card = forecast_scorecard(table, {"climatology_model": "clim"})
+    assert sorted(card["persistence_rmse"]) == ["1", "2", "3"]
+    for lead in ("1", "2", "3"):
+        for variable in CHANNELS:
+            row = table[(table.forecaster == "clim") & (table.lead == int(lead))
+                        & (table.variable == variable)].iloc[0]
+            assert card["forecast_rmse"]["climatology_model"][lead][variable] == row.rmse
+            assert card["intervals"]["forecast_rmse"]["climatology_model"][lead][variable] == \
+                [row.rmse_low, row.rmse_high]
+            persistence = table[(table.forecaster == "persistence") & (table.lead == int(lead))
+                                & (table.variable == variable)].iloc[0]
+            assert card["persistence_rmse"][lead][variable] == persistence.rmse
+    with pytest.raises(ValueError, match="not in the table"):
+        forecast_scorecard(table, {"linear_regression": "linear regression"})
+    with pytest.raises(ValueError, match="intervals=True"):
+        forecast_scorecard(table.drop(columns="rmse_low"), {"c": "clim"})
+
+
+def test_best_baseline_per_lead(table):
+    versus = versus_best_baseline(table, ["persistence", "clim"], "persistence", ["lead"],
+                                  model="forecaster")
+    for lead in (1, 2, 3):
+        rows = table[table.lead == lead].set_index(["forecaster", "variable"]).rmse
+        relative = {b: np.mean([rows[(b, v)] / rows[("persistence", v)] for v in CHANNELS])
+                    for b in ("persistence", "clim")}
+        best = min(relative, key=relative.get)
+        got = versus.loc[("clim", lead)]
+        assert got.best_baseline == best
+        assert got.rmse_over_best_baseline == pytest.approx(
+            np.mean([rows[("clim", v)] / rows[(best, v)] for v in CHANNELS]))
