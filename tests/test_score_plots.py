@@ -48,3 +48,22 @@ def test_with_intervals_formats_and_names_missing_columns():
     assert table.loc[("ae", 0.5), "t"] == "1.5 [1.4, 1.6]"
     with pytest.raises(ValueError, match="no column 'acc_low'"):
         score_plots.with_intervals(curves().assign(acc=1.0), "model", "variable", value="acc")
+
+
+def test_lead_curves_have_interval_error_bars_and_skip_undefined_acc():
+    rows = [{"forecaster": f, "lead": k, "variable": "t", "rmse": k * s, "rmse_low": k * s - 0.5,
+             "rmse_high": k * s + 0.5, "acc": np.nan if f == "climatology" else 1 - 0.1 * k,
+             "acc_low": 0.0, "acc_high": 1.0}
+            for f, s in (("lstm", 1.0), ("climatology", 2.0)) for k in (1, 2, 3)]
+    fig = score_plots.plot_lead_curves(pd.DataFrame(rows), ["t"], {"t": "K"})
+    rmse_ax, acc_ax = fig.axes[:2]
+    assert len(rmse_ax.containers) == 2 and len(acc_ax.containers) == 1  # no NaN ACC line
+    segments = rmse_ax.containers[0].lines[2][0].get_segments()
+    np.testing.assert_allclose([s[:, 1] for s in segments], [[0.5, 1.5], [1.5, 2.5],
+                                                             [2.5, 3.5]])
+    plt.close(fig)
+    robust = pd.DataFrame([{"forecaster": "lstm", "ratio": r, "variable": "t", "rmse": 1 + r}
+                           for r in (0.0, 0.5)])
+    fig = score_plots.plot_mask_ratio_curves(robust, ["t"], {"t": 1.2})
+    assert fig.axes[0].lines[-1].get_ydata()[0] == 1.2
+    plt.close(fig)

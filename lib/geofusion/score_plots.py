@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from geofusion.reconstruction_scores import relative_skill
 
-__all__ = ["plot_robustness_curves", "plot_histories", "with_intervals"]
+__all__ = ["plot_robustness_curves", "plot_histories", "with_intervals", "plot_lead_curves",
+           "plot_mask_ratio_curves"]
 
 _DASHES = {"pixel": "-", "patch": "--", "swath": ":"}
 
@@ -143,3 +144,72 @@ def with_intervals(table: pd.DataFrame, index: str | Sequence[str], columns: str
                                                     table[f"{value}_high"], strict=True)])
     return text.pivot_table(index=index, columns=columns, values="_text", aggfunc="first",
                             sort=False)
+
+
+def plot_lead_curves(table: pd.DataFrame, channels: Sequence[str],
+                     units: Mapping[str, str] | None = None,
+                     styles: Mapping[str, str] | None = None, synthetic: bool = False) -> Figure:
+    """RMSE (top) and ACC (bottom) against lead, one column per variable, one line per
+    forecaster of ``table`` (:func:`geofusion.forecast_scores.score_forecasts`), with 95 %
+    intervals as error bars where the table has ``rmse_low``/``acc_low``. ``styles``: forecaster
+    -> matplotlib format (e.g. ``"k--"`` for persistence); ACC lines that are NaN (the
+    climatology) are skipped.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import pandas as pd
+        >>> t = pd.DataFrame([{"forecaster": f, "lead": k, "variable": "t", "rmse": k * s,
+        ...     "acc": 1 - 0.1 * k} for f, s in (("lstm", 1.0), ("persistence", 2.0))
+        ...     for k in (1, 2)])
+        >>> len(plot_lead_curves(t, ["t"]).axes)
+        2
+    """
+    units, styles = dict(units or {}), dict(styles or {})
+    fig, axes = plt.subplots(2, len(channels), figsize=(3.3 * len(channels), 6), sharex=True,
+                             squeeze=False, layout="constrained")
+    for c, variable in enumerate(channels):
+        rows = table[table["variable"] == variable]
+        for name in dict.fromkeys(table["forecaster"]):
+            line = rows[rows["forecaster"] == name].sort_values("lead")
+            style = styles.get(name, "-o")
+            for ax, score in ((axes[0, c], "rmse"), (axes[1, c], "acc")):
+                if line[score].isna().all():
+                    continue
+                error = None
+                if f"{score}_low" in line:
+                    error = [line[score] - line[f"{score}_low"],
+                             line[f"{score}_high"] - line[score]]
+                ax.errorbar(line["lead"], line[score], yerr=error, fmt=style, ms=3, capsize=2,
+                            label=name)
+        axes[0, c].set(title=variable, ylabel=f"RMSE [{units.get(variable, '')}]")
+        axes[1, c].set(xlabel="lead [days]", ylabel="ACC")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("RMSE and ACC against lead (95 % intervals)" + _tag(synthetic))
+    return fig
+
+
+def plot_mask_ratio_curves(table: pd.DataFrame, channels: Sequence[str],
+                           reference: Mapping[str, float] | None = None,
+                           units: Mapping[str, str] | None = None, kind: str = "pixel",
+                           reference_label: str = "persistence (complete)",
+                           synthetic: bool = False) -> Figure:
+    """Lead-1 RMSE against the missing fraction of the forecast's input, one panel per
+    variable (``table``: :func:`geofusion.forecast_scores.skill_vs_mask_ratio`), with a
+    horizontal ``reference`` per variable (e.g. persistence of the complete field)."""
+    units = dict(units or {})
+    fig, axes = plt.subplots(1, len(channels), figsize=(3.3 * len(channels), 3.2),
+                             squeeze=False, layout="constrained")
+    for c, variable in enumerate(channels):
+        ax = axes[0, c]
+        rows = table[table["variable"] == variable]
+        for name in dict.fromkeys(table["forecaster"]):
+            line = rows[rows["forecaster"] == name].sort_values("ratio")
+            ax.plot(line["ratio"], line["rmse"], "-o", ms=3, label=name)
+        if reference is not None:
+            ax.axhline(reference[variable], color="k", ls="--", lw=0.8, label=reference_label)
+        ax.set(title=variable, xlabel="missing fraction of the context",
+               ylabel=f"RMSE [{units.get(variable, '')}]")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"lead-1 RMSE against the missing fraction of the input ({kind} masks)"
+                 + _tag(synthetic))
+    return fig
