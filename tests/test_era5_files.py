@@ -287,3 +287,16 @@ def test_cds_request_fields():
         assert request["year"] == ["2000", "2001"] and len(request["day"]) == 31
         assert request["grid"] == [1.5, 1.5] and request["data_format"] == "netcdf"
         assert request["download_format"] == "unarchived"
+
+
+def test_files_without_known_variables_are_skipped_or_named(reference, tmp_path):
+    to_cds(reference, ["2m_temperature"]).rename({"t2m": "msl"}).to_netcdf(
+        tmp_path / "msl.nc", engine="h5netcdf")
+    with pytest.raises(data.DataError, match=r"no file holds a variable geofusion uses "
+                                             r"\(msl.nc: \['msl'\]\).*'t2m'.*"
+                                             r"reanalysis-era5-single-levels"):
+        data.open_era5(tmp_path)
+    to_cds(reference, ["2m_temperature"]).to_netcdf(tmp_path / "t2m.nc", engine="h5netcdf")
+    with pytest.warns(UserWarning, match=r"skipped 1 files .*msl.nc: \['msl'\]"):
+        ds = data.open_era5(tmp_path)
+    assert list(ds.data_vars) == ["2m_temperature"]

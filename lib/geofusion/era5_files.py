@@ -248,8 +248,9 @@ def _combine_expver(ds: xr.Dataset) -> xr.Dataset:
     return combined
 
 
-def _to_wb2_names(ds: xr.Dataset, path: Path) -> xr.Dataset:
-    """One file's content with WeatherBench 2 names and dims (orientation not yet normalised)."""
+def _to_wb2_names(ds: xr.Dataset, path: Path) -> xr.Dataset | None:
+    """One file's content with WeatherBench 2 names and dims (orientation not yet normalised);
+    None when it holds none of the variables geofusion uses."""
     ds = ds.rename({k: v for k, v in {"lat": "latitude", "lon": "longitude"}.items()
                     if k in ds.dims})
     if "expver" in ds.dims:
@@ -281,9 +282,7 @@ def _to_wb2_names(ds: xr.Dataset, path: Path) -> xr.Dataset:
         if wb2 in CDS_DATASETS:
             renamed[wb2] = array
     if not renamed:
-        raise DataError(f"{path} holds none of the variables geofusion uses (it has "
-                        f"{sorted(map(str, ds.data_vars))}; expected short names "
-                        f"{sorted(SHORT_NAMES)} or {sorted(SHORT_NAMES.values())})")
+        return None
     out = {}
     for name, array in renamed.items():
         surface = CDS_DATASETS[name] == CDS_SINGLE_LEVELS
@@ -359,18 +358,35 @@ def open_cds(path: str | os.PathLike) -> xr.Dataset:
     dims ``(time, level, longitude, latitude)`` (surface: ``(time, longitude, latitude)``),
     ``level`` in whole hPa ascending, latitude ascending, longitude 0..360 ascending, the time
     steps and levels common to all variables. The attribute ``geofusion_levels`` records each
-    variable's levels before merging (JSON), so that a missing level can be named.
+    variable's levels before merging (JSON), so that a missing level can be named. Files
+    holding none of the five variables (e.g. other ERA5 fields in the same directory) are
+    skipped with a warning.
 
     Raises :class:`DataError` for unreadable files, zip archives, GRIB without the ``grib``
     extra, mixed grids, inconsistent levels, or variables that share no time step.
     """
     pieces: dict[str, list[tuple[xr.DataArray, Path]]] = {}
     files = find_era5_files(path)
+    unused: dict[Path, list[str]] = {}
     for file in files:
         for raw in _open_file(file):
-            ds = normalise_orientation(_to_wb2_names(raw, file))
+            converted = _to_wb2_names(raw, file)
+            if converted is None:
+                unused.setdefault(file, []).extend(map(str, raw.data_vars))
+                continue
+            ds = normalise_orientation(converted)
             for name in ds.data_vars:
                 pieces.setdefault(str(name), []).append((ds[name], file))
+    unused = {f: v for f, v in unused.items() if not any(f == p for items in pieces.values()
+                                                         for _, p in items)}
+    listing = "; ".join(f"{f.name}: {sorted(v)}" for f, v in unused.items())
+    if not pieces:
+        raise DataError(f"no file holds a variable geofusion uses ({listing}); expected the "
+                        f"CDS short names {sorted(SHORT_NAMES)} (or {sorted(SHORT_NAMES.values())}"
+                        f"): download them with {describe_cds_request(CDS_DATASETS)}")
+    if unused:
+        warnings.warn(f"skipped {len(unused)} files without ERA5 variables geofusion uses "
+                      f"({listing})", stacklevel=2)
     arrays = {name: _concat_variable(name, items) for name, items in pieces.items()}
     names = list(arrays)
     reference = arrays[names[0]]
