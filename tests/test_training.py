@@ -247,6 +247,7 @@ def test_resumed_plateau_run_equals_uninterrupted_run(tmp_path):
                             for row in run["history"]]}
 
     assert timeless(a["run"]) == timeless(b["run"])
+    assert a["environment"]["torch"] == torch.__version__ and a["environment"]["device"] == "cpu"
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
         torch.testing.assert_close(a["best_model"][key], b["best_model"][key], rtol=0, atol=0)

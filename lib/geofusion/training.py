@@ -7,7 +7,7 @@ writes after every epoch
 - ``checkpoint.pt``: tensors only (model, optimiser state, best weights), loaded with
   ``torch.load(weights_only=True)`` so a checkpoint from an untrusted source cannot run code;
 - ``checkpoint.json``: everything else (method, config, epoch, history, early-stopping state,
-  why the run stopped), beside it;
+  why the run stopped, :func:`geofusion.reproducibility.describe` of the process), beside it;
 - ``metrics.csv``: one row per epoch;
 - ``config.json``: the :class:`TrainConfig` of the run.
 
@@ -74,7 +74,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from geofusion.io import atomic_write_bytes, atomic_write_text
-from geofusion.reproducibility import seed_worker
+from geofusion.reproducibility import describe, seed_worker
 
 CHECKPOINT_FORMAT = "geofusion-checkpoint-v2"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -448,9 +448,12 @@ def _save(run_dir: str | os.PathLike, method: nn.Module, optimizer: torch.optim.
     tensors: dict[str, Any] = {"model": method.state_dict(), "optimizer": optimizer.state_dict()}
     if best is not None:
         tensors["best_model"] = best
+    device = next(iter(tensors["model"].values())).device if tensors["model"] else None
     save_checkpoint(Path(run_dir) / CHECKPOINT_NAME, tensors, {
         "method": type(method).__name__, "config": dataclasses.asdict(config),
-        "epoch": run.epoch, "run": run.to_json()})
+        "epoch": run.epoch, "run": run.to_json(),
+        # Provenance: versions and determinism settings in force when the epoch was trained.
+        "environment": describe(device)})
     atomic_write_text(Path(run_dir) / "metrics.csv",
                       pd.DataFrame(run.history).to_csv(index=False))
 
