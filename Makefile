@@ -24,12 +24,14 @@ reports: $(VENV)/.installed
 sweeps: $(VENV)/.installed
 	$(PY) -m geofusion.pipeline sweeps --profile $(PROFILE)
 
-## Run the test suite (CPU only, well under 15 minutes on 2 cores).
+## Run the test suite (CPU only, well under 15 minutes on 2 cores). The browser tests
+## (pytest -m browser) drive Debian's Chromium, installed here where apt-get runs as root.
 test: $(VENV)/.installed
+	bash scripts/install_browser.sh
 	$(PY) -m pytest -q tests
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check lib tests benchmarks
+	$(VENV)/bin/ruff check lib tests benchmarks scripts
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/train_step.py
