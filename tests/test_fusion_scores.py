@@ -120,3 +120,26 @@ def test_with_interval_and_bars():
     ax = fig.axes[0]
     assert len(ax.containers) >= 2 and len(ax.collections) >= 1  # bars + error bars, dashes
     matplotlib.pyplot.close(fig)
+
+
+def test_fine_grid_is_synthetic_only_for_synthetic_runs_and_uses_the_runs_statistics():
+    from geofusion.data import VARIABLES
+
+    prepared = prepared_data().__class__(**{
+        **prepared_data().__dict__, "channels": VARIABLES,
+        "mean": np.array([280.0, 5e4, 0.0, 0.0, 3e-3], dtype="float32"),
+        "std": np.array([2.0, 500.0, 10.0, 10.0, 1e-3], dtype="float32")})
+    real = prepared.__class__(**{**prepared.__dict__, "synthetic": False})
+    fine, reason = fusion_scores.fine_grid(real, 2, "2001-01-01", "2001-01-10", 500)
+    assert fine is None and "fine_data_path" in reason and "8x16" in reason
+    fine, reason = fusion_scores.fine_grid(prepared, 2, "2001-01-01", "2001-01-10", 500)
+    assert reason is None and fine.train.shape[-2:] == (8, 16) and "SYNTHETIC" in fine.source
+    # Standardised with the run's statistics, not its own: physical = x * run std + run mean.
+    from geofusion.data import prepare
+    from geofusion.synthetic import synthetic_era5
+
+    own = prepare(synthetic_era5(start="2001-01-01", end="2001-01-10", seed=1, nlat=8, nlon=16),
+                  level=500)
+    physical = fine.train * prepared.std[:, None, None] + prepared.mean[:, None, None]
+    np.testing.assert_allclose(physical, own.destandardise(own.train), rtol=1e-5, atol=1e-6)
+    assert abs(float(fine.train[:, 0].mean())) > 0.5  # its own mean would be ~0

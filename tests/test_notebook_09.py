@@ -36,11 +36,21 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     assert plain["parameters"] == twin["parameters"]
     assert results["synthetic"] is True and results["n_train_days"] == 48
     assert results["fine_grid"] == [64, 128]
+    assert results["fine_skipped"] is None  # synthetic data: a synthetic fine grid
     assert set(results["fine_rmse"]) == {"new fine-grid decoder",
-                                         "training-grid decoder, upsampled", "climatology"}
-    # Physical units: the climatology RMSE of 2 m temperature is kelvins, not standardised.
-    climatology_t2m = results["rmse"]["climatology"]["2m_temperature [K]"]
-    assert 1 < climatology_t2m < 50
+                                         "training-grid decoder, upsampled", "training mean"}
+    # Physical units: the climatology RMSE of 2 m temperature is kelvins, not standardised; the
+    # reference called climatology is the day-of-year climatology, the training mean is named.
+    climatology_t2m = results["rmse"]["day-of-year climatology"]["2m_temperature [K]"]
+    assert 0.1 < climatology_t2m < 50
+    assert climatology_t2m < results["rmse"]["training mean"]["2m_temperature [K]"]
+    for model, row in results["intervals"]["rmse"].items():  # 95 % block-bootstrap intervals
+        for unit, (low, high) in row.items():
+            assert low <= results["rmse"][model][unit] <= high, (model, unit)
+    # Each encoder is scored on its training input: the mode-group one trained on the native grid.
+    views = {name: row["view"] for name, row in results["table_3_1"].items()}
+    assert views == {**{name: "augmented" for name in expected[:-1]},
+                     "late_concat+mode_group": "native_grid"}
     # 1-day forecast in latent space: every scheme, persistence and climatology, per variable.
     forecast = results["forecast"]
     assert forecast["context"] == 5 and forecast["n_inits"] > 0
@@ -50,7 +60,9 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     ceilings = [f"{name} (decoder ceiling)" for name in expected]
     assert set(forecast["rmse"]) == {*expected, *ceilings, "persistence", "climatology"}
     for name, row in forecast["rmse"].items():
-        assert set(row) == set(results["rmse"]["climatology"])  # every variable, with its unit
+        assert set(row) == set(results["rmse"]["training mean"])  # every variable, with its unit
+        for unit, (low, high) in results["intervals"]["forecast_rmse"][name].items():
+            assert low <= row[unit] <= high
         assert all(math.isfinite(v) and v > 0 for v in row.values()), (name, row)
         acc = forecast["acc"][name]
         if name == "climatology":

@@ -38,17 +38,21 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from geofusion.bootstrap import bootstrap_rmse
+from geofusion.data import FieldDataset, load, prepare
 from geofusion.decoders import FrozenEncoderDecoder, reconstruct
 from geofusion.evaluation import embed
 from geofusion.forecasting import LatentForecaster, climatology_forecast, fit_latent_forecaster
 from geofusion.fusion_encoders import parse_scheme
 from geofusion.fusion_methods import build_fusion_method, missing_mode_robustness
-from geofusion.metrics import lat_weighted_mse
+from geofusion.metrics import lat_weighted_mse, lat_weighted_rmse
+from geofusion.synthetic import synthetic_era5
 from geofusion.training import TrainConfig, fit
 
 __all__ = ["fusion_runs", "train_fusion_methods", "train_frozen_decoders",
-           "reconstruction_scores", "fit_latent_forecasters", "missing_mode_table",
-           "resolution_transfer", "restandardise", "with_interval", "plot_relative_bars"]
+           "reconstruction_scores", "fit_latent_forecasters", "pivot_scores",
+           "missing_mode_table", "resolution_transfer", "restandardise", "FineGrid",
+           "fine_grid", "fine_decoder_scores", "with_interval", "interval_pairs",
+           "plot_relative_bars"]
 
 #: ``(name, scheme, p_mode_dropout, objective)`` of one encoder to train.
 FusionRun = tuple[str, str, float, str]
@@ -187,6 +191,20 @@ def fit_latent_forecasters(probes: Mapping[str, FrozenEncoderDecoder], prepared:
     return forecasters, histories
 
 
+def pivot_scores(scores: pd.DataFrame, rows: Sequence[str], channels: Sequence[str]
+                 ) -> dict[str, pd.DataFrame]:
+    """:func:`geofusion.forecast_scores.score_forecasts` of one lead as one (forecaster x
+    variable) table per statistic (``rmse``, ``acc`` and, when computed, ``rmse_low``,
+    ``rmse_high``, ``acc_low``, ``acc_high``), rows in the order of ``rows``."""
+    if scores["lead"].nunique() != 1:
+        raise ValueError("pivot_scores takes the scores of one lead; select it first, e.g. "
+                         "scores[scores.lead == 1]")
+    statistics = [c for c in ("rmse", "rmse_low", "rmse_high", "acc", "acc_low", "acc_high")
+                  if c in scores]
+    return {k: scores.pivot(index="forecaster", columns="variable", values=k).loc[
+        list(rows), list(channels)] for k in statistics}
+
+
 def missing_mode_table(methods: Mapping[str, nn.Module], fields: np.ndarray, seed: int,
                        mode_names: Sequence[str]) -> pd.DataFrame:
     """Mean cosine between each day's full embedding and its embedding with one mode absent,
@@ -233,12 +251,81 @@ def restandardise(fields: np.ndarray, source: Any, target: Any) -> np.ndarray:
     return ((physical - mean) / std).astype(np.float32)
 
 
+@dataclasses.dataclass
+class FineGrid:
+    """Days on a grid ``factor`` times finer than the run's, standardised with the run's
+    training statistics: ``train`` / ``valid`` (T, C, fH, fW), ``lat`` (fH,), ``source``."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    lat: np.ndarray
+    source: str
+
+
+def fine_grid(prepared: Any, factor: int, start: str, end: str, level: int | None,
+              path: str | None = None, seed: int = 0, cache_dir: str | None = None
+              ) -> tuple[FineGrid | None, str | None]:
+    """The fine-grid data for the resolution transfer, or why there is none.
+
+    Synthetic runs get the synthetic model on the fine grid (labelled synthetic); a ``path``
+    is loaded as ERA5 on that grid (:func:`geofusion.data.load`, regridded conservatively if
+    finer still); a real-data run without ``path`` gets ``(None, reason)``: encoders trained
+    on real ERA5 are never shown synthetic fields. Either way the fields are standardised with
+    ``prepared``'s training statistics (:func:`restandardise`), never their own.
+    """
+    nlat, nlon = (int(n) * factor for n in prepared.train.shape[-2:])
+    if path is None and not prepared.synthetic:
+        return None, (f"skipped: the encoders were trained on real ERA5 and no real {nlat}x{nlon}"
+                      " ERA5 was given (set fine_data_path, e.g. WeatherBench 2's "
+                      f"{nlon}x{nlat} store); synthetic fine fields would not test them")
+    if path is None:
+        levels = (500 if level is None else level,)
+        fine = prepare(synthetic_era5(start=start, end=end, seed=seed + 1, nlat=nlat, nlon=nlon,
+                                      levels=levels), level=level)
+        source = f"SYNTHETIC {nlat}x{nlon}"
+    else:
+        fine = load(path, level=level, start=start, end=end, cache_dir=cache_dir, seed=seed,
+                    grid=(nlat, nlon))
+        source = f"ERA5 {nlat}x{nlon} from {path}"
+    return FineGrid(restandardise(fine.train, fine, prepared),
+                    restandardise(fine.valid, fine, prepared), np.asarray(fine.lat), source), None
+
+
+def fine_decoder_scores(method: nn.Module, probe: nn.Module, fine: FineGrid, factor: int,
+                        prepared: Any, config: TrainConfig, run_dir: str | os.PathLike,
+                        make_decoder: Callable[[], nn.Module], seed: int = 0) -> pd.DataFrame:
+    """A new decoder for the fine grid on the frozen ``method`` (inference view), trained on
+    ``fine.train``, against the training-grid ``probe``'s reconstruction of the coarsened day
+    upsampled bilinearly, and the training mean; latitude-weighted RMSE on ``fine.valid`` per
+    variable in physical units (rows: the three, columns: ``prepared.channels``)."""
+    torch.manual_seed(seed)
+    fine_probe = FrozenEncoderDecoder(method, make_decoder())
+    fit(fine_probe, FieldDataset(fine.train), config, run_dir=run_dir, progress=False)
+    coarse = torch.nn.functional.avg_pool2d(torch.from_numpy(fine.valid), factor).numpy()
+    upsampled = torch.nn.functional.interpolate(
+        torch.from_numpy(reconstruct(probe, coarse)), size=fine.valid.shape[-2:],
+        mode="bilinear", align_corners=False).numpy()
+    candidates = {"new fine-grid decoder": reconstruct(fine_probe, fine.valid),
+                  "training-grid decoder, upsampled": upsampled,
+                  "training mean": np.zeros_like(fine.valid)}
+    truth = prepared.destandardise(fine.valid)
+    return pd.DataFrame({name: lat_weighted_rmse(prepared.destandardise(x), truth, fine.lat,
+                                                 time_axis=0)
+                         for name, x in candidates.items()}, index=list(prepared.channels)).T
+
+
 def with_interval(estimate: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame,
                   digits: int = 3) -> pd.DataFrame:
     """``"estimate [low, high]"`` strings, cell by cell, for display."""
     fmt = f"{{:.{digits}g}}"
     return estimate.combine(low, lambda e, lo: e.map(fmt.format) + " [" + lo.map(fmt.format)
                             ).combine(high, lambda el, hi: el + ", " + hi.map(fmt.format) + "]")
+
+
+def interval_pairs(low: pd.DataFrame, high: pd.DataFrame) -> dict[str, dict[str, list[float]]]:
+    """``{row: {column: [low, high]}}`` (the scorecard's ``intervals`` nesting)."""
+    return {str(r): {str(c): [float(low.loc[r, c]), float(high.loc[r, c])] for c in low.columns}
+            for r in low.index}
 
 
 def plot_relative_bars(ratios: pd.DataFrame, reference: pd.Series | None = None,
