@@ -209,3 +209,30 @@ def test_table_3_1_scores_each_method_on_its_training_input():
             method.encoder, x, getattr(method, "augmentation", None) or ReportAugmentation(),
             torch.Generator().manual_seed(1), view=view)
         assert out == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_cosine_intervals_are_the_block_bootstrap_of_the_per_day_cosines():
+    from geofusion.bootstrap import bootstrap_mean
+
+    x = torch.randn(30, 1, 3, 3, generator=torch.Generator().manual_seed(4))
+    out = evaluation.embedding_metrics(Flatten(), x, noisy_augmentation,
+                                       torch.Generator().manual_seed(0), batch_size=7,
+                                       intervals=True, seed=3)
+    # The same views again, the per-day cosines by an explicit loop.
+    g = torch.Generator().manual_seed(0)
+    e1, e2 = [], []
+    for start in range(0, 30, 7):
+        batch = x[start:start + 7]
+        e1.append(noisy_augmentation(batch, g).flatten(1))
+        e2.append(noisy_augmentation(batch, g).flatten(1))
+    e1, e2 = torch.cat(e1).double(), torch.cat(e2).double()
+    cos = lambda a, b: float(nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    positive = np.array([cos(e1[i], e2[i]) for i in range(30)])
+    negative = np.array([np.mean([cos(e1[i], e2[j]) for j in range(30) if j != i])
+                         for i in range(30)])
+    assert out["negative_cosine"] == pytest.approx(negative.mean(), abs=1e-9)
+    for name, per_day in (("positive_cosine", positive), ("negative_cosine", negative)):
+        ci = bootstrap_mean(per_day, seed=3)
+        assert out[f"{name}_low"] == pytest.approx(float(ci.low), abs=1e-9)
+        assert out[f"{name}_high"] == pytest.approx(float(ci.high), abs=1e-9)
+        assert out[f"{name}_low"] <= out[name] <= out[f"{name}_high"]

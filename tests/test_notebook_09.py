@@ -49,6 +49,8 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
             assert low <= results["rmse"][model][unit] <= high, (model, unit)
     # Each encoder is scored on its training input: the mode-group one trained on the native grid.
     views = {name: row["view"] for name, row in results["table_3_1"].items()}
+    for row in results["table_3_1"].values():
+        assert row["negative_cosine_low"] <= row["negative_cosine"] <= row["negative_cosine_high"]
     assert views == {**{name: "augmented" for name in expected[:-1]},
                      "late_concat+mode_group": "native_grid"}
     # 1-day forecast in latent space: every scheme, persistence and climatology, per variable.

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from geofusion.augment import ReportAugmentation, resize, two_views
+from geofusion.bootstrap import bootstrap_mean
 
 # The report's Table 3.1 (real ERA5 64x32, full-size ResNet-18, 100 epochs), for reference.
 REPORT_TABLE_3_1 = pd.DataFrame(
@@ -76,7 +77,8 @@ EMBEDDING_VIEWS: tuple[str, ...] = ("augmented", "native_grid")
 @torch.no_grad()
 def embedding_metrics(encoder: nn.Module, fields: np.ndarray | Tensor,
                       augmentation: Callable, generator: torch.Generator,
-                      batch_size: int = 128, view: str = "augmented") -> dict[str, float]:
+                      batch_size: int = 128, view: str = "augmented", intervals: bool = False,
+                      seed: int = 0) -> dict[str, float]:
     """The report's Table 3.1 figures for ``encoder`` on ``fields`` (N, C, H, W).
 
     Each day is augmented twice (``two_views``, batch by batch, in eval mode so the batch size
@@ -99,9 +101,17 @@ def embedding_metrics(encoder: nn.Module, fields: np.ndarray | Tensor,
         view: one of :data:`EMBEDDING_VIEWS`: score the encoder on the input it was trained on,
             "augmented" for the contrastive methods, "native_grid" for the autoencoder (the
             views resized back to (H, W)).
+        intervals: also 95 % block-bootstrap intervals over the days
+            (:func:`geofusion.bootstrap.bootstrap_mean`, blocks of 7 consecutive days, seeded
+            by ``seed``; ``fields`` must be consecutive days) of the two cosines, from the
+            per-day values: ``u1_i . u2_i`` and day i's mean cosine to every other day
+            (whose mean over days is ``negative_cosine``). The pairs stay those of the
+            original set (a resample reweights days, it does not form new pairs).
 
     Returns:
-        ``positive_cosine``, ``negative_cosine``, ``embedding_variance``.
+        ``positive_cosine``, ``negative_cosine``, ``embedding_variance``; with ``intervals``
+        also ``positive_cosine_low``, ``positive_cosine_high``, ``negative_cosine_low``,
+        ``negative_cosine_high``.
 
     Example:
         >>> import torch
@@ -137,11 +147,19 @@ def embedding_metrics(encoder: nn.Module, fields: np.ndarray | Tensor,
     positive = (u1 * u2).sum(1)
     n = len(e1)
     negative = (u1.sum(0) @ u2.sum(0) - positive.sum()) / (n * (n - 1))
-    return {
+    figures = {
         "positive_cosine": positive.mean().item(),
         "negative_cosine": negative.item(),
         "embedding_variance": e1.var(dim=0).mean().item(),
     }
+    if intervals:
+        # Day i's mean cosine to the other days: (u1_i . sum_j u2_j - u1_i . u2_i) / (n - 1).
+        negative_per_day = (u1 @ u2.sum(0) - positive) / (n - 1)
+        for name, per_day in (("positive_cosine", positive), ("negative_cosine",
+                                                               negative_per_day)):
+            ci = bootstrap_mean(per_day.numpy(), seed=seed)
+            figures[f"{name}_low"], figures[f"{name}_high"] = float(ci.low), float(ci.high)
+    return figures
 
 
 def training_view(method: nn.Module) -> str:
@@ -155,13 +173,15 @@ def training_view(method: nn.Module) -> str:
 
 
 def table_3_1(method: nn.Module, fields: np.ndarray | Tensor, generator: torch.Generator,
-              augmentation: Callable | None = None, batch_size: int = 128) -> dict[str, float]:
+              augmentation: Callable | None = None, batch_size: int = 128,
+              intervals: bool = False, seed: int = 0) -> dict[str, float]:
     """Table 3.1 of a trained *method*, scored on the input its encoder was trained on.
 
     :func:`embedding_metrics` of ``method.encoder`` with the method's own augmentation (or
     ``augmentation``; :class:`~geofusion.augment.ReportAugmentation` for a method without one)
     and ``view=training_view(method)``: the contrastive methods on their augmented views, the
-    autoencoder on the same augmented views resized back to its native grid.
+    autoencoder on the same augmented views resized back to its native grid. ``intervals``,
+    ``seed``: as :func:`embedding_metrics`.
 
     Example:
         >>> import torch
@@ -174,7 +194,8 @@ def table_3_1(method: nn.Module, fields: np.ndarray | Tensor, generator: torch.G
     if augmentation is None:
         augmentation = getattr(method, "augmentation", None) or ReportAugmentation()
     return embedding_metrics(method.encoder, fields, augmentation, generator,
-                             batch_size=batch_size, view=training_view(method))
+                             batch_size=batch_size, view=training_view(method),
+                             intervals=intervals, seed=seed)
 
 
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
