@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 MODELS = ["autoencoder", "frozen_bt", "kadeethum", "quetin", "yao_dippel"]
@@ -21,21 +22,26 @@ def test_notebook_07_compares_frozen_and_joint_decoders(run_notebook, tmp_path):
     results = json.loads((runs / "results" / "07_decoder.json").read_text())
     assert results["synthetic"] is True and results["n_train_days"] == 64
     assert results["n_eval"] == 24
-    assert sorted(results["summary"]) == sorted(MODELS)
-    assert sorted(results["rmse"]) == sorted([*MODELS, "training_mean"])
+    baselines = results["baselines"]
+    assert "climatology" in baselines
+    assert sorted(results["summary"]) == sorted([*MODELS, *baselines])
     assert {results["best"], results["worst"]} <= set(MODELS)
     for name in MODELS:
         row = results["summary"][name]
-        for key in ("RMSE / training mean", "RMSE / training mean (sparse input)",
+        for key in ("RMSE / climatology", "RMSE / climatology (sparse input)",
                     "2m temperature RMSE [K]", "positive_cosine", "negative_cosine",
                     "embedding_variance", "final reconstruction MSE"):
             assert row[key] is not None and math.isfinite(row[key]), (name, key)
         assert -1 <= row["negative_cosine"] <= 1 and -1 <= row["positive_cosine"] <= 1
-        assert all(v is not None and math.isfinite(v) and v > 0
-                   for v in results["rmse"][name].values())
-    # Physical units: 2 m temperature errors are kelvins (standardised errors would be ~1).
-    t2m = "2m_temperature [K]"
-    assert 1 < results["rmse"]["training_mean"][t2m] < 50
+        assert row["vs best baseline (sparse input)"].split(" x ")[1].split(" (")[0] in baselines
+    curves = pd.DataFrame(results["curves"])
+    assert sorted(set(curves.missing_fraction)) == [0.0, 0.5]
+    assert set(curves.model) == {*MODELS, *baselines}
+    assert ((curves.rmse_low <= curves.rmse) & (curves.rmse <= curves.rmse_high)).all()
+    # Physical units: 2 m temperature errors are kelvins (standardised errors would be ~1);
+    # the climatology is the day-of-year one and ignores the observation.
+    t2m = curves[(curves.model == "climatology") & (curves.variable == "2m_temperature")].rmse
+    assert t2m.nunique() == 1 and 0.1 < t2m.iloc[0] < 10
     assert 0.1 < results["summary"]["kadeethum"]["2m temperature RMSE [K]"] < 100
     # Both terms of each joint objective are logged per epoch; Quetin's alpha follows its schedule.
     for scheme in ("kadeethum", "quetin", "yao_dippel"):

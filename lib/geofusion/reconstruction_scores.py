@@ -47,7 +47,8 @@ from torch import Tensor, nn
 from geofusion import baseline_comparison, runs
 from geofusion.bootstrap import BootstrapInterval, bootstrap_mean, bootstrap_rmse
 from geofusion.data import FieldDataset
-from geofusion.decoders import FrozenEncoderDecoder
+from geofusion.decoders import FrozenEncoderDecoder, JointContrastiveDecoder, build_joint
+from geofusion.forecasting import climatology_forecast
 from geofusion.methods import embed_observed
 from geofusion.metrics import lat_weighted_mse
 from geofusion.models import FieldDecoder
@@ -56,8 +57,8 @@ from geofusion.sparsity import MASK_KINDS, Observation, make_mask
 __all__ = [
     "Reconstructor", "LatentReconstructor", "FunctionReconstructor", "ReconstructionScore",
     "score_reconstruction", "observation_generator", "SparsityEvaluation",
-    "decoder_training_days", "fit_frozen_decoder", "relative_skill", "versus_best_baseline",
-    "fraction_key",
+    "decoder_training_days", "fit_frozen_decoder", "fit_joint_decoder", "relative_skill",
+    "versus_best_baseline", "fraction_key", "climatology_reconstructor",
 ]
 
 
@@ -180,6 +181,24 @@ class FunctionReconstructor:
         return out.float().cpu()
 
 
+def climatology_reconstructor(climatology: Any) -> FunctionReconstructor:
+    """The day-of-year climatology as a reconstruction that ignores the observation:
+    ``x_hat = c(doy)``, ``climatology`` ``(366, C, H, W)`` standardised, of the training days
+    (:func:`geofusion.forecasting.climatology`).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> clim = np.arange(366, dtype="float32")[:, None, None, None] * np.ones((1, 5, 4, 8))
+        >>> days = np.array(["2001-01-02", "2001-02-01"], dtype="datetime64[D]")
+        >>> out = climatology_reconstructor(clim).reconstruct(torch.zeros(2, 5, 4, 8), None, days)
+        >>> out[:, 0, 0, 0].tolist()
+        [1.0, 31.0]
+    """
+    climatology = np.asarray(climatology, dtype=np.float32)
+    return FunctionReconstructor(
+        lambda fields, observed, times, noise_std: climatology_forecast(climatology, times))
+
+
 @dataclass
 class ReconstructionScore:
     """Scores of one model on ``N`` observed days.
@@ -259,6 +278,41 @@ def fit_frozen_decoder(method: nn.Module, encoder_dir: Any, prepared: Any, run_d
     description = {"name": "frozen_decoder", "encoder": Path(encoder_dir).name,
                    "decoder_width": width, "init_seed": seed, "train_days": len(train_set),
                    "data": runs.data_fingerprint(prepared)}
+    model, history, _ = runs.cached_fit(make, description, train_set, config, run_dir,
+                                        progress=progress)
+    return model, history
+
+
+def fit_joint_decoder(scheme: str, params: Mapping[str, Any], architecture: Mapping[str, Any],
+                      prepared: Any, run_dir: Any, config: Any, n_days: int | None = None,
+                      seed: int = 0, progress: bool = True
+                      ) -> tuple[JointContrastiveDecoder, pd.DataFrame]:
+    """A Barlow Twins encoder and decoder trained together from scratch (notebook 07).
+
+    ``geofusion.decoders.build_joint(scheme, **architecture, **params)`` (Kadeethum, Quetin or
+    Yao/Dippel), trained once per description by :func:`geofusion.runs.cached_fit` on the
+    :func:`decoder_training_days` of ``prepared.train`` (the days the frozen decoders see).
+
+    Args:
+        scheme: one of :data:`geofusion.decoders.JOINT_SCHEMES`; params: its own parameters.
+        architecture: ``in_channels, grid, latent_dim, width, proj_dim, proj_hidden_dim,
+            lambd, decoder_width`` (JSON-friendly: they key the cache).
+        prepared, run_dir, config, progress: as :func:`fit_frozen_decoder`.
+        n_days: training days (None for all); seed: initial weights and the day draw.
+
+    Returns:
+        ``(model, history)``; the history logs each term of the objective per epoch.
+    """
+    days = decoder_training_days(len(prepared.train), n_days, seed)
+    train_set = FieldDataset(prepared.train[days], prepared.season_labels("train")[days])
+
+    def make() -> JointContrastiveDecoder:
+        torch.manual_seed(seed)
+        return build_joint(scheme, **architecture, **params)
+
+    description = {"name": f"joint_{scheme}", "builder": "geofusion.decoders.build_joint",
+                   "init_seed": seed, "params": {**architecture, **params},
+                   "train_days": len(train_set), "data": runs.data_fingerprint(prepared)}
     model, history, _ = runs.cached_fit(make, description, train_set, config, run_dir,
                                         progress=progress)
     return model, history

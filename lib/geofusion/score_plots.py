@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from geofusion.reconstruction_scores import relative_skill
 
 __all__ = ["plot_robustness_curves", "plot_histories", "with_intervals", "plot_lead_curves",
-           "plot_mask_ratio_curves"]
+           "plot_mask_ratio_curves", "plot_training_terms"]
 
 _DASHES = {"pixel": "-", "patch": "--", "swath": ":"}
 
@@ -212,4 +212,40 @@ def plot_mask_ratio_curves(table: pd.DataFrame, channels: Sequence[str],
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"lead-1 RMSE against the missing fraction of the input ({kind} masks)"
                  + _tag(synthetic))
+    return fig
+
+
+def plot_training_terms(histories: Mapping[str, pd.DataFrame],
+                        frozen_history: pd.DataFrame | None = None,
+                        synthetic: bool = False) -> Figure:
+    """Both terms of every joint objective per epoch (notebook 07), one panel per scheme:
+    the contrastive terms on the left axis (``contrastive``, ``masked_contrastive``), the
+    reconstruction MSE on the right one, Quetin's ``alpha`` printed at each point; a last
+    panel for the decoder on the frozen encoder (``frozen_history["loss"]``)."""
+    panels = len(histories) + (frozen_history is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.4), squeeze=False,
+                             layout="constrained")
+    for ax, (scheme, history) in zip(axes[0], histories.items(), strict=False):
+        ax.plot(history["epoch"], history["contrastive"], "o-", color="tab:blue",
+                label="contrastive")
+        if "masked_contrastive" in history:
+            ax.plot(history["epoch"], history["masked_contrastive"], "s--", color="tab:cyan",
+                    label="masked contrastive")
+        ax.set(xlabel="epoch", ylabel="Barlow Twins loss", title=scheme)
+        right = ax.twinx()
+        right.plot(history["epoch"], history["reconstruction"], "o-", color="tab:red",
+                   label="reconstruction")
+        right.set_ylabel("reconstruction MSE", color="tab:red")
+        if "alpha" in history:
+            for epoch, alpha, value in zip(history["epoch"], history["alpha"],
+                                           history["reconstruction"], strict=True):
+                right.annotate(f"a={alpha:.2f}", (epoch, value), textcoords="offset points",
+                               xytext=(0, 6), fontsize=7)
+        lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
+    if frozen_history is not None:
+        ax = axes[0, -1]
+        ax.plot(frozen_history["epoch"], frozen_history["loss"], "o-", color="tab:red")
+        ax.set(xlabel="epoch", ylabel="reconstruction MSE", title="(a) frozen encoder + decoder")
+    fig.suptitle("Training terms per scheme" + _tag(synthetic))
     return fig
