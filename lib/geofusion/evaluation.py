@@ -200,6 +200,9 @@ def table_3_1(method: nn.Module, fields: np.ndarray | Tensor, generator: torch.G
 
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """Project (N, D) embeddings to (N, 2) by "pca", "tsne" or "umap"."""
+    # The projection libraries are imported on use, not at module level: importing umap
+    # (numba) and sklearn.manifold takes ~15 s, which every notebook and test importing this
+    # module would pay although most never draw a projection.
     n = len(embeddings)
     if n < 3:
         raise ValueError(f"need at least 3 embeddings for a 2-D projection, got {n}")

@@ -248,8 +248,10 @@ class ProjectionHead(nn.Module):
     ``final_batchnorm=True``, a ``BatchNorm1d(out_dim, affine=False)`` on the output, so the
     embeddings have mean 0 and variance 1 over the batch (report 3.3.1; the official Barlow Twins
     code applies that BN inside its loss). Linear layers followed by BN have no bias (BN's shift
-    cancels it). Without the final BN (SimCLR/SupCon default) the output is the plain last linear
-    layer, as in SimCLR, whose loss normalises each embedding itself.
+    cancels it). Without the final BN (the SimCLR/SupCon default of
+    :func:`geofusion.methods.build_method`) the output is the plain last linear layer, as in the
+    SimCLR paper, whose loss normalises each embedding itself; the report (3.3.2) uses the
+    Barlow Twins head for all three (``build_method(..., proj_final_batchnorm=True)``).
 
     Args:
         in_dim: representation size (1000).
