@@ -530,25 +530,29 @@ class ExplorerCheck:
 
 
 def check_missing_fraction_explorer(page: Any, slider: str = "missing",
-                                    kind_control: str = "mask kind",
+                                    kind_control: str | None = "mask kind",
                                     ratios: tuple[float, float, float] = (0.0, 0.9, 0.5),
                                     kinds: tuple[str, str] = ("pixel", "patch"),
+                                    slider_is_observed: bool = False,
                                     timeout_ms: int = 60_000,
                                     screenshot: Path | None = None) -> ExplorerCheck:
     """Move the missing-fraction slider and the mask-kind control of the open notebook's
     explorer; check that its figure follows.
 
     Missing points are drawn in grey ("0.8"), so the figure's grey share must grow with the
-    missing fraction, in proportion: ``(g(r2) - g(r0)) / (g(r1) - g(r0))`` near
-    ``(r2 - r0) / (r1 - r0)``. Switching from scattered pixels to contiguous patches at the
-    same fraction must keep the grey share and cut the grey/non-grey transitions per grey
-    pixel (checked at the last of ``ratios``). Any traceback inside the widget is a problem.
+    missing fraction ``m``, in proportion: ``(g(m2) - g(m0)) / (g(m1) - g(m0))`` near
+    ``(m2 - m0) / (m1 - m0)`` for the three slider positions ``ratios`` sorted by ``m``.
+    Switching ``kind_control`` from scattered pixels to contiguous patches at the same
+    fraction must keep the grey share and cut the grey/non-grey transitions per grey pixel
+    (checked at the last of ``ratios``; ``kind_control=None`` skips this). Any traceback
+    inside the widget is a problem. ``slider_is_observed``: the slider sets the observed
+    fraction (``m = 1 - value``), as an assimilation explorer's would.
     """
     check = ExplorerCheck()
     figures: dict[float | str, str] = {}
     previous = current_widget_figure(page)
-    if _control(page, "widget-dropdown", kind_control).locator("select").input_value() \
-            != kinds[0]:
+    if kind_control is not None and _control(page, "widget-dropdown", kind_control).locator(
+            "select").input_value() != kinds[0]:
         select_option(page, kind_control, kinds[0])
         try:
             previous = widget_figure(page, previous, timeout_ms)
@@ -568,12 +572,13 @@ def check_missing_fraction_explorer(page: Any, slider: str = "missing",
         check.problems += widget_output_errors(page)
         if check.problems:
             return check
-    select_option(page, kind_control, kinds[1])
-    try:
-        figures[kinds[1]] = widget_figure(page, previous, timeout_ms)
-    except TimeoutError as error:
-        check.problems.append(f"{kind_control}={kinds[1]}: {error}")
-    check.problems += widget_output_errors(page)
+    if kind_control is not None:
+        select_option(page, kind_control, kinds[1])
+        try:
+            figures[kinds[1]] = widget_figure(page, previous, timeout_ms)
+        except TimeoutError as error:
+            check.problems.append(f"{kind_control}={kinds[1]}: {error}")
+        check.problems += widget_output_errors(page)
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.locator(".widget-interact").last.screenshot(path=str(screenshot))
@@ -584,15 +589,22 @@ def check_missing_fraction_explorer(page: Any, slider: str = "missing",
     transitions = {key: mask_transitions(png) for key, png in pngs.items()}
     check.grey = {str(key): value for key, value in grey.items()}
     check.transitions = {str(key): value for key, value in transitions.items()}
-    low, mid, high = sorted(ratios)
+
+    def missing(value: float) -> float:
+        return 1.0 - value if slider_is_observed else value
+
+    low, mid, high = sorted(ratios, key=missing)
     if not grey[low] < grey[mid] < grey[high]:
-        check.problems.append(f"grey share does not grow with {slider}: {check.grey}")
+        check.problems.append(f"grey share does not follow {slider}: {check.grey}")
     else:
-        expected = (high - low) / (mid - low)
+        expected = (missing(high) - missing(low)) / (missing(mid) - missing(low))
         measured = (grey[high] - grey[low]) / (grey[mid] - grey[low])
         if not 0.7 * expected < measured < 1.3 * expected:
-            check.problems.append(f"grey share not proportional to {slider}: increase ratio "
-                                  f"{measured:.2f}, expected {expected:.2f} ({check.grey})")
+            check.problems.append(f"grey share not proportional to the missing fraction: "
+                                  f"increase ratio {measured:.2f}, expected {expected:.2f} "
+                                  f"({check.grey})")
+    if kind_control is None:
+        return check
     last = ratios[-1]
     if abs(grey[kinds[1]] - grey[last]) > 0.25 * (grey[last] - grey[low]):
         check.problems.append(f"{kind_control} changed the missing share: {check.grey}")

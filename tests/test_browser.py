@@ -128,6 +128,11 @@ def test_explorer_check_passes_a_working_explorer_and_fails_broken_callbacks(lab
         bh.execute_in_kernel(page, "explorer.figure = working_figure")
     assert any("did not change" in p for p in found["ignores_slider"]), found
     assert any("explorer callback broke" in p for p in found["raises"]), found
+    # Read as an observed-fraction slider (an assimilation explorer's), the same working
+    # explorer draws the gaps backwards.
+    backwards = bh.check_missing_fraction_explorer(page, kind_control=None,
+                                                   slider_is_observed=True, timeout_ms=20_000)
+    assert any("grey share does not follow missing" in p for p in backwards.problems), backwards
 
 
 # ------------------------------------------------------------------------------------------

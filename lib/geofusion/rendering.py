@@ -150,11 +150,6 @@ def install_widget_renderer(report_dir: str | os.PathLike) -> Path:
     return target
 
 
-def has_widget_state(notebook: Any) -> bool:
-    """Whether an (executed) notebook node stores widget state nbconvert will embed."""
-    return "application/vnd.jupyter.widget-state+json" in notebook.metadata.get("widgets", {})
-
-
 def notebook_to_html(notebook_path: str | os.PathLike, mathjax: str = "local") -> str:
     """The HTML text of an executed notebook (nbconvert's lab template).
 
@@ -194,13 +189,12 @@ def render_notebook_html(notebook_path: str | os.PathLike, html_path: str | os.P
     notebook with widgets, the renderer into ``<html dir>/widgets``, once) or ``"cdn"``
     (nbconvert's default URLs: formulas and controls need a network when the page is read).
     """
-    import nbformat
-
     html_path = Path(html_path)
     body = notebook_to_html(notebook_path, mathjax)
     if mathjax == "local":
         install_mathjax(html_path.parent)
-        if has_widget_state(nbformat.read(notebook_path, as_version=4)):
+        # nbconvert embeds the state in this script tag only when the notebook stores some.
+        if '<script type="application/vnd.jupyter.widget-state+json">' in body:
             install_widget_renderer(html_path.parent)
     atomic_write_text(html_path, body)
     return html_path
