@@ -119,8 +119,11 @@ def _counting(function, stop_after=None):
 
 def test_interrupted_streaming_resumes_where_it_stopped(stores, monkeypatch, capsys):
     _, store, _, lazy, root = stores
-    monkeypatch.setattr(streaming, "BLOCK_BYTES", 1)  # one chunk of TIME_CHUNK days per block
-    n_blocks = -(-len(store.times) // TIME_CHUNK)
+    # Three chunks of TIME_CHUNK days per block (bytes read per block: 4 steps a day).
+    block_days = 3 * TIME_CHUNK
+    monkeypatch.setattr(streaming, "BLOCK_BYTES",
+                        data.step_bytes(lazy, data.VARIABLES) * 4 * block_days)
+    n_blocks = -(-len(store.times) // block_days)
     path = root / "resumed.zarr"
     stopping, done = _counting(streaming._store_block, stop_after=3)
     monkeypatch.setattr(streaming, "_store_block", stopping)
@@ -131,7 +134,7 @@ def test_interrupted_streaming_resumes_where_it_stopped(stores, monkeypatch, cap
     monkeypatch.setattr(streaming, "_store_block", counting)
     again = prepare_out_of_core(lazy, path, level=850, train_fraction=0.75,
                                 time_chunk=TIME_CHUNK, progress=True)
-    assert len(resumed) == n_blocks - 3 and (TIME_CHUNK * 0, TIME_CHUNK) not in resumed
+    assert len(resumed) == n_blocks - 3 and resumed[0] == (3 * block_days, 4 * block_days)
     np.testing.assert_array_equal(again.to_prepared().train, store.to_prepared().train)
     np.testing.assert_array_equal(again.to_prepared().valid, store.to_prepared().valid)
     assert not (root / "resumed.zarr.partial").exists()
