@@ -99,11 +99,11 @@ ax.legend();
 """),
     _cell("markdown", r"""
 ## Embedding quality (report Table 3.1)
-On validation days (`evaluation.embedding_metrics`), with $u = e/\lVert e\rVert$ the unit embeddings of the two views of each day: the mean cosine similarity of positive pairs, $\frac1N\sum_i u^1_i\cdot u^2_i$ (two augmentations of a day), of negative pairs over **all** $N(N-1)$ ordered pairs of different days, $\frac{1}{N(N-1)}\sum_{i\neq j} u^1_i\cdot u^2_j$ (not within batches of consecutive days, whose similar weather would inflate it), and the mean per-dimension variance of the 1000-d embeddings. The figures go to the scorecard (`table_3_1`).
+On validation days (`evaluation.embedding_metrics`), with $u = e/\lVert e\rVert$ the unit embeddings of the two views of each day: the mean cosine similarity of positive pairs, $\frac1N\sum_i u^1_i\cdot u^2_i$ (two augmentations of a day), of negative pairs over **all** $N(N-1)$ ordered pairs of different days, $\frac{1}{N(N-1)}\sum_{i\neq j} u^1_i\cdot u^2_j$ (not within batches of consecutive days, whose similar weather would inflate it), and the mean per-dimension variance of the 1000-d embeddings. The figures go to the scorecard (`table_3_1`), the cosines with their 95 % block-bootstrap intervals over the validation days (blocks of 7 days; for the negatives, day $i$'s mean cosine to all other days).
 """),
     _cell("code", r"""
-table_figures = evaluation.embedding_metrics(
-    method.encoder, prepared.valid, method.augmentation, torch.Generator().manual_seed(seed))
+table_figures = evaluation.table_3_1(method, prepared.valid, torch.Generator().manual_seed(seed),
+                                     intervals=True, seed=seed)
 pd.Series(table_figures).to_frame(f"<<METHOD>>" + (" (synthetic)" if prepared.synthetic else ""))
 """),
     _cell("markdown", r"""
@@ -120,11 +120,14 @@ evaluation.plot_projections(pairs, seasons, data.SEASONS, paired=True, seed=seed
                             title="<<LABEL>> embeddings");
 """),
     _cell("code", r"""
+FIGURES = ("positive_cosine", "negative_cosine", "embedding_variance")
 save_results(run_dir, "<<STEM>>", {
     "method": "<<METHOD>>", "synthetic": prepared.synthetic, "epochs": epochs, "lr": lr,
     "<<HYPER>>": <<HYPER>>,
     "final_loss": history["loss"].iloc[-1], "final_valid_loss": history["valid_loss"].iloc[-1],
-    **table_figures, "scorecard": {"table_3_1": {"<<METHOD>>": table_figures}}})
+    **table_figures, "scorecard": {"table_3_1": {"<<METHOD>>": {k: table_figures[k] for k in FIGURES}},
+                                   "intervals": {"table_3_1": {"<<METHOD>>": {
+                                       k: [table_figures[f"{k}_low"], table_figures[f"{k}_high"]] for k in FIGURES[:2]}}}}})
 """),
 ]
 

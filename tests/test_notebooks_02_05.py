@@ -22,6 +22,17 @@ def results(tmp_path, name: str) -> dict:
     return json.loads((tmp_path / "runs" / "results" / f"{name}.json").read_text())
 
 
+def check_scorecard(saved: dict, method: str) -> None:
+    """The notebook's table_3_1 entry: its figures, the cosines inside their 95 % intervals."""
+    card = saved["scorecard"]
+    assert card["table_3_1"] == {method: {
+        k: saved[k] for k in ("positive_cosine", "negative_cosine", "embedding_variance")}}
+    bounds = card["intervals"]["table_3_1"][method]
+    assert sorted(bounds) == ["negative_cosine", "positive_cosine"]
+    for key, (low, high) in bounds.items():
+        assert low <= saved[key] <= high, (method, key)
+
+
 @pytest.mark.notebook
 def test_autoencoder_notebook_reports_physical_rmse_and_table_figures(run_notebook, tmp_path):
     run_notebook("02_autoencoder.ipynb", **TINY)
@@ -31,8 +42,7 @@ def test_autoencoder_notebook_reports_physical_rmse_and_table_figures(run_notebo
     assert -1 <= saved["negative_cosine"] <= saved["positive_cosine"] <= 1 + 1e-6
     # Scorecard entry, scored on the grid the autoencoder was trained on.
     assert saved["table_3_1_view"] == "native_grid"
-    assert saved["scorecard"] == {"table_3_1": {"autoencoder": {
-        k: saved[k] for k in ("positive_cosine", "negative_cosine", "embedding_variance")}}}
+    check_scorecard(saved, "autoencoder")
     assert len(list((tmp_path / "runs" / "models").glob("autoencoder-*/checkpoint.pt"))) == 1
 
 
@@ -44,9 +54,7 @@ def test_contrastive_notebooks_and_the_comparison_table(run_notebook, tmp_path):
         assert saved["method"] == method and saved["synthetic"] is True
         for key in ("positive_cosine", "negative_cosine", "embedding_variance", "final_loss"):
             assert math.isfinite(saved[key]), key
-        figures = saved["scorecard"]["table_3_1"][method]
-        assert figures == {k: saved[k] for k in ("positive_cosine", "negative_cosine",
-                                                 "embedding_variance")}
+        check_scorecard(saved, method)
     # The last notebook gathers every method that has results in this run_dir.
     table_html = "".join(output.get("data", {}).get("text/html", "")
                          for output in nb.cells[-1].outputs)
