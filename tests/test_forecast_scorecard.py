@@ -57,3 +57,18 @@ def test_best_baseline_per_lead(table):
         assert got.best_baseline == best
         assert got.rmse_over_best_baseline == pytest.approx(
             np.mean([rows[("clim", v)] / rows[(best, v)] for v in CHANNELS]))
+
+
+def test_forecast_summary_rows(table):
+    from geofusion.forecast_scorecard import forecast_summary
+
+    robust = table[table.lead == 1].drop(columns="lead").assign(ratio=0.5)
+    summary = forecast_summary(table, ["persistence", "clim"], ["geopotential"],
+                               robustness=robust)
+    lead1 = table[table.lead == 1].set_index(["forecaster", "variable"]).rmse
+    assert summary.loc["clim", "geopotential RMSE lead 1"] == lead1[("clim", "geopotential")]
+    expected = np.mean([lead1[("clim", v)] / lead1[("persistence", v)] for v in CHANNELS])
+    assert summary.loc["clim", "RMSE/persistence lead 1"] == pytest.approx(expected)
+    assert summary.loc["clim", "RMSE/persistence lead 1, 50% missing"] == pytest.approx(expected)
+    assert summary.loc["persistence", "RMSE/persistence lead 3"] == pytest.approx(1.0)
+    assert summary.loc["clim", "vs best baseline, lead 3"].endswith("better)")

@@ -32,6 +32,7 @@ Arrays follow the project layout ``(day, channel, lat, lon)``, standardised unle
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ __all__ = [
     "score_reconstruction", "observation_generator", "SparsityEvaluation",
     "decoder_training_days", "fit_frozen_decoder", "fit_joint_decoder", "relative_skill",
     "versus_best_baseline", "fraction_key", "climatology_reconstructor",
+    "optimal_interpolation_reconstructor",
 ]
 
 
@@ -197,6 +199,32 @@ def climatology_reconstructor(climatology: Any) -> FunctionReconstructor:
     climatology = np.asarray(climatology, dtype=np.float32)
     return FunctionReconstructor(
         lambda fields, observed, times, noise_std: climatology_forecast(climatology, times))
+
+
+def optimal_interpolation_reconstructor(interpolation: Any) -> FunctionReconstructor:
+    """Optimal interpolation as a reconstruction, its observation error matched to each
+    observation: ``interpolation`` is a fitted ``geofusion.baselines.OptimalInterpolation``
+    (a frozen dataclass with ``noise_std`` and ``analyse(observations, observed, times)``);
+    every call analyses with ``noise_std`` set to the std of the noise the observation was
+    drawn with (``R = noise_std^2 k``, the exact covariance of the project's correlated noise;
+    noise-free observations get the nugget the analysis adds for a singular ``R``).
+
+    Example (the analysis replaced by a stand-in that reports the noise it is given):
+        >>> import dataclasses, numpy as np, torch
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Stub:
+        ...     noise_std: float = 0.0
+        ...     def analyse(self, y, observed, times):
+        ...         return np.full(y.shape, self.noise_std, dtype="float32")
+        >>> oi = optimal_interpolation_reconstructor(Stub())
+        >>> float(oi.reconstruct(torch.zeros(1, 5, 4, 8), None, None, noise_std=0.3)[0, 0, 0, 0])
+        0.30000001192092896
+    """
+    def analyse(fields: Tensor, observed: Tensor, times: Any, noise_std: float) -> np.ndarray:
+        matched = dataclasses.replace(interpolation, noise_std=float(noise_std))
+        return matched.analyse(fields.numpy(), observed.numpy(), times)
+
+    return FunctionReconstructor(analyse)
 
 
 @dataclass
@@ -554,6 +582,53 @@ class SparsityEvaluation:
                     score.rmse_interval(self.seed).by_name(self.channels)
         card["intervals"] = intervals
         return card
+
+    def summary(self, curves: pd.DataFrame, kind: str, mode: str, baselines: Sequence[str],
+                reference: str = "climatology") -> pd.DataFrame:
+        """One row per model condensing ``curves`` (:meth:`curves`) for mask ``kind``.
+
+        With ``first, middle, last`` the smallest, middle and largest missing fraction of the
+        curves: RMSE relative to ``reference`` (mean over variables) at the three, the RMSE of
+        ``mode`` at the first and last, the centred cosine at the middle and last, the raw
+        cosine at the last and between different complete days, the centred cosine under the
+        largest noise with nothing missing (NaN when the curves hold no noise), and how the
+        model compares with the best of ``baselines`` at the last fraction (its name, the
+        RMSE ratio and on how many variables the model wins).
+        """
+        clean = curves[(curves["kind"] == kind) & (curves["noise_std"] == 0)]
+        ratios = sorted(set(clean["missing_fraction"]))
+        if not ratios:
+            raise ValueError(f"the curves hold no noise-free {kind!r} scores; pass curves of "
+                             f"that kind (e.g. evaluation.curves([{kind!r}], ratios))")
+        first, middle, last = ratios[0], ratios[len(ratios) // 2], ratios[-1]
+        skill = relative_skill(curves, reference)
+        versus = versus_best_baseline(curves, baselines, reference)
+        noisy = curves[(curves["kind"] == kind) & (curves["missing_fraction"] == 0)]
+        top_noise = float(noisy["noise_std"].max()) if len(noisy) else 0.0
+        different = self.different_day_cosine()
+        rows = {}
+        for name in dict.fromkeys(curves["model"]):
+            def at(r: float, column: str, std: float = 0.0, name: str = name) -> Any:
+                return skill.loc[(name, kind, float(r), float(std)), column]
+            mode_rmse = clean[(clean["model"] == name) & (clean["variable"] == mode)] \
+                .set_index("missing_fraction")["rmse"]
+            best = versus.loc[(name, kind, float(last), 0.0)]
+            rows[name] = {
+                **{f"RMSE/{reference}, {r:g} missing": at(r, "rmse_over_reference")
+                   for r in (first, middle, last)},
+                **{f"{mode} RMSE, {r:g} missing": float(mode_rmse[r]) for r in (first, last)},
+                f"centred cosine, {middle:g} missing": at(middle, "centred_cosine"),
+                f"centred cosine, {last:g} missing": at(last, "centred_cosine"),
+                f"raw cosine, {last:g} missing": at(last, "cosine"),
+                "raw cosine, different days": different.get(name, math.nan),
+                f"centred cosine, noise {top_noise:g}": (at(0.0, "centred_cosine", top_noise)
+                                                         if top_noise > 0 else math.nan),
+                f"best baseline, {last:g} missing": best["best_baseline"],
+                "RMSE / best baseline": float(best["rmse_over_best_baseline"]),
+                "variables better": f"{int(best['variables_better'])} of "
+                                    f"{int(best['n_variables'])}",
+            }
+        return pd.DataFrame(rows).T.infer_objects()
 
     def different_day_cosine(self) -> dict[str, float]:
         """Raw cosine between latents of different complete days (day ``n`` against day

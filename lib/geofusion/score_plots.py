@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from geofusion.reconstruction_scores import relative_skill
+from geofusion.plotting import plot_latlon_grid
+from geofusion.reconstruction_scores import SparsityEvaluation, relative_skill
 
 __all__ = ["plot_robustness_curves", "plot_histories", "with_intervals", "plot_lead_curves",
-           "plot_mask_ratio_curves", "plot_training_terms"]
+           "plot_mask_ratio_curves", "plot_training_terms", "plot_reconstruction_panels"]
 
 _DASHES = {"pixel": "-", "patch": "--", "swath": ":"}
 
@@ -249,3 +251,31 @@ def plot_training_terms(histories: Mapping[str, pd.DataFrame],
         ax.set(xlabel="epoch", ylabel="reconstruction MSE", title="(a) frozen encoder + decoder")
     fig.suptitle("Training terms per scheme" + _tag(synthetic))
     return fig
+
+
+def plot_reconstruction_panels(evaluation: SparsityEvaluation, day: int, kind: str,
+                               ratios: Sequence[float], mode: str, lon: Sequence[float],
+                               labels: Mapping[str, str] | None = None, date: str = "",
+                               units: str = "", synthetic: bool = False) -> Figure:
+    """One evaluation day seen through ``kind`` masks at each of ``ratios`` (top row, grey =
+    missing) and every model's reconstruction of the complete day from it (one row per model,
+    the centred latent cosine of that day in the title of latent models), all of ``mode`` on
+    the colour scale of the complete day. The observations are those the scores use."""
+    labels = dict(labels or {})
+    c = evaluation.channels.index(mode)
+    truth = evaluation.truth[day, c]
+    panels = [[(evaluation.reconstruct_days(next(iter(evaluation.models)), [day], kind, r)[1][0, c],
+                f"{kind}, {r:.0%} missing") for r in ratios]]
+    for name, model in evaluation.models.items():
+        row = []
+        for r in ratios:
+            title = labels.get(name, name)
+            if model.has_latent:
+                title += f": cos {evaluation.day_cosine(name, day, kind, r):.2f}"
+            row.append((evaluation.reconstruct_days(name, [day], kind, r)[0][0, c], title))
+        panels.append(row)
+    row_labels = ["observation", *[labels.get(n, n) for n in evaluation.models]]
+    return plot_latlon_grid(panels, evaluation.lat, np.asarray(lon), row_labels,
+                            f"{mode} [{units}]", f"Reconstructions of {date} from sparse "
+                            "observations", synthetic, vmin=float(truth.min()),
+                            vmax=float(truth.max()))
