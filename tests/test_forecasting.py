@@ -23,11 +23,9 @@ from geofusion.forecasting import (
     LatentStandardiser,
     LatentWindowDataset,
     climatology,
-    climatology_forecast,
     encode_series,
     fit_latent_forecaster,
     make_windows,
-    persistence_forecast,
     rollout,
 )
 from geofusion.methods import build_method
@@ -129,61 +127,6 @@ def test_window_dataset_never_crosses_series():
     assert torch.equal(ds[3][0], x[3]) and torch.equal(ds[3][1], y[3])
     with pytest.raises(IndexError):
         ds[len(ds)]
-
-
-def test_persistence_shifts_by_lead():
-    fields = np.random.default_rng(0).normal(size=(10, 2, 3, 4)).astype(np.float32)
-    for lead in (1, 3):
-        forecast = persistence_forecast(fields, lead)
-        assert forecast.shape == (10 - lead, 2, 3, 4)
-        # The forecast valid at t + lead (verified against fields[lead:]) is the field at t.
-        np.testing.assert_array_equal(forecast[2], fields[2])
-        truth = fields[lead:]
-        assert truth.shape == forecast.shape
-    with pytest.raises(ValueError, match="lead"):
-        persistence_forecast(fields, 0)
-
-
-def test_climatology_uses_training_days_only_and_day_of_year():
-    times = np.arange("2001-01-01", "2004-01-01", dtype="datetime64[D]")
-    doy = np.array([t.astype("datetime64[D]").item().timetuple().tm_yday for t in times])
-    rng = np.random.default_rng(0)
-    # A seasonal cycle plus noise, (T, C=2, lat=3, lon=4).
-    signal = np.sin(2 * np.pi * doy / 365.25)[:, None, None, None]
-    fields = (signal + 0.1 * rng.normal(size=(len(times), 2, 3, 4))).astype(np.float32)
-    n_train = 2 * 365
-    clim = climatology(fields[:n_train], times[:n_train], window=15)
-    assert clim.shape == (366, 2, 3, 4) and clim.dtype == np.float32
-
-    # Changing the validation data does not change the climatology.
-    other = fields.copy()
-    other[n_train:] += 100.0
-    np.testing.assert_array_equal(climatology(other[:n_train], times[:n_train]), clim)
-
-    # Window mean by hand for 10 January (doy 10): training days with doy 3..17.
-    pool = (doy[:n_train] >= 3) & (doy[:n_train] <= 17)
-    np.testing.assert_allclose(clim[9], fields[:n_train][pool].mean(axis=0), rtol=1e-5)
-    # Circular on 366 days: 1 January pools doy 360..366 (late December) and 1..8.
-    pool = (doy[:n_train] >= 360) | (doy[:n_train] <= 8)
-    np.testing.assert_allclose(clim[0], fields[:n_train][pool].mean(axis=0), rtol=1e-5)
-
-    valid_times = times[n_train:]
-    forecast = climatology_forecast(clim, valid_times)
-    assert forecast.shape == (len(valid_times), 2, 3, 4)
-    np.testing.assert_array_equal(forecast[0], clim[doy[n_train] - 1])
-    # It beats persistence of noise: close to the seasonal signal.
-    assert np.abs(forecast - signal[n_train:]).mean() < 0.05
-    t = climatology_forecast(torch.from_numpy(clim), valid_times)
-    assert isinstance(t, torch.Tensor) and torch.equal(t, torch.from_numpy(forecast))
-
-
-def test_climatology_short_training_fills_from_nearest_day():
-    times = np.arange("2001-03-01", "2001-03-11", dtype="datetime64[D]")  # doy 60..69
-    fields = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2))
-    clim = climatology(fields, times, window=1)
-    assert np.isfinite(clim).all()
-    np.testing.assert_array_equal(clim[59:69, 0, 0, 0], np.arange(10))
-    assert clim[0, 0, 0, 0] == 0.0 and clim[200, 0, 0, 0] == 9.0  # nearest: doy 60 and 69
 
 
 def test_forecast_method_trains_with_shared_loop(tmp_path):
