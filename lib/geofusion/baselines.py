@@ -447,11 +447,14 @@ def _ridge_cv_errors(x: np.ndarray, y: np.ndarray, column_weights: np.ndarray,
             continue  # too few days outside this block (tiny training sets): skip it
         xm, ym = x[fit].mean(0), y[fit].mean(0)
         u, s, vt = np.linalg.svd(x[fit] - xm, full_matrices=False)
-        g = u.T @ (y[fit] - ym)                     # (r, D)
-        p = (x[held] - xm) @ vt.T                   # (n_v, r)
-        yv = y[held] - ym                           # (n_v, D)
+        # The (r, D) products run in the targets' dtype (float32 for fields: the bulk of the
+        # cost), the small reductions below in float64.
+        g = (u.T.astype(y.dtype) @ (y[fit] - ym)).astype(np.float64)        # (r, D)
+        p = (x[held] - xm) @ vt.T                                            # (n_v, r)
+        yv = y[held] - ym                                                    # (n_v, D)
         ptp = p.T @ p
-        m = p.T @ (yv * column_weights)             # (r, D)
+        m = (p.T.astype(y.dtype) @ (yv * column_weights.astype(y.dtype))).astype(np.float64)
+        yv = yv.astype(np.float64)
         d = s[None, :] / (s[None, :] ** 2 + alphas[:, None])   # (A, r)
         for c in range(n_groups):
             cols = groups == c
@@ -520,18 +523,20 @@ def fit_linear_regression(prepared: Any, max_lead: int = 7, n_components: int = 
     scale = np.sqrt(np.mean(a**2 * area[:, None], axis=(0, 2, 3)))
     scale = np.where(scale > 0, scale, 1.0)
     sqrt_w = np.sqrt(area)
+    # float32 for the (N, D) products (their cost dominates; the leading EOFs are well
+    # separated from round-off), float64 for everything of size N x K or smaller.
     z = (a / scale[:, None, None] * sqrt_w[:, None]).reshape(n, -1)
     mean = z.mean(0)
-    z -= mean
-    eigval, eigvec = np.linalg.eigh(z @ z.T)                       # ascending
+    z = (z - mean).astype(np.float32)
+    eigval, eigvec = np.linalg.eigh((z @ z.T).astype(np.float64))  # ascending
     k = int(min(n_components, n - 1))
     eigval, eigvec = eigval[::-1][:k], eigvec[:, ::-1][:, :k]
     eigval = np.clip(eigval, 1e-12 * eigval[0], None)
-    components = (eigvec.T @ z) / np.sqrt(eigval)[:, None]         # (K, D), orthonormal
+    components = (eigvec.T.astype(np.float32) @ z) / np.sqrt(eigval)[:, None].astype(np.float32)
     pcs = eigvec * np.sqrt(eigval)                                 # (N, K) = z @ components.T
-    explained = eigval / np.sum(z**2)
+    explained = eigval / np.sum(z.astype(np.float64) ** 2)
     del z
-    targets = a.reshape(n, -1)
+    targets = a.reshape(n, -1).astype(np.float32)
     groups = np.repeat(np.arange(c), h * w)
     column_weights = np.tile(np.repeat(area, w), c)
     if alphas is None:
@@ -555,7 +560,7 @@ def fit_linear_regression(prepared: Any, max_lead: int = 7, n_components: int = 
         chosen[lead - 1] = best
         xm, ym = xi.mean(0), yj.mean(0)
         u, s, vt = np.linalg.svd(xi - xm, full_matrices=False)
-        g = u.T @ (yj - ym)                                        # (r, D)
+        g = (u.T.astype(np.float32) @ (yj - ym)).astype(np.float64)  # (r, D)
         for ch in range(c):
             cols = groups == ch
             d = s / (s**2 + best[ch])
