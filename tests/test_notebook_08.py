@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 FORECASTERS = ["autoencoder", "barlow_twins", "sparse_barlow_twins"]
+BASELINES = ["persistence", "climatology", "damped_persistence", "linear_regression"]
 RATIOS = [0.0, 0.5, 0.9]
 
 
@@ -17,55 +19,55 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
         "08_forecasting.ipynb", start="2000-01-01", end="2000-12-31", batch_size=32, width=4,
         latent_dim=16, proj_dim=8, ae_epochs=1, encoder_epochs=1, decoder_epochs=1,
         decoder_width=2, context=10, lstm_hidden=16, forecast_epochs=1, forecast_batch_size=32,
-        n_eval_days=60, max_lead=3, context_mask_ratios=RATIOS)
+        n_eval_days=60, max_lead=3, context_mask_ratios=RATIOS, lr_components=8)
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "08_forecasting.json").read_text())
     assert results["synthetic"] is True and results["context"] == 10
     # 60 evaluation days: starts from day 9 (10 days of context) to day 56 (3 days ahead).
     assert results["n_eval_days"] == 60 and results["n_forecasts"] == 48
-    assert results["forecasters"] == FORECASTERS
-    assert results["baselines"] == ["persistence", "climatology"]
+    assert results["forecasters"] == FORECASTERS and results["baselines"] == BASELINES
     # One LSTM per representation and a frozen-encoder decoder per Barlow Twins, all cached.
     models = runs / "models"
     assert len(list(models.glob("latent_seq2seq-*/checkpoint.pt"))) == 3
     assert len(list(models.glob("frozen_decoder-*/checkpoint.pt"))) == 2
     assert results["models"]["sparse_barlow_twins"] != results["models"]["barlow_twins"]
 
-    ceilings = [f"{name} (decoder ceiling)" for name in FORECASTERS]
-    rmse, acc = results["lead1_rmse"], results["lead1_acc"]
-    assert set(rmse) == {*FORECASTERS, "persistence", "climatology", *ceilings}
-    for name, row in rmse.items():
-        assert set(row) == set(results["channels"])
-        assert all(math.isfinite(v) and v > 0 for v in row.values()), (name, row)
-        ratio = results["lead1_rmse_over_persistence"][name]
-        for variable, value in row.items():
-            assert ratio[variable] == pytest.approx(value / rmse["persistence"][variable])
-    for name in [*FORECASTERS, "persistence", *ceilings]:
-        assert all(-1 <= v <= 1 for v in acc[name].values()), (name, acc[name])
-    assert all(v is None for v in acc["climatology"].values())  # zero anomaly: undefined
-    # Physical units: 2 m temperature errors in kelvin (standardised ones would be below 1),
-    # geopotential in m^2 s^-2.
-    assert 1 < rmse["climatology"]["2m_temperature"] < 30
-    assert rmse["climatology"]["geopotential"] > 50
-    assert set(results["lstm_beats_persistence_lead1"]) == set(FORECASTERS)
+    scores = pd.DataFrame(results["scores"])
+    assert set(scores.forecaster) == {*FORECASTERS, *BASELINES}
+    assert sorted(set(scores.lead)) == [1, 2, 3] and (scores.n == 48).all()
+    assert (scores.rmse > 0).all()
+    assert ((scores.rmse_low <= scores.rmse) & (scores.rmse <= scores.rmse_high)).all()
+    acc = scores[scores.forecaster != "climatology"].acc
+    assert acc.between(-1, 1).all()
+    assert scores[scores.forecaster == "climatology"].acc.isna().all()  # zero anomaly
+    t2m = scores[scores.variable == "2m_temperature"].set_index(["forecaster", "lead"]).rmse
+    # Physical units: 2 m temperature errors in kelvin; persistence error grows with lead.
+    assert 1 < t2m[("climatology", 1)] < 30
+    assert t2m[("persistence", 1)] < t2m[("persistence", 3)]
+    ratio = results["lead1_rmse_over_persistence"]["autoencoder"]["2m_temperature"]
+    assert ratio == pytest.approx(t2m[("autoencoder", 1)] / t2m[("persistence", 1)])
+    ceilings = pd.DataFrame(results["ceilings"])
+    assert set(ceilings.forecaster) == {f"{n} (decoder ceiling)" for n in FORECASTERS}
 
-    # Rollouts: one value per lead for every forecaster, persistence error grows with lead.
-    for name in [*FORECASTERS, "persistence", "climatology"]:
-        for variable in results["channels"]:
-            values = results["rollout_rmse"][name][variable]
-            assert len(values) == 3 and all(math.isfinite(v) for v in values)
-            assert len(results["rollout_acc"][name][variable]) == 3
-    persistence_t2m = results["rollout_rmse"]["persistence"]["2m_temperature"]
-    assert persistence_t2m[0] < persistence_t2m[2]
-    assert persistence_t2m[0] == pytest.approx(rmse["persistence"]["2m_temperature"])
-    # Lead 1 of the rollout is the lead-1 forecast.
-    assert results["rollout_rmse"]["autoencoder"]["2m_temperature"][0] == pytest.approx(
-        rmse["autoencoder"]["2m_temperature"], rel=1e-5)
+    versus = pd.DataFrame(results["versus_best_baseline"])
+    assert set(versus.best_baseline) <= set(BASELINES)
+    assert (versus.variables_better <= 5).all()
 
     # Robustness: one RMSE per missing fraction; no mask is the lead-1 forecast.
     assert results["mask_ratios"] == RATIOS
     for name in FORECASTERS:
-        t2m = results["mask_ratio_rmse"][name]["2m_temperature"]
-        assert len(t2m) == len(RATIOS) and all(math.isfinite(v) for v in t2m)
-        assert t2m[0] == pytest.approx(rmse[name]["2m_temperature"], rel=1e-5)
-    assert set(results["summary"]) == {*FORECASTERS, "persistence", "climatology", *ceilings}
+        values = results["mask_ratio_rmse"][name]["2m_temperature"]
+        assert len(values) == len(RATIOS) and all(math.isfinite(v) for v in values)
+        assert values[0] == pytest.approx(t2m[(name, 1)], rel=1e-5)
+    assert set(results["summary"]) == {*FORECASTERS, *BASELINES,
+                                       *ceilings.forecaster.unique()}
+
+    # Scorecard section: persistence and every model for leads "1".."3", with intervals.
+    card = results["scorecard"]
+    assert sorted(card["persistence_rmse"]) == ["1", "2", "3"]
+    assert sorted(card["forecast_rmse"]) == sorted(
+        [*FORECASTERS, "linear_regression", "damped_persistence"])
+    assert card["persistence_rmse"]["1"]["2m_temperature"] == pytest.approx(
+        t2m[("persistence", 1)])
+    low, high = card["intervals"]["forecast_rmse"]["damped_persistence"]["3"]["geopotential"]
+    assert low <= card["forecast_rmse"]["damped_persistence"]["3"]["geopotential"] <= high
