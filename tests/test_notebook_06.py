@@ -64,14 +64,20 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert results["climatology_rmse"]["2m_temperature"] == pytest.approx(t2m.iloc[0])
     noisy = curves[(curves.noise_std == 0.5) & (curves.model == "sparse_barlow_twins")]
     assert len(noisy) == 5 and (noisy.kind == "swath").all()
-    assert sorted(results["summary"]) == sorted([*MODELS, "climatology"])
+    assert sorted(results["summary"]) == sorted([*MODELS, "climatology", "optimal_interpolation"])
+    # Optimal interpolation: no latent, and with nothing missing and no noise it returns the
+    # observed day itself (up to the nugget), far below the climatology.
+    oi = clean[(clean.model == "optimal_interpolation") & (clean.missing_fraction == 0)
+               & (clean.variable == "2m_temperature")]
+    assert oi.centred_cosine.isna().all() and (oi.rmse < 0.1 * t2m.iloc[0]).all()
     for name, row in results["summary"].items():
         numbers = [v for v in row.values() if not isinstance(v, str)]
         assert all(v is None or math.isfinite(v) for v in numbers), name
     # The scorecard part (issue 13, section 4): pixel masks, physical units, intervals.
     card = results["scorecard"]
     assert card["climatology_rmse"] == pytest.approx(results["climatology_rmse"])
-    for name in MODELS:
+    assert sorted(card["reconstruction_rmse"]) == sorted([*MODELS, "optimal_interpolation"])
+    for name in [*MODELS, "optimal_interpolation"]:
         assert sorted(card["reconstruction_rmse"][name]) == ["0", "0.5", "0.9"]
         for fraction, scores in card["reconstruction_rmse"][name].items():
             assert sorted(scores) == sorted(results["climatology_rmse"])
@@ -80,4 +86,5 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
                 assert low <= value <= high, (name, fraction, variable)
     low, high = card["intervals"]["climatology_rmse"]["2m_temperature"]
     assert low <= card["climatology_rmse"]["2m_temperature"] <= high
-    assert results["summary"]["sparse_barlow_twins"]["best baseline, 0.9 missing"] == "climatology"
+    assert results["summary"]["sparse_barlow_twins"]["best baseline, 0.9 missing"] in (
+        "climatology", "optimal_interpolation")

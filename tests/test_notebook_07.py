@@ -23,7 +23,7 @@ def test_notebook_07_compares_frozen_and_joint_decoders(run_notebook, tmp_path):
     assert results["synthetic"] is True and results["n_train_days"] == 64
     assert results["n_eval"] == 24
     baselines = results["baselines"]
-    assert "climatology" in baselines
+    assert baselines == ["climatology", "optimal_interpolation"]
     assert sorted(results["summary"]) == sorted([*MODELS, *baselines])
     assert {results["best"], results["worst"]} <= set(MODELS)
     for name in MODELS:
