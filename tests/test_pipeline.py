@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import doctest
+
 import nbformat
 import pytest
 
 from geofusion import pipeline
 
 
-def write_notebook(path, *sources):
+def write_notebook(path, *sources, parameters="x = 1\ny = 0\nrun_dir = 'runs'\ndata_path = None"):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python",
                                  "display_name": "Python 3"}
-    params = nbformat.v4.new_code_cell("x = 1\nrun_dir = 'runs'")
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, *(nbformat.v4.new_code_cell(s) for s in sources)]
     nbformat.write(nb, path)
@@ -36,21 +38,81 @@ def test_parameters_merge_common_notebook_and_overrides():
         pipeline.parameters_for("fast", "01_data_loading")
 
 
-def test_parse_assignments_reads_json_values():
-    assert pipeline.parse_assignments(["epochs=2", "data_path=null", "device=cuda"]) == {
-        "epochs": 2, "data_path": None, "device": "cuda"}
+def test_parse_assignments_reads_json_and_python_literals():
+    assert pipeline.parse_assignments(
+        ["epochs=2", "data_path=null", "level=None", "both_views=True", "device=cuda",
+         "lr=1e-3", "name=None of them"]) == {
+        "epochs": 2, "data_path": None, "level": None, "both_views": True, "device": "cuda",
+        "lr": 1e-3, "name": "None of them"}
     with pytest.raises(ValueError, match="key=value"):
         pipeline.parse_assignments(["epochs"])
+    with pytest.raises(ValueError, match="given twice"):
+        pipeline.parse_assignments(["epochs=1", "epochs=2"])
 
 
-def test_pipeline_renders_notebooks_and_index(notebooks, tmp_path):
-    write_notebook(notebooks / "01_ok.ipynb", "print('x is', x)")
-    runs = pipeline.run_pipeline("tiny", output_dir=tmp_path / "reports")
-    assert [r.status for r in runs] == ["ok"]
+def test_parse_grid_reads_each_value_like_set():
+    assert pipeline.parse_grid(["lambd=0.001,0.1", "level=None,500", "kind=pixel,patch"]) == {
+        "lambd": [0.001, 0.1], "level": [None, 500], "kind": ["pixel", "patch"]}
+    for bad, message in [("lambd", "key=v1,v2"), ("lambd=0.1,", "empty value"),
+                         ("=1,2", "key=v1,v2")]:
+        with pytest.raises(ValueError, match=message):
+            pipeline.parse_grid([bad])
+
+
+def test_pipeline_renders_notebooks_and_index(notebooks, tmp_path, capfd):
+    """Through the command line: the profile's value and a `--set y=None` reach the notebook;
+    the kernel's TCP warning is gone (issue 10) while what a kernel writes to its stderr still
+    reaches the terminal."""
+    write_notebook(notebooks / "01_ok.ipynb", "print('x is', x, 'and y is', repr(y))",
+                   "import os; os.write(2, b'a real kernel complaint\\n')")
+    status = pipeline.main(["run", "01", "--profile", "tiny", "--set", "y=None",
+                            "--output-dir", str(tmp_path / "reports")])
+    assert status == 0
     html = (tmp_path / "reports" / "01_ok.html").read_text()
-    assert "x is 2" in html  # the profile's parameter reached the notebook
+    assert "x is 2 and y is None" in html  # profile parameter and Python None arrived
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "01_ok.html" in index and "synthetic" in index and "git commit" in index
+    err = capfd.readouterr().err
+    assert "a real kernel complaint" in err
+    assert "without encryption" not in err
+
+
+def test_a_dying_kernel_is_a_pipeline_error_naming_the_notebook(notebooks, tmp_path):
+    write_notebook(notebooks / "01_dies.ipynb", "import os; os._exit(3)")
+    with pytest.raises(pipeline.PipelineError, match="kernel running notebook 01_dies died"):
+        pipeline.execute("01_dies", {}, tmp_path / "reports")
+
+
+def test_a_misspelt_key_fails_before_any_notebook_runs_naming_the_valid_keys(notebooks,
+                                                                             tmp_path):
+    write_notebook(notebooks / "01_ok.ipynb", "pass")
+    reports = tmp_path / "reports"
+    with pytest.raises(pipeline.UsageError, match=r"'xx' is not a parameter of 01_ok .*did "
+                                                  r"you mean 'x'\? valid keys of 01_ok: "
+                                                  r"data_path, run_dir, x, y"):
+        pipeline.run_pipeline("tiny", overrides={"xx": 3}, output_dir=reports)
+    with pytest.raises(pipeline.UsageError, match="--grid 'z' is not a parameter of 01_ok"):
+        pipeline.run_sweep("01", {"z": [1, 2]}, "tiny", output_dir=reports)
+    with pytest.raises(pipeline.UsageError, match="both swept"):
+        pipeline.run_sweep("01", {"x": [1, 2]}, "tiny", {"x": 3}, output_dir=reports)
+    assert not reports.exists()  # nothing ran
+    assert pipeline.main(["--profile", "tiny", "--set", "xx=3"]) == 2
+
+
+def test_a_key_goes_to_the_notebooks_that_declare_it_and_needs_at_least_one(notebooks):
+    write_notebook(notebooks / "01_ok.ipynb", "pass")
+    write_notebook(notebooks / "02_lr.ipynb", "pass",
+                   parameters="lr = 0.1\nrun_dir = 'runs'\ndata_path = None")
+    applied = pipeline.applied_overrides(["01_ok", "02_lr"], {"lr": 0.5, "data_path": None})
+    assert applied == {"01_ok": {"data_path": None}, "02_lr": {"lr": 0.5, "data_path": None}}
+    with pytest.raises(pipeline.UsageError, match=r"'lrr' is not a parameter of 01_ok, 02_lr.*"
+                                                  r"valid keys of all: data_path, run_dir; "
+                                                  r"01_ok also x, y; 02_lr also lr"):
+        pipeline.applied_overrides(["01_ok", "02_lr"], {"lrr": 0.5})
+    # The profile's own entries are checked too.
+    pipeline.PROFILES["tiny"]["02_lr"] = {"lr_typo": 1}
+    with pytest.raises(pipeline.UsageError, match=r"PROFILES\['tiny'\] sets \['lr_typo'\]"):
+        pipeline.checked_parameters("tiny", ["02_lr"])
 
 
 def test_failing_notebook_stops_the_run_naming_notebook_and_cell(notebooks, tmp_path):
@@ -65,12 +127,35 @@ def test_failing_notebook_stops_the_run_naming_notebook_and_cell(notebooks, tmp_
     assert "failed" in index and "broken field" in index
 
 
-def test_only_selects_by_prefix_and_rejects_unknown(notebooks):
+def test_only_and_sweep_accept_the_same_prefixes_and_reject_unknown_or_ambiguous(
+        notebooks, capsys):
     write_notebook(notebooks / "01_ok.ipynb", "pass")
     write_notebook(notebooks / "02_other.ipynb", "pass")
     assert pipeline.notebook_names(["02"]) == ["02_other"]
-    with pytest.raises(ValueError, match="no notebook matches"):
+    assert pipeline.notebook_names(["notebooks/02_other.ipynb", "01_ok"]) == ["01_ok",
+                                                                               "02_other"]
+    with pytest.raises(ValueError, match="no notebook name starts with"):
         pipeline.notebook_names(["09"])
+    assert pipeline.resolve_notebook("02_o") == "02_other"
+    with pytest.raises(ValueError, match=r"'0' matches several notebooks \['01_ok', "
+                                         r"'02_other'\]"):
+        pipeline.resolve_notebook("0")
+    with pytest.raises(ValueError, match="no notebook name starts with"):
+        pipeline.run_sweep("09", {"x": [1]}, "tiny")
+    capsys.readouterr()
+    assert pipeline.main(["sweep", "02", "--profile", "tiny", "--grid", "x=3,None",
+                          "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "[geofusion] would run 02_other with x=3", "[geofusion] would run 02_other with x=None"]
+    assert pipeline.main(["sweep", "0", "--profile", "tiny", "--grid", "x=3"]) == 2
+    assert "matches several notebooks" in capsys.readouterr().err
+
+
+def test_docstring_examples_of_the_pipeline_pass():
+    """The usage examples in the docstrings are run as doctests (real notebooks, nothing
+    executed)."""
+    result = doctest.testmod(pipeline, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 10
 
 
 @pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))

@@ -5,7 +5,17 @@ Usage::
     python -m geofusion.pipeline                         # quick profile, all notebooks
     python -m geofusion.pipeline --profile full          # the report's settings, GPU, real ERA5
     python -m geofusion.pipeline --only 03 04 --set epochs=2
-    python -m geofusion.pipeline sweep 03_barlow_twins --grid lambd=0.001,0.01,0.1
+    python -m geofusion.pipeline run 03 --set data_path=None --dry-run   # check, print the plan
+    python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1
+
+Notebooks are named by prefix everywhere (``03``, ``03_barlow``, ``notebooks/03_...ipynb``);
+an unknown or (for ``sweep``) ambiguous prefix is an error listing the notebooks. Values of
+``--set`` / ``--grid`` are JSON (``2``, ``1e-3``, ``null``, ``"text"``) or Python's ``None``,
+``True``, ``False``; anything else is text. Every key is checked against the notebooks'
+``parameters`` cells before anything runs: a ``--set`` key goes to the selected notebooks that
+declare it and must be declared by at least one of them (the run prints which notebooks keep
+their profile's value); a ``--grid`` key must be declared by the swept notebook. A key nobody
+declares is an error naming the valid keys, never a silent run of the defaults.
 
 Profiles:
 
@@ -25,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
+import functools
 import html
 import json
 import os
@@ -35,6 +47,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import papermill
+import zmq
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
+from papermill.exceptions import PapermillExecutionError
+from traitlets import default
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -135,6 +154,10 @@ class PipelineError(RuntimeError):
     """A notebook failed; the message names the notebook and the cell."""
 
 
+class UsageError(ValueError):
+    """The command line asks for a notebook or parameter that does not exist; says the fix."""
+
+
 @dataclass
 class NotebookRun:
     name: str
@@ -145,39 +168,216 @@ class NotebookRun:
     outputs: list[str] = field(default_factory=list)
 
 
+def _as_prefix(text: str) -> str:
+    """``notebooks/03_barlow_twins.ipynb`` (tab completion) and ``03`` name the same notebook."""
+    prefix = Path(text).name.removesuffix(".ipynb")
+    if not prefix:
+        raise UsageError(f"empty notebook name {text!r}; give a prefix such as 03")
+    return prefix
+
+
 def notebook_names(only: list[str] | None = None) -> list[str]:
-    """Numbered notebooks in run order, optionally those whose name starts with ``only``."""
+    """Numbered notebooks in run order; with ``only``, those whose name starts with a prefix.
+
+    A prefix may also be a path (``notebooks/03_barlow_twins.ipynb``). A prefix matching no
+    notebook raises :class:`UsageError` listing the notebooks.
+
+    Example:
+        >>> notebook_names(["03", "notebooks/04_simclr.ipynb"])
+        ['03_barlow_twins', '04_simclr']
+    """
     names = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        chosen = [n for n in names if any(n.startswith(prefix) for prefix in only)]
-        unknown = [p for p in only if not any(n.startswith(p) for n in names)]
-        if unknown:
-            raise ValueError(f"no notebook matches {unknown}; notebooks are {names}")
-        return chosen
-    return names
+    if not only:
+        return names
+    prefixes = [_as_prefix(p) for p in only]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise UsageError(f"no notebook name starts with {unknown}; give a prefix of one of "
+                         f"{names}")
+    return [n for n in names if any(n.startswith(p) for p in prefixes)]
+
+
+def resolve_notebook(prefix: str) -> str:
+    """The one notebook whose name starts with ``prefix`` (same prefixes as ``--only``).
+
+    Example:
+        >>> resolve_notebook("03")
+        '03_barlow_twins'
+        >>> resolve_notebook("0")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        geofusion.pipeline.UsageError: '0' matches several notebooks ...
+    """
+    matches = notebook_names([prefix])
+    if len(matches) > 1:
+        raise UsageError(f"{prefix!r} matches several notebooks {matches}; give a longer "
+                         f"prefix, e.g. {matches[0][:2]!r}")
+    return matches[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect(path: str, mtime_ns: int) -> dict[str, str]:
+    # Keyed on the modification time, so an edited notebook is read again.
+    return {key: info["default"] for key, info in papermill.inspect_notebook(path).items()}
+
+
+def declared_parameters(name: str) -> dict[str, str]:
+    """Parameters declared by the cell tagged ``parameters`` of notebook ``name``.
+
+    Read with ``papermill.inspect_notebook``; maps each name to its default as written in the
+    cell (source text, not evaluated).
+
+    Example:
+        >>> declared_parameters("03_barlow_twins")["lambd"]
+        '0.01'
+    """
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; notebooks are {notebook_names()}")
+    return dict(_inspect(str(path), path.stat().st_mtime_ns))
+
+
+def _unknown_key_message(key: str, option: str, names: list[str]) -> str:
+    declared = {name: set(declared_parameters(name)) for name in names}
+    everything = sorted(set().union(*declared.values()))
+    close = difflib.get_close_matches(key, everything, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if len(names) == 1:
+        valid = f"valid keys of {names[0]}: {', '.join(everything)}"
+    else:
+        shared = set.intersection(*declared.values())
+        own = "; ".join(f"{name} also {', '.join(sorted(keys - shared))}"
+                        for name, keys in declared.items() if keys - shared)
+        valid = f"valid keys of all: {', '.join(sorted(shared))}; {own}"
+    return (f"{option} {key!r} is not a parameter of {', '.join(names)} (a notebook would "
+            f"silently run its default); {hint}{valid}")
+
+
+def applied_overrides(names: list[str], overrides: dict[str, Any],
+                      option: str = "--set") -> dict[str, dict[str, Any]]:
+    """The ``--set`` overrides each notebook of ``names`` receives.
+
+    Rule (one run, several notebooks): a key goes to the notebooks whose ``parameters`` cell
+    declares it and must be declared by at least one of them; a key that none declares is a
+    typo and raises :class:`UsageError` naming the valid keys of each notebook (papermill
+    would otherwise inject it and the notebook would silently run its defaults).
+
+    Example:
+        >>> applied = applied_overrides(["02_autoencoder", "03_barlow_twins"], {"lambd": 0.1})
+        >>> applied["02_autoencoder"], applied["03_barlow_twins"]
+        ({}, {'lambd': 0.1})
+        >>> applied_overrides(["03_barlow_twins"], {"lamdb": 0.1})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        geofusion.pipeline.UsageError: --set 'lamdb' is not a parameter ... 'lambd'? ...
+    """
+    applied: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for key, value in overrides.items():
+        takers = [name for name in names if key in declared_parameters(name)]
+        if not takers:
+            raise UsageError(_unknown_key_message(key, option, names))
+        for name in takers:
+            applied[name][key] = value
+    return applied
+
+
+def checked_parameters(profile: str, names: list[str], overrides: dict[str, Any] | None = None
+                       ) -> dict[str, dict[str, Any]]:
+    """Parameters of each notebook: the profile's plus the overrides it declares, all checked
+    against its ``parameters`` cell before anything runs.
+
+    Example:
+        >>> checked_parameters("quick", ["03_barlow_twins"], {"lambd": 0.1})[
+        ...     "03_barlow_twins"]["lambd"]
+        0.1
+    """
+    applied = applied_overrides(names, overrides or {})
+    checked = {}
+    for name in names:
+        base = parameters_for(profile, name)
+        stray = sorted(set(base) - set(declared_parameters(name)))
+        if stray:
+            raise UsageError(f"PROFILES[{profile!r}] sets {stray} that the parameters cell of "
+                             f"{name} does not declare; declare them in the notebook or remove "
+                             f"them from the profile")
+        checked[name] = {**base, **applied[name]}
+    return checked
 
 
 def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
-    """The papermill parameters of notebook ``name`` under ``profile`` plus ``overrides``."""
+    """The papermill parameters of notebook ``name`` under ``profile`` plus ``overrides``.
+
+    Not checked against the notebook (see :func:`checked_parameters`).
+
+    Example:
+        >>> parameters_for("quick", "03_barlow_twins")["lambd"]
+        0.01
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     settings = PROFILES[profile]
     return {**settings["common"], **settings.get(name, {}), **(overrides or {})}
 
 
+_PYTHON_LITERALS = {"None": None, "True": True, "False": False}
+
+
+def parse_value(raw: str) -> Any:
+    """One command-line value: JSON (``2``, ``0.01``, ``true``, ``null``, ``[1, 2]``), Python's
+    ``None`` / ``True`` / ``False``, otherwise the text itself.
+
+    Example:
+        >>> [parse_value(v) for v in ["2", "1e-3", "None", "null", "False", "cuda", "[1, 2]"]]
+        [2, 0.001, None, None, False, 'cuda', [1, 2]]
+    """
+    if raw in _PYTHON_LITERALS:
+        return _PYTHON_LITERALS[raw]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _split_assignment(item: str, form: str) -> tuple[str, str]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"expected {form}, got {item!r}")
+    return key.strip(), raw
+
+
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings; values are read as JSON when they parse, else as text."""
+    """Parse ``--set key=value`` strings with :func:`parse_value`; a repeated key raises.
+
+    Example:
+        >>> parse_assignments(["epochs=2", "data_path=None", "device=cuda"])
+        {'epochs': 2, 'data_path': None, 'device': 'cuda'}
+    """
     parsed: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value, got {item!r}")
-        try:
-            parsed[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            parsed[key] = raw
+        key, raw = _split_assignment(item, "key=value")
+        if key in parsed:
+            raise UsageError(f"--set {key} is given twice; keep one")
+        parsed[key] = parse_value(raw)
     return parsed
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """Parse ``--grid key=v1,v2`` strings: comma-separated values read by :func:`parse_value`.
+
+    Example:
+        >>> parse_grid(["lambd=0.001,0.01", "mask_kind=pixel,patch"])
+        {'lambd': [0.001, 0.01], 'mask_kind': ['pixel', 'patch']}
+    """
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, raw = _split_assignment(item, "key=v1,v2")
+        values = raw.split(",")
+        if key in grid:
+            raise UsageError(f"--grid {key} is given twice; list all values in one: "
+                             f"{key}=v1,v2")
+        if any(not v for v in values):
+            raise UsageError(f"--grid {item!r} has an empty value; write {key}=v1,v2")
+        grid[key] = [parse_value(v) for v in values]
+    return grid
 
 
 def _render_html(notebook_path: Path, html_path: Path) -> None:
@@ -187,12 +387,35 @@ def _render_html(notebook_path: Path, html_path: Path) -> None:
     render_notebook_html(notebook_path, html_path)
 
 
+class EncryptedKernelManager(AsyncKernelManager):
+    """Kernel manager that provisions CurveZMQ keys for kernels that support them.
+
+    ipykernel (7.x) warns "Kernel is running over TCP without encryption" once per kernel when
+    it talks over plain TCP, which papermill uses by default: nine lines of noise in every
+    ``make reports``. The fix the warning itself names is manager-provisioned CurveZMQ keys
+    (``transport_encryption="auto"``: only when the kernelspec declares curve support and pyzmq
+    has it), so the warning goes away because its cause does; no warning or log is filtered,
+    and a kernel's real errors still reach the terminal and the notebook.
+    """
+
+    @default("transport_encryption")
+    def _transport_encryption_default(self) -> str:
+        return "auto" if zmq.has("curve") else "disabled"
+
+
+# jupyter_client < 8.10 has no transport encryption (and its ipykernel prints no such warning).
+KERNEL_MANAGER: type[AsyncKernelManager] = (
+    EncryptedKernelManager if "transport_encryption" in AsyncKernelManager.class_trait_names()
+    else AsyncKernelManager)
+
+
 def execute(name: str, parameters: dict[str, Any], output_dir: Path,
             kernel_name: str = "python3") -> NotebookRun:
-    """Execute one notebook into ``output_dir`` and render its HTML; raise PipelineError."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    """Execute one notebook into ``output_dir`` and render its HTML; raise PipelineError.
 
+    ``parameters`` are injected as given (check them first with :func:`checked_parameters`).
+    A cell error or a dying kernel raises :class:`PipelineError` naming the notebook and cell.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     out_ipynb = output_dir / f"{name}.ipynb"
     run = NotebookRun(name, parameters)
@@ -201,12 +424,17 @@ def execute(name: str, parameters: dict[str, Any], output_dir: Path,
     try:
         papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out_ipynb),
                                    parameters=parameters, cwd=str(REPO),
-                                   kernel_name=kernel_name, progress_bar=False)
+                                   kernel_name=kernel_name, progress_bar=False,
+                                   kernel_manager_class=KERNEL_MANAGER)
     except PapermillExecutionError as error:
         run.status, run.error = "failed", f"cell {error.exec_count}: {error.ename}: {error.evalue}"
         raise PipelineError(f"notebook {name} failed in cell {error.exec_count} "
                             f"({error.ename}: {error.evalue}); the executed notebook with "
                             f"the traceback is {out_ipynb}") from error
+    except DeadKernelError as error:
+        raise PipelineError(f"the kernel running notebook {name} died ({error}); the "
+                            f"partly executed notebook is {out_ipynb}; a kernel killed without "
+                            f"a traceback is often out of memory") from error
     finally:
         run.seconds = time.perf_counter() - tic
         if out_ipynb.exists():
@@ -280,21 +508,40 @@ td,th{{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}}</style><
     return path
 
 
+def _report_partial_overrides(names: list[str], overrides: dict[str, Any]) -> None:
+    """Say which notebooks keep the profile's value of an override they do not declare."""
+    for key in overrides:
+        skipped = [name for name in names if key not in declared_parameters(name)]
+        if skipped:
+            print(f"[geofusion] --set {key} applies only where declared: not to "
+                  f"{', '.join(skipped)} (they keep the profile's value)", flush=True)
+
+
 def run_pipeline(profile: str = "quick", only: list[str] | None = None,
                  overrides: dict[str, Any] | None = None,
                  output_dir: Path = REPO / "reports") -> list[NotebookRun]:
-    """Execute the numbered notebooks in order; write HTML and the index; stop at a failure."""
+    """Execute the numbered notebooks in order; write HTML and the index; stop at a failure.
+
+    Every parameter is checked against the notebooks' ``parameters`` cells before the first
+    notebook starts (:func:`checked_parameters`), so a typo fails in a second, not after the
+    runs before it.
+
+    Example (a misspelt override fails before anything runs):
+        >>> run_pipeline("quick", only=["03"], overrides={"epoch": 2})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        geofusion.pipeline.UsageError: --set 'epoch' is not a parameter of 03_barlow_twins ...
+    """
+    names = notebook_names(only)
+    planned = checked_parameters(profile, names, overrides)
+    _report_partial_overrides(names, overrides or {})
     runs: list[NotebookRun] = []
     tic = time.perf_counter()
     try:
-        for name in notebook_names(only):
-            parameters = parameters_for(profile, name, overrides)
+        for name in names:
             print(f"[geofusion] {name} ({profile}) ...", flush=True)
-            run = NotebookRun(name, parameters)
-            runs.append(run)
-            done = execute(name, parameters, output_dir)
-            runs[-1] = done
-            print(f"[geofusion] {name} done in {done.seconds:.0f} s", flush=True)
+            runs.append(NotebookRun(name, planned[name]))
+            runs[-1] = execute(name, planned[name], output_dir)
+            print(f"[geofusion] {name} done in {runs[-1].seconds:.0f} s", flush=True)
     except PipelineError as error:
         runs[-1].status, runs[-1].error = "failed", str(error)
         if (output_dir / f"{runs[-1].name}.html").exists():
@@ -306,17 +553,35 @@ def run_pipeline(profile: str = "quick", only: list[str] | None = None,
     return runs
 
 
+def _checked_sweep(prefix: str, grid: dict[str, list[Any]], profile: str,
+                   overrides: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The swept notebook's name and base parameters, every key checked; raise UsageError."""
+    name = resolve_notebook(prefix)
+    both = sorted(set(grid) & set(overrides or {}))
+    if both:
+        raise UsageError(f"{both} both swept (--grid) and set (--set); keep one")
+    applied_overrides([name], dict.fromkeys(grid), option="--grid")
+    return name, checked_parameters(profile, [name], overrides)[name]
+
+
 def run_sweep(name: str, grid: dict[str, list[Any]], profile: str = "quick",
               overrides: dict[str, Any] | None = None,
               output_dir: Path = REPO / "reports" / "sweeps"):
-    """Run notebook ``name`` once per value of each swept parameter; collect its results.
+    """Run notebook ``name`` (a prefix, as for ``--only``) once per value of each swept
+    parameter; collect its results.
 
     Each run gets its own ``run_dir`` (``<profile run_dir>/sweeps/<name>/<param>=<value>``) so
-    checkpoints never mix. Returns the collected results table, also written as CSV and HTML.
+    checkpoints never mix. Every swept and overridden key must be declared by the notebook's
+    ``parameters`` cell. Returns the collected results table, also written as CSV and HTML.
+
+    Example (checked before anything runs):
+        >>> run_sweep("03", {"lamda": [0.1, 1.0]})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        geofusion.pipeline.UsageError: --grid 'lamda' is not a parameter of 03_barlow_twins ...
     """
     from geofusion.results import collect_results
 
-    base = parameters_for(profile, name, overrides)
+    name, base = _checked_sweep(name, grid, profile, overrides)
     result_files = []
     for parameter, values in grid.items():
         for value in values:
@@ -334,31 +599,73 @@ def run_sweep(name: str, grid: dict[str, list[Any]], profile: str = "quick",
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (0 ok, 1 a notebook failed, 2 bad usage).
+
+    Example:
+        >>> main(["sweep", "03", "--grid", "lambd=0.001,0.01", "--set", "epochs=1",
+        ...       "--dry-run"])
+        [geofusion] would run 03_barlow_twins with lambd=0.001
+        [geofusion] would run 03_barlow_twins with lambd=0.01
+        0
+    """
     parser = argparse.ArgumentParser(prog="python -m geofusion.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run", choices=["run", "sweep", "sweeps"])
-    parser.add_argument("notebook", nargs="?", help="notebook to sweep (with `sweep`)")
+    parser.add_argument("notebooks", nargs="*", metavar="notebook",
+                        help="notebook name prefixes, e.g. 03 (with `run`: like --only; with "
+                             "`sweep`: exactly one notebook)")
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 03")
+    parser.add_argument("--only", nargs="*", default=[], help="notebook name prefixes, e.g. 01 03")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override parameters of every notebook, e.g. epochs=2")
+                        help="override parameters, e.g. epochs=2 data_path=None; each key goes "
+                             "to the selected notebooks that declare it and must be declared "
+                             "by at least one")
     parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
                         help="swept values, e.g. lambd=0.001,0.01,0.1")
+    parser.add_argument("--output-dir", type=Path, default=REPO / "reports",
+                        help="where reports go (default: reports/; sweeps in its sweeps/)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every notebook and parameter, print the plan, run nothing")
     args = parser.parse_args(argv)
-    overrides = parse_assignments(args.set)
     try:
+        overrides = parse_assignments(args.set)
         if args.command == "run":
-            run_pipeline(args.profile, args.only, overrides)
+            if args.grid:
+                raise UsageError("--grid belongs to `sweep`; use --set with `run`")
+            only = [*args.only, *args.notebooks] or None
+            if args.dry_run:
+                planned = checked_parameters(args.profile, notebook_names(only), overrides)
+                _report_partial_overrides(list(planned), overrides)
+                for name, params in planned.items():
+                    print(f"[geofusion] would run {name} with {json.dumps(params)}")
+            else:
+                run_pipeline(args.profile, only, overrides, args.output_dir)
         elif args.command == "sweep":
-            if not args.notebook or not args.grid:
-                parser.error("sweep needs a notebook and --grid KEY=V1,V2")
-            grid = {k: [json.loads(v) if v[:1].isdigit() or v[:1] == "-" else v
-                        for v in str(raw).split(",")]
-                    for k, raw in (item.split("=", 1) for item in args.grid)}
-            run_sweep(args.notebook, grid, args.profile, overrides)
+            if len(args.notebooks) != 1 or args.only or not args.grid:
+                raise UsageError("sweep needs one notebook and --grid KEY=V1,V2, e.g. "
+                                 "`sweep 03 --grid lambd=0.001,0.01`")
+            grid = parse_grid(args.grid)
+            if args.dry_run:
+                name, _ = _checked_sweep(args.notebooks[0], grid, args.profile, overrides)
+                for key, values in grid.items():
+                    for value in values:
+                        print(f"[geofusion] would run {name} with {key}={value}")
+            else:
+                run_sweep(args.notebooks[0], grid, args.profile, overrides,
+                          args.output_dir / "sweeps")
         else:
+            if args.notebooks or args.only or args.grid:
+                raise UsageError("`sweeps` runs the report's sweeps (REPORT_SWEEPS) and takes "
+                                 "no notebook or --grid; use `sweep NOTEBOOK --grid ...`")
             for name, grid in REPORT_SWEEPS.items():
-                run_sweep(name, grid, args.profile, overrides)
+                if args.dry_run:
+                    _checked_sweep(name, grid, args.profile, overrides)
+                    print(f"[geofusion] would sweep {name} over {grid}")
+                else:
+                    run_sweep(name, grid, args.profile, overrides, args.output_dir / "sweeps")
+    except UsageError as error:
+        print(f"[geofusion] error: {error}", file=sys.stderr)
+        return 2
     except PipelineError as error:
         print(f"[geofusion] FAILED: {error}", file=sys.stderr)
         return 1
