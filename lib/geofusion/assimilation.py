@@ -62,7 +62,7 @@ __all__ = [
     "LatentCovariance", "ObservationError", "VariationalCost", "Latent3DVarResult",
     "latent_3dvar", "AnalysisScheme", "FreeRun", "EncodeOnly", "Latent3DVar", "LatentBlend",
     "CycleResult", "run_cycle", "cycle_rmse", "latent_forecast_errors", "encoder_errors",
-    "decoder_error_variance", "differentiable_decoder",
+    "decoder_error_variance", "differentiable_decoder", "shrunk_covariance",
 ]
 
 #: ``decode(z (N, D)) -> (N, C, H, W)``, differentiable in ``z``.
@@ -470,10 +470,14 @@ class LatentBlend:
         if xb.shape[1] != xo.shape[1]:
             raise ValueError(f"background and observation errors must have the same latent "
                              f"size, got {xb.shape[1]} and {xo.shape[1]}")
-        b = LedoitWolf().fit(xb).covariance_
-        r = LedoitWolf().fit(xo).covariance_
+        return cls.from_covariances(shrunk_covariance(xb), shrunk_covariance(xo), encoded)
+
+    @classmethod
+    def from_covariances(cls, b: np.ndarray, r: np.ndarray, encoded: Tensor | None = None
+                         ) -> LatentBlend:
+        """``K = B (B + R)^{-1}`` from the two ``(D, D)`` covariances."""
         # K = B (B + R)^-1  <=>  (B + R) K^T = B  (both symmetric)
-        gain = np.linalg.solve(b + r, b).T
+        gain = np.linalg.solve(np.asarray(b) + np.asarray(r), np.asarray(b)).T
         return cls(torch.as_tensor(gain, dtype=torch.float32), encoded)
 
     def update(self, background: Tensor, encoded: Tensor) -> Tensor:
@@ -558,6 +562,12 @@ def cycle_rmse(fields: Tensor | np.ndarray, truth: Tensor | np.ndarray, lat: np.
 # Estimating the error statistics on training years
 # --------------------------------------------------------------------------------------------
 
+def shrunk_covariance(samples: np.ndarray | Tensor) -> np.ndarray:
+    """Ledoit-Wolf shrinkage covariance ``(D, D)`` of error samples ``(N, D)`` (well conditioned
+    when ``N`` is not much above ``D``; :class:`sklearn.covariance.LedoitWolf`)."""
+    return LedoitWolf().fit(_as_2d(samples, "samples")).covariance_
+
+
 def latent_forecast_errors(forecaster: Any, latents: Tensor, inits: Sequence[int] | None = None
                            ) -> Tensor:
     """One-day latent forecast errors ``(N, D)``: forecast from the ``context`` days ending at
@@ -572,12 +582,15 @@ def latent_forecast_errors(forecaster: Any, latents: Tensor, inits: Sequence[int
 
 
 def encoder_errors(forecaster: Any, fields: Tensor | np.ndarray, observation: Observation,
-                   generator: torch.Generator) -> Tensor:
+                   generator: torch.Generator, complete: Tensor | None = None) -> Tensor:
     """Encoded-observation errors ``(N, D)``: the standardised latent of a sparse, noisy
-    observation of each of ``fields`` ``(N, C, H, W)`` minus that of the complete field."""
+    observation of each of ``fields`` ``(N, C, H, W)`` minus that of the complete field
+    (``complete``: those latents if already computed)."""
     x = torch.as_tensor(np.asarray(fields), dtype=torch.float32)
     corrupted, observed = observation(x, generator)
-    return forecaster.encode(corrupted, observed) - forecaster.encode(x)
+    if complete is None:
+        complete = forecaster.encode(x)
+    return forecaster.encode(corrupted, observed) - complete
 
 
 @torch.no_grad()

@@ -4,6 +4,10 @@
 variable; the figure shows one validation day, its observation and each model's reconstruction
 of the complete day, with the centred latent cosine of the observation to the complete day.
 
+:class:`AssimilationExplorer` (notebook 10): pick the observed fraction, the noise level, the
+cycle day and the variable; the figure shows the truth, the observation and every scheme's
+analysis of that day from the cycled experiment.
+
 Widgets under a notebook executor. When a notebook runs without a front end (papermill,
 nbclient), output captured by a widget's ``Output`` makes the executor send the widget state
 back to the kernel, which can hang the run (nbclient issue 312, papermill issue 723). So
@@ -28,7 +32,7 @@ from geofusion.plotting import draw_latlon
 from geofusion.reconstruction_scores import SparsityEvaluation
 from geofusion.sparsity import MASK_KINDS
 
-__all__ = ["SparsityExplorer"]
+__all__ = ["SparsityExplorer", "AssimilationExplorer"]
 
 
 class SparsityExplorer:
@@ -159,6 +163,115 @@ class SparsityExplorer:
         """Display the controls, then draw the initial state in the cell output (module
         docstring: never inside the widget under an executor); returns the widget."""
         widget = self.controls(ratio, kind, noise, mode)
+        display(widget)
+        self.current = self.figure(**widget.kwargs)
+        plt.show()
+        return widget
+
+
+class AssimilationExplorer:
+    """One day of the cycled assimilation experiment: truth, observation and the analyses.
+
+    Chooses among the experiments that
+    :func:`geofusion.assimilation_experiment.run_assimilation_experiment` ran (observed
+    fraction x noise), so moving a control shows a cycle that was scored, not a new one.
+    Same display rule as :class:`SparsityExplorer` (initial state in the cell output).
+
+    Args:
+        results: :class:`geofusion.assimilation_experiment.AssimilationResults`.
+        schemes: the analyses to draw (default: every scheme but the free run).
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from types import SimpleNamespace
+        >>> import numpy as np
+        >>> r = SimpleNamespace(experiments=[(0.1, 0.1)], channels=["a"], units={"a": "K"},
+        ...     truth=np.zeros((2, 1, 4, 8)), observations=np.zeros((2, 1, 1, 4, 8)),
+        ...     observed=np.ones((2, 1, 4, 8), bool), analyses={"x": np.zeros((2, 1, 1, 4, 8))},
+        ...     mse={"x": np.ones((2, 1, 1))}, lat=np.linspace(-60, 60, 4),
+        ...     lon=np.arange(0, 360, 45), times=np.arange(2).astype("datetime64[D]"),
+        ...     synthetic=True, destandardise=lambda x: x,
+        ...     experiment=lambda f, s: 0)
+        >>> AssimilationExplorer(r).figure(0.1, 0.1, 1, "a")._suptitle.get_text()
+        '10% observed, noise std 0.1, day 1 (1970-01-02): assimilation explorer (synthetic)'
+    """
+
+    def __init__(self, results: Any, schemes: list[str] | None = None) -> None:
+        self.results = results
+        self.schemes = schemes if schemes is not None else \
+            [s for s in results.analyses if s != "free_run"]
+        unknown = [s for s in self.schemes if s not in results.analyses]
+        if unknown:
+            raise ValueError(f"unknown schemes {unknown}; the results hold "
+                             f"{list(results.analyses)}")
+        self.current: Figure | None = None
+        self._live = False
+
+    def title(self, fraction: float, noise: float, day: int) -> str:
+        date = str(self.results.times[day])[:10]
+        return (f"{fraction:.0%} observed, noise std {noise:g}, day {day} ({date}): "
+                "assimilation explorer" + (" (synthetic)" if self.results.synthetic else ""))
+
+    def figure(self, fraction: float, noise: float, day: int, mode: str) -> Figure:
+        """Truth, observation and each scheme's analysis of ``mode`` on cycle day ``day``,
+        physical units on the truth's colour scale, the day's RMSE in each title."""
+        r = self.results
+        if mode not in r.channels:
+            raise ValueError(f"mode must be one of {r.channels}, got {mode!r}")
+        if not 0 <= day < len(r.truth):
+            raise ValueError(f"day must lie in [0, {len(r.truth)}), got {day}")
+        e, c = r.experiment(fraction, noise), r.channels.index(mode)
+        truth = r.destandardise(r.truth[day])[c]
+        limits = {"vmin": float(truth.min()), "vmax": float(truth.max())}
+        observation = np.where(r.observed[day, e], r.destandardise(r.observations[day, e])[c],
+                               np.nan)
+        panels = [(truth, f"truth {mode}"), (observation, "observation")]
+        panels += [(r.destandardise(r.analyses[s][day, e])[c],
+                    f"{s}: RMSE {np.sqrt(r.mse[s][day, e, c]):.3g}") for s in self.schemes]
+        ncols = min(4, len(panels))
+        nrows = -(-len(panels) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.1 * nrows + 0.5),
+                                 layout="constrained", squeeze=False)
+        used = list(axes.flat)[:len(panels)]
+        for ax, (field, title) in zip(used, panels, strict=True):
+            mesh = draw_latlon(ax, field, r.lat, r.lon, title, **limits)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.remove()
+        fig.colorbar(mesh, ax=used, shrink=0.7, label=r.units.get(mode, ""))
+        fig.suptitle(self.title(fraction, noise, day))
+        return fig
+
+    def _redraw(self, fraction: float, noise: float, day: int, mode: str) -> None:
+        if not self._live:
+            return
+        if self.current is not None:
+            plt.close(self.current)
+        self.current = self.figure(fraction, noise, day, mode)
+        plt.show()
+
+    def controls(self, fraction: float, noise: float, day: int = 0,
+                 mode: str | None = None) -> widgets.interactive:
+        """Selection sliders over the experiments' observed fractions and noise levels, a day
+        slider and a variable drop-down; moving one redraws :meth:`figure`."""
+        r = self.results
+        fractions = sorted({f for f, _ in r.experiments})
+        noises = sorted({s for _, s in r.experiments})
+        self._live = False
+        widget = widgets.interactive(
+            self._redraw,
+            fraction=widgets.SelectionSlider(options=fractions, value=fraction,
+                                             description="observed"),
+            noise=widgets.SelectionSlider(options=noises, value=noise, description="noise std"),
+            day=widgets.IntSlider(value=day, min=0, max=len(r.truth) - 1, description="day"),
+            mode=widgets.Dropdown(options=r.channels, value=mode or r.channels[0],
+                                  description="mode"))
+        self._live = True
+        return widget
+
+    def show(self, fraction: float, noise: float, day: int = 0,
+             mode: str | None = None) -> widgets.interactive:
+        """Display the controls and draw the initial state in the cell output."""
+        widget = self.controls(fraction, noise, day, mode)
         display(widget)
         self.current = self.figure(**widget.kwargs)
         plt.show()

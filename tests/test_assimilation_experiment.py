@@ -1,0 +1,101 @@
+"""The cycling experiment of notebook 10 on a tiny hand-built dataset: shapes, bookkeeping,
+scores that equal their definitions, and the bounds the schemes must respect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from geofusion.assimilation_experiment import SCHEMES, run_assimilation_experiment
+from geofusion.data import VARIABLES, PreparedData
+from geofusion.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
+from geofusion.metrics import lat_weighted_rmse
+from geofusion.sparsity import correlated_noise
+
+C, H, W, D = 5, 4, 8, 6
+
+
+class _LinearMethod(nn.Module):
+    mask_channel = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(C * H * W, D)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def setting():
+    times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").to_numpy()
+    seasonal = np.sin(2 * np.pi * np.arange(len(times)) / 365.25)[:, None, None, None]
+    # spatially smooth anomalies (optimal interpolation fits their length scale)
+    weather = correlated_noise((len(times), C, H, W), 1.5, 0.3, torch.Generator().manual_seed(0))
+    fields = (seasonal + weather.numpy()).astype(np.float32)
+    prepared = PreparedData(fields[:900], fields[900:], times[:900], times[900:], VARIABLES,
+                            np.full(C, 10.0, np.float32), np.full(C, 2.0, np.float32),
+                            np.linspace(-67.5, 67.5, H), np.arange(W) * 45.0, 500, True)
+    method = _LinearMethod()
+    decoder = nn.Sequential(nn.Linear(D, C * H * W), nn.Unflatten(1, (C, H, W)))
+    forecaster = LatentForecaster(method, decoder, LatentSeq2Seq(D, 8),
+                                  LatentStandardiser(torch.zeros(D), torch.ones(D)), context=3)
+    forecaster.latents = {"train": forecaster.encode(prepared.train)}
+    results = run_assimilation_experiment(forecaster, prepared, [0.2, 0.9], [0.1], days=10,
+                                          n_stat_days=200, var_iterations=5, progress=False)
+    return prepared, results
+
+
+def test_every_scheme_is_scored_on_every_day_and_experiment(setting):
+    prepared, results = setting
+    assert list(results.analyses) == list(SCHEMES)
+    assert results.experiments == [(0.2, 0.1), (0.9, 0.1)]
+    for name in SCHEMES:
+        assert results.analyses[name].shape == (10, 2, C, H, W)
+        assert results.mse[name].shape == (10, 2, C)
+    # observations hit their observed fractions
+    np.testing.assert_allclose(results.observed.mean(axis=(0, 2, 3)), [0.2, 0.9], atol=0.02)
+    # scores are the lat-weighted RMSE of the analyses in physical units
+    e, name = 1, "latent_3dvar"
+    expected = lat_weighted_rmse(prepared.destandardise(results.analyses[name][:, e]),
+                                 prepared.destandardise(results.truth), prepared.lat)
+    np.testing.assert_allclose(np.sqrt(results.mse[name][:, e]), expected, rtol=1e-5)
+    assert len(results.costs) == 10
+
+
+def test_bounds_and_field_space_references(setting):
+    _, results = setting
+    # the free run never sees an observation: the same analysis in both experiments
+    np.testing.assert_allclose(results.analyses["free_run"][:, 0],
+                               results.analyses["free_run"][:, 1])
+    # the climatology is the same in every experiment, OI improves on it with dense data
+    table = results.table()
+    mean = table.groupby(["scheme", "observed_fraction"]).rmse.mean()
+    assert mean["optimal_interpolation", 0.9] < mean["climatology", 0.9]
+    assert (table.low <= table.rmse + 1e-9).all() and (table.rmse <= table.high + 1e-9).all()
+
+
+def test_scorecard_section_follows_the_schema(setting):
+    _, results = setting
+    card = results.scorecard(0.1)
+    assert set(card) == {"assimilation", "intervals"}
+    assert set(card["assimilation"]) == set(SCHEMES)
+    assert set(card["assimilation"]["latent_blend"]) == {"0.2", "0.9"}
+    entry = card["assimilation"]["latent_blend"]["0.9"]
+    assert set(entry) == set(VARIABLES)
+    low, high = card["intervals"]["assimilation"]["latent_blend"]["0.9"]["geopotential"]
+    assert low <= entry["geopotential"] <= high
+    with pytest.raises(ValueError, match="no experiment"):
+        results.experiment(0.5, 0.1)
+
+
+def test_bad_settings_are_refused(setting):
+    prepared, results = setting
+    with pytest.raises(ValueError, match="observed fractions"):
+        run_assimilation_experiment(None, prepared, [0.0], [0.1])
+    with pytest.raises(ValueError, match="validation days"):
+        run_assimilation_experiment(None, prepared, [0.5], [0.1], days=10_000)

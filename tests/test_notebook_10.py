@@ -1,0 +1,38 @@
+"""notebooks/10_assimilation.ipynb cycles every scheme with tiny models on one synthetic year."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+SCHEMES = ["free_run", "encode_only", "latent_3dvar", "latent_blend", "optimal_interpolation",
+           "climatology"]
+
+
+@pytest.mark.notebook
+def test_notebook_10_cycles_latent_assimilation(run_notebook, tmp_path):
+    run_notebook(
+        "10_assimilation.ipynb", start="2000-01-01", end="2000-12-31", batch_size=32, width=4,
+        latent_dim=16, proj_dim=8, encoder_epochs=1, decoder_epochs=1, decoder_width=2,
+        context=10, lstm_hidden=16, forecast_epochs=1, forecast_batch_size=32, cycle_days=12,
+        observed_fractions=[0.1, 0.5], obs_noise_stds=[0.1], b_rank=2, var_iterations=3,
+        n_stat_days=64, show_fraction=0.1, show_noise=0.1)
+    results = json.loads((tmp_path / "runs" / "results" / "10_assimilation.json").read_text())
+    assert results["synthetic"] is True and results["minimiser_monotone"] is True
+    card = results["scorecard"]["assimilation"]
+    assert set(card) == set(SCHEMES)
+    for scheme in SCHEMES:
+        assert set(card[scheme]) == {"0.1", "0.5"}
+        for fraction, row in card[scheme].items():
+            assert all(math.isfinite(v) and v > 0 for v in row.values()), (scheme, fraction)
+            bounds = results["scorecard"]["intervals"]["assimilation"][scheme][fraction]
+            for variable, value in row.items():
+                low, high = bounds[variable]
+                assert low <= value <= high
+    # physical units: kelvin and m^2 s^-2, not standardised values
+    assert 0.5 < card["climatology"]["0.1"]["2m_temperature"] < 30
+    assert card["climatology"]["0.1"]["geopotential"] > 50
+    # the free run ignores the observations: identical in both observing systems
+    assert card["free_run"]["0.1"] == card["free_run"]["0.5"]
