@@ -99,6 +99,23 @@ _DECODER = {
 }
 
 
+def _assimilation(forecast: dict[str, Any], **own: Any) -> dict[str, Any]:
+    """Notebook 10 asks for the sparse-view model, frozen decoder and LSTM of notebook 08 with
+    08's settings (so they are loaded, not retrained), without 08's own evaluation keys."""
+    skip = {"ae_epochs", "ae_lr", "n_eval_days", "max_lead"}
+    return {**{k: v for k, v in forecast.items() if k not in skip}, **own}
+
+
+_FORECAST = {
+    "quick": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"], "n_decoder_days": 512,
+              "context": 30, "lstm_hidden": 128, "forecast_epochs": 2, "n_eval_days": 180,
+              "max_lead": 7},
+    "full": {**_BASE["full"], **_SPARSE, **_DECODER["full"], "n_decoder_days": None,
+             "context": 30, "lstm_hidden": 512, "forecast_epochs": 50, "n_eval_days": None,
+             "max_lead": 10},
+}
+
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
@@ -112,9 +129,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                         "n_decoder_days": 512, "n_eval_days": 64},
         "07_decoder": {**_BASE["quick"], **_DECODER["quick"], "joint_epochs": 3,
                        "joint_lr": 1e-3, "n_train_days": 512, "n_eval": 256},
-        "08_forecasting": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"],
-                           "n_decoder_days": 512, "context": 30, "lstm_hidden": 128,
-                           "forecast_epochs": 2, "n_eval_days": 180, "max_lead": 7},
+        "08_forecasting": _FORECAST["quick"],
+        "10_assimilation": _assimilation(_FORECAST["quick"], cycle_days=60,
+                                         observed_fractions=[0.02, 0.1, 0.5],
+                                         obs_noise_stds=[0.1, 0.5], b_rank=10,
+                                         var_iterations=20, n_stat_days=512),
     },
     "full": {
         "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
@@ -130,15 +149,17 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                         "n_decoder_days": None, "n_eval_days": 512},
         "07_decoder": {**_BASE["full"], **_DECODER["full"], "joint_epochs": 100,
                        "joint_lr": 1e-3, "n_train_days": None, "n_eval": None},
-        "08_forecasting": {**_BASE["full"], **_SPARSE, **_DECODER["full"],
-                           "n_decoder_days": None, "context": 30, "lstm_hidden": 512,
-                           "forecast_epochs": 50, "n_eval_days": None, "max_lead": 10},
+        "08_forecasting": _FORECAST["full"],
         "09_fusion": {"epochs": 100, "batch_size": 128, "width": 64, "mode_width": 32,
                       "token_dim": 256, "latent_dim": 1000, "proj_dim": 128,
                       "proj_hidden_dim": 1024, "n_train_days": None, "n_eval": 2048,
                       "decoder_epochs": 30, "decoder_width": 64, "context": 30,
                       "lstm_hidden": 512, "forecast_epochs": 50, "forecast_lr": 1e-3,
                       "forecast_train_days": None},
+        "10_assimilation": _assimilation(_FORECAST["full"], cycle_days=365,
+                                         observed_fractions=[0.02, 0.1, 0.5],
+                                         obs_noise_stds=[0.1, 0.5], b_rank=50,
+                                         var_iterations=50, n_stat_days=4096),
     },
 }
 
