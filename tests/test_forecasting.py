@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geofusion import metrics
+from geofusion.baselines import climatology, day_of_year
 from geofusion.data import PreparedData
 from geofusion.forecast_scores import (
     climatology_source,
@@ -22,7 +23,6 @@ from geofusion.forecasting import (
     LatentSeq2Seq,
     LatentStandardiser,
     LatentWindowDataset,
-    climatology,
     encode_series,
     fit_latent_forecaster,
     make_windows,
@@ -307,7 +307,6 @@ def test_score_forecasts_intervals_are_the_block_bootstrap_of_the_per_day_scores
 
 
 def day_of_year_index(times):
-    from geofusion.forecasting import day_of_year
     return day_of_year(times) - 1
 
 

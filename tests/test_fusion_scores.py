@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from geofusion import fusion_scores, metrics
+from geofusion.baselines import climatology
 from geofusion.data import PreparedData
-from geofusion.forecasting import climatology
 
 matplotlib.use("Agg")
 CHANNELS = ("2m_temperature", "geopotential")

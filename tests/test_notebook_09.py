@@ -23,7 +23,8 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "09_fusion.json").read_text())
     expected = [*SCHEMES, "late_cross_attention+dropout", "late_concat+mode_group"]
-    assert sorted(results["summary"]) == sorted([*expected, "persistence"])
+    baseline_rows = ["persistence", "damped persistence", "linear regression"]
+    assert sorted(results["summary"]) == sorted([*expected, *baseline_rows])
     for name in expected:
         assert (runs / "09_fusion" / name / "checkpoint.pt").exists()
         assert (runs / "09_fusion" / name / "decoder" / "checkpoint.pt").exists()
@@ -60,7 +61,7 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     first, last = (np.datetime64(day) for day in forecast["lstm_train_days"])
     assert (last - first).astype(int) == 119
     ceilings = [f"{name} (decoder ceiling)" for name in expected]
-    assert set(forecast["rmse"]) == {*expected, *ceilings, "persistence", "climatology"}
+    assert set(forecast["rmse"]) == {*expected, *ceilings, *baseline_rows, "climatology"}
     for name, row in forecast["rmse"].items():
         assert set(row) == set(results["rmse"]["training mean"])  # every variable, with its unit
         for unit, (low, high) in results["intervals"]["forecast_rmse"][name].items():

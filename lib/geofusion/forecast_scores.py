@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from geofusion.baselines import day_of_year
 from geofusion.bootstrap import DEFAULT_BLOCK, DEFAULT_RESAMPLES, bootstrap_acc, bootstrap_rmse
-from geofusion.forecasting import ForecastSource, LatentForecaster, day_of_year
+from geofusion.forecasting import ForecastSource, LatentForecaster
 from geofusion.metrics import lat_weighted_acc, lat_weighted_mse
 from geofusion.sparsity import make_mask
 
@@ -65,8 +66,9 @@ def persistence_source(fields: np.ndarray | Tensor) -> ForecastSource:
 
 
 def climatology_source(climatology: np.ndarray | Tensor, times: Any) -> ForecastSource:
-    """Day-of-year climatology (:func:`climatology`, same units as the fields) as a forecast
-    source on the series whose days are ``times``: the climatology of each verification day."""
+    """Day-of-year climatology (:func:`geofusion.baselines.training_climatology`, same units
+    as the fields) as a forecast source on the series whose days are ``times``: the
+    climatology of each verification day."""
     clim = _as_float_tensor(climatology)
     doy = day_of_year(times) - 1
 
@@ -97,8 +99,8 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
         fields: ``(T, C, H, W)`` standardised evaluation series (e.g. ``prepared.valid``).
         times: ``(T,)`` datetime64 of ``fields``.
         lat: ``(H,)`` degrees ascending.
-        climatology: ``(366, C, H, W)`` standardised (:func:`climatology` of the training
-            days), the reference of the anomalies.
+        climatology: ``(366, C, H, W)`` standardised
+            (:func:`geofusion.baselines.training_climatology`), the reference of the anomalies.
         to_physical: standardised ``(..., C, H, W)`` tensor -> physical units
             (``prepared.destandardise``).
         channels: the ``C`` variable names.

@@ -5,8 +5,8 @@ Every encoder is evaluated on its own inference view (``method.embed``, through
 :func:`geofusion.fusion_methods.missing_mode_robustness`), every RMSE is latitude-weighted in
 physical units with a 95 % block bootstrap over validation days (:mod:`geofusion.bootstrap`),
 and the reference called *climatology* is always the day-of-year climatology of the training
-years (:func:`geofusion.forecasting.climatology`); the training mean appears only under its own
-name.
+years (:func:`geofusion.baselines.training_climatology`); the training mean appears only under
+its own name.
 
 - :func:`fusion_runs`, :func:`train_fusion_methods`: the schemes to train and their training.
 - :func:`train_frozen_decoders`, :func:`reconstruction_scores`: a decoder on each frozen
@@ -37,11 +37,12 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
+from geofusion.baselines import climatology_forecast
 from geofusion.bootstrap import bootstrap_rmse
 from geofusion.data import FieldDataset, load, prepare
 from geofusion.decoders import FrozenEncoderDecoder, reconstruct
 from geofusion.evaluation import embed
-from geofusion.forecasting import LatentForecaster, climatology_forecast, fit_latent_forecaster
+from geofusion.forecasting import LatentForecaster, fit_latent_forecaster
 from geofusion.fusion_encoders import parse_scheme
 from geofusion.fusion_methods import build_fusion_method, missing_mode_robustness
 from geofusion.metrics import lat_weighted_mse, lat_weighted_rmse
