@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import doctest
+import json
+import os
+import time
 
 import nbformat
 import pytest
@@ -25,8 +28,8 @@ def notebooks(tmp_path, monkeypatch):
     directory = tmp_path / "notebooks"
     directory.mkdir()
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", directory)
-    monkeypatch.setattr(pipeline, "PROFILES", {"tiny": {"common": {"data_path": None},
-                                                        "01_ok": {"x": 2}}})
+    monkeypatch.setattr(pipeline, "PROFILES", {"tiny": {
+        "common": {"data_path": None, "run_dir": str(tmp_path / "runs")}, "01_ok": {"x": 2}}})
     return directory
 
 
@@ -64,14 +67,31 @@ def test_pipeline_renders_notebooks_and_index(notebooks, tmp_path, capfd):
     the kernel's TCP warning is gone (issue 10) while what a kernel writes to its stderr still
     reaches the terminal."""
     write_notebook(notebooks / "01_ok.ipynb", "print('x is', x, 'and y is', repr(y))",
-                   "import os; os.write(2, b'a real kernel complaint\\n')")
+                   "import os; os.write(2, b'a real kernel complaint\\n')",
+                   "from geofusion.results import save_results\n"
+                   "save_results(run_dir, '01_ok', {'scorecard': {'climatology_rmse': "
+                   "{'2m_temperature': 2.0 + x}, 'intervals': {'climatology_rmse': "
+                   "{'2m_temperature': [3.5, 4.5]}}}})")
     status = pipeline.main(["run", "01", "--profile", "tiny", "--set", "y=None",
                             "--output-dir", str(tmp_path / "reports")])
     assert status == 0
     html = (tmp_path / "reports" / "01_ok.html").read_text()
     assert "x is 2 and y is None" in html  # profile parameter and Python None arrived
     index = (tmp_path / "reports" / "index.html").read_text()
-    assert "01_ok.html" in index and "synthetic" in index and "git commit" in index
+    assert "01_ok.html" in index and "git commit" in index
+    assert '<code id="profile">tiny</code>' in index
+    assert 'id="synthetic" data-synthetic="true"' in index and 'id="commit"' in index
+    assert 'id="machine"' in index
+    # The scorecard: the notebook's section merged with the pipeline's provenance, shown first.
+    card = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert card["climatology_rmse"] == {"2m_temperature": 4.0}
+    assert card["intervals"] == {"climatology_rmse": {"2m_temperature": [3.5, 4.5]}}
+    assert (card["profile"], card["synthetic"], card["overrides"]) == ("tiny", True,
+                                                                      {"y": None})
+    assert card["commit"] == pipeline.git_commit() and list(card["notebooks"]) == ["01_ok"]
+    assert {"torch", "cuda", "cudnn", "deterministic_algorithms"} <= set(card["environment"])
+    assert index.index('id="scorecard"') < index.index('id="notebooks"')
+    assert "<td>4 [3.5, 4.5]</td>" in index
     err = capfd.readouterr().err
     assert "a real kernel complaint" in err
     assert "without encryption" not in err
@@ -205,3 +225,50 @@ def test_later_notebooks_request_the_models_notebooks_02_03_and_06_train(profile
                    "both_views")
     assert {k: get("06_sparsity")[k] for k in sparse_keys} == \
         {k: get("08_forecasting")[k] for k in sparse_keys}
+
+
+def test_the_scorecard_merges_results_written_during_this_run_only(tmp_path):
+    from geofusion.results import save_results
+
+    run_dir = tmp_path / "runs"
+    started = time.time()
+    save_results(run_dir, "06_a", {"scorecard": {"climatology_rmse": {"geopotential": 300.0},
+                                                  "reconstruction_rmse": {"autoencoder": {
+                                                      "0": {"geopotential": 120.0}}}}})
+    save_results(run_dir, "08_b", {"other": 1, "scorecard": {
+        "climatology_rmse": {"geopotential": 305.0},
+        "forecast_rmse": {"autoencoder": {"1": {"geopotential": 280.0}}}}})
+    save_results(run_dir, "07_stale", {"scorecard": {"table_3_1": {"x": {}}}})
+    stale = run_dir / "results" / "07_stale.json"
+    os.utime(stale, (started - 3600, started - 3600))
+    save_results(run_dir, "09_failed", {"scorecard": {"table_3_1": {"y": {}}}})
+    params = {"run_dir": str(run_dir), "data_path": "era5.zarr", "device": "cpu"}
+    runs = [pipeline.NotebookRun("06_a", params, 5.0, "ok", started=started - 1),
+            pipeline.NotebookRun("07_stale", params, 5.0, "ok", started=started - 1),
+            pipeline.NotebookRun("08_b", params, 5.0, "ok", started=started - 1),
+            pipeline.NotebookRun("09_failed", params, 5.0, "failed", started=started - 1)]
+    card, notes = pipeline.build_scorecard(runs, "full", 20.0)
+    assert card["climatology_rmse"] == {"geopotential": 300.0}  # 06 first, 08 conflicts
+    assert card["forecast_rmse"]["autoencoder"]["1"] == {"geopotential": 280.0}
+    assert "table_3_1" not in card  # stale and failed notebooks contribute nothing
+    assert (card["synthetic"], card["seconds"], list(card["notebooks"])) == (
+        False, 20.0, ["06_a", "08_b"])
+    assert any("07_stale" in n and "predates this run" in n for n in notes)
+    assert any("06_a gives 300.0, 08_b gives 305.0" in n for n in notes)
+    html = pipeline.scorecard_tables_html(card)
+    assert '<table id="scorecard-reconstruction_rmse">' in html
+    assert "<tr><th>autoencoder / 0</th><td>120</td></tr>" in html
+    assert "geopotential (m^2 s^-2)" in html
+
+
+def test_a_scorecard_breaking_the_schema_fails_the_run_naming_the_notebook(notebooks,
+                                                                           tmp_path):
+    from geofusion.results import save_results
+
+    run = pipeline.NotebookRun("01_ok", {"run_dir": str(tmp_path / "runs")}, 1.0, "ok",
+                               started=time.time() - 1)
+    save_results(tmp_path / "runs", "01_ok", {"scorecard": {"forecast_rmse": {"m": {"d1": {}}}}})
+    with pytest.raises(pipeline.PipelineError, match=r"01_ok: scorecard\['forecast_rmse'\]"):
+        pipeline._finish([run], "tiny", tmp_path, 1.0, None)
+    assert "scorecard invalid" in (tmp_path / "index.html").read_text()
+    assert not (tmp_path / "results.json").exists()

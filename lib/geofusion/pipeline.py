@@ -55,6 +55,16 @@ from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from traitlets import default
 
+from geofusion import reproducibility
+from geofusion.results import (
+    SCORECARD_SECTIONS,
+    ScorecardError,
+    merge_scorecards,
+    missing_entries,
+    validate_scorecard,
+    write_scorecard,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
@@ -187,6 +197,7 @@ class NotebookRun:
     status: str = "not run"
     error: str = ""
     outputs: list[str] = field(default_factory=list)
+    started: float = 0.0  # wall-clock time.time() when the notebook started
 
 
 def _as_prefix(text: str) -> str:
@@ -439,7 +450,7 @@ def execute(name: str, parameters: dict[str, Any], output_dir: Path,
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     out_ipynb = output_dir / f"{name}.ipynb"
-    run = NotebookRun(name, parameters)
+    run = NotebookRun(name, parameters, started=time.time())
     tic = time.perf_counter()
     os.environ["GEOFUSION_PLAIN_PROGRESS"] = "1"
     try:
@@ -492,8 +503,126 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty.strip() else "")
 
 
-def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float) -> Path:
-    """Write ``index.html`` linking every executed notebook with the run's provenance."""
+def _results_path(run: NotebookRun) -> Path:
+    return REPO / str(run.parameters.get("run_dir", "runs")) / "results" / f"{run.name}.json"
+
+
+def build_scorecard(runs: list[NotebookRun], profile: str, seconds: float,
+                    overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The run's scorecard: the ``scorecard`` sections of every notebook that ran to the end
+    and wrote ``<run_dir>/results/<name>.json`` during this run, deep-merged in run order
+    (:func:`geofusion.results.merge_scorecards`; on a conflict the earlier notebook wins and
+    the conflict is returned), with the pipeline's provenance keys. Validated.
+
+    A results file older than the notebook's start (left by an earlier run) is not used.
+
+    Returns:
+        ``(scorecard, notes)``: notes name conflicts and stale or missing results files.
+    """
+    parts, notes, contributors = [], [], {}
+    for run in runs:
+        if run.status != "ok":
+            continue
+        path = _results_path(run)
+        if not path.exists():
+            continue
+        if path.stat().st_mtime < run.started - 1.0:  # 1 s: coarse file-system clocks
+            notes.append(f"{run.name}: {path} predates this run; not in the scorecard")
+            continue
+        results = json.loads(path.read_text())
+        if "scorecard" in results:
+            parts.append((run.name, results["scorecard"]))
+            contributors[run.name] = round(run.seconds, 1)
+    merged, conflicts = merge_scorecards(parts)
+    device = next((r.parameters.get("device") for r in runs), None)
+    environment = reproducibility.describe(device if device in ("cpu", "cuda") else None)
+    data_path = runs[0].parameters.get("data_path") if runs else None
+    card = {"profile": profile, "synthetic": data_path is None, "commit": git_commit(),
+            "seconds": round(seconds, 1), "environment": environment,
+            "notebooks": contributors, "overrides": dict(overrides or {}), **merged}
+    return validate_scorecard(card), notes + conflicts
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _leaf_rows(tree: Any, depth: int, path: tuple[str, ...] = ()
+               ) -> list[tuple[tuple[str, ...], Any]]:
+    """(path, leaf) pairs of a section; a null subtree is one leaf (does not apply)."""
+    if isinstance(tree, dict) and (depth != 0 or tree):
+        return [row for key, child in tree.items()
+                for row in _leaf_rows(child, depth - 1, (*path, key))]
+    return [(path, tree)]
+
+
+def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def scorecard_tables_html(card: dict[str, Any]) -> str:
+    """The scorecard's sections as HTML tables (rows: the outer keys; columns: variables or
+    figures), each value with its 95 % interval as ``value [low, high]`` where one exists.
+
+    Example:
+        >>> html = scorecard_tables_html({"climatology_rmse": {"2m_temperature": 2.81},
+        ...     "intervals": {"climatology_rmse": {"2m_temperature": [2.7, 2.93]}}})
+        >>> "2.81 [2.7, 2.93]" in html and 'id="scorecard-climatology_rmse"' in html
+        True
+    """
+    from geofusion.data import UNITS
+
+    parts = []
+    for section, levels in SCORECARD_SECTIONS.items():
+        tree = card.get(section)
+        if not tree:
+            continue
+        intervals = (card.get("intervals") or {}).get(section)
+        # Rows are the levels above the last, columns the last (ablations: one column).
+        depth = len(levels) if levels else -1
+        rows: dict[tuple[str, ...], dict[str, str]] = {}
+        columns: list[str] = []
+        for path, value in _leaf_rows(tree, depth):
+            if len(path) < max(len(levels), 1):  # a null model: does not apply
+                rows.setdefault(path, {})
+                continue
+            row, column = (path[:-1], path[-1]) if levels else (path, "value")
+            if column not in columns:
+                columns.append(column)
+            text = _number(value)
+            interval = _lookup(intervals, path)
+            if isinstance(interval, list) and None not in interval:
+                text += f" [{_number(interval[0])}, {_number(interval[1])}]"
+            rows.setdefault(row, {})[column] = text
+        head = "".join(f"<th>{html.escape(c)}"
+                       + (f" ({html.escape(UNITS[c])})" if c in UNITS else "") + "</th>"
+                       for c in columns)
+        label = " / ".join(levels[:-1]) if len(levels) > 1 else ("entry" if not levels else "")
+        body = "".join(
+            f"<tr><th>{html.escape(' / '.join(row)) or section}</th>"
+            + ("".join(f"<td>{cells.get(c, '—')}</td>" for c in columns) if cells
+               else f'<td colspan="{len(columns)}">does not apply</td>') + "</tr>"
+            for row, cells in rows.items())
+        parts.append(f'<h3>{section}</h3><table id="scorecard-{section}">'
+                     f"<tr><th>{html.escape(label)}</th>{head}</tr>{body}</table>")
+    return "\n".join(parts)
+
+
+def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float,
+                scorecard: dict[str, Any] | None = None, notes: list[str] | None = None
+                ) -> Path:
+    """Write ``index.html``: the scorecard as tables first, then every executed notebook with
+    the run's provenance.
+
+    Elements a browser test can find: ``#profile`` (the profile name), ``#commit`` (git
+    commit), ``#machine`` (a list of host, CPUs, versions, GPU), ``#synthetic`` (with
+    ``data-synthetic="true"`` or ``"false"``), ``#scorecard`` (the section holding one
+    ``table#scorecard-<section>`` per scorecard section), ``#notebooks`` (the run table).
+    """
     from geofusion.io import atomic_write_text
 
     common = PROFILES[profile]["common"] if profile in PROFILES else {}
@@ -509,24 +638,56 @@ def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds
                     f"<td><code>{html.escape(json.dumps(own))}</code></td>"
                     f"<td>{html.escape(run.error)}</td></tr>")
     machine = "".join(f"<li>{k}: {html.escape(v)}</li>" for k, v in machine_description().items())
+    if scorecard is None:
+        card_html = "<p>No scorecard: no notebook of this run wrote one.</p>"
+    else:
+        missing = missing_entries(scorecard)
+        card_html = (
+            '<p><a href="results.json">results.json</a> (schema in the README); RMSE in '
+            "physical units, 95 % block-bootstrap intervals as [low, high] where computed; "
+            "— where a value does not apply.</p>" + scorecard_tables_html(scorecard)
+            + (f"<p>Not in this scorecard: {html.escape(', '.join(missing))}.</p>"
+               if missing else ""))
+    if notes:
+        card_html += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+    seeds = ('<p><a href="seeds.html">Seed spread of the scorecard</a> '
+             "(<code>python -m geofusion.pipeline seeds</code>).</p>"
+             if (output_dir / "seeds.html").exists() else "")
+    synthetic = "true" if data is None else "false"
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>geofusion reports ({profile})</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
 td,th{{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>
-<body><h1>geofusion reports — profile <code>{profile}</code></h1>
-<p><b>Data:</b> {html.escape(data_label)}</p>
+<body><h1>geofusion reports — profile <code id="profile">{html.escape(profile)}</code></h1>
+<p id="synthetic" data-synthetic="{synthetic}"><b>Data:</b> {html.escape(data_label)}</p>
 <p>Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, git commit
-<code>{git_commit()}</code>, total {seconds / 60:.1f} min.</p>
+<code id="commit">{html.escape(git_commit())}</code>, total {seconds / 60:.1f} min.</p>
+<section id="scorecard"><h2>Scorecard</h2>{card_html}{seeds}</section>
 <h2>Notebooks</h2>
-<table><tr><th>notebook</th><th>status</th><th>time</th><th>own parameters</th>
+<table id="notebooks"><tr><th>notebook</th><th>status</th><th>time</th><th>own parameters</th>
 <th>error</th></tr>{''.join(rows)}</table>
 <h2>Common parameters</h2><pre>{html.escape(json.dumps(common, indent=2))}</pre>
-<h2>Machine</h2><ul>{machine}</ul>
+<h2>Machine</h2><ul id="machine">{machine}</ul>
 </body></html>
 """
     path = output_dir / "index.html"
     atomic_write_text(path, page)
     return path
+
+
+def _finish(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float,
+            overrides: dict[str, Any] | None) -> Path:
+    """Write ``results.json`` (the scorecard) and ``index.html`` after a run, ok or failed."""
+    try:
+        scorecard, notes = build_scorecard(runs, profile, seconds, overrides)
+    except ScorecardError as error:
+        write_index(runs, profile, output_dir, seconds, None, [f"scorecard invalid: {error}"])
+        raise PipelineError(f"a notebook wrote a scorecard that breaks the schema: {error}; "
+                            f"fix its save_results(..., scorecard=...) call") from error
+    for note in notes:
+        print(f"[geofusion] scorecard: {note}", file=sys.stderr, flush=True)
+    write_scorecard(output_dir / "results.json", scorecard)
+    return write_index(runs, profile, output_dir, seconds, scorecard, notes)
 
 
 def _report_partial_overrides(names: list[str], overrides: dict[str, Any]) -> None:
@@ -567,10 +728,11 @@ def run_pipeline(profile: str = "quick", only: list[str] | None = None,
         runs[-1].status, runs[-1].error = "failed", str(error)
         if (output_dir / f"{runs[-1].name}.html").exists():
             runs[-1].outputs = [f"{runs[-1].name}.html"]
-        write_index(runs, profile, output_dir, time.perf_counter() - tic)
+        _finish(runs, profile, output_dir, time.perf_counter() - tic, overrides)
         raise
-    index = write_index(runs, profile, output_dir, time.perf_counter() - tic)
-    print(f"[geofusion] reports written; open {index}", flush=True)
+    index = _finish(runs, profile, output_dir, time.perf_counter() - tic, overrides)
+    print(f"[geofusion] reports and {output_dir / 'results.json'} written; open {index}",
+          flush=True)
     return runs
 
 
