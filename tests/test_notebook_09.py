@@ -76,6 +76,12 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
         assert math.isfinite(forecast["lstm_skill_ratio"][name])
         ratio = results["summary"][name]["forecast RMSE / climatology (1 day)"]
         assert math.isfinite(ratio) and ratio > 0
+        # Against the best of the four baselines, variable by variable, then averaged.
+        versus_best = [forecast["rmse"][name][v] / min(forecast["rmse"][b][v] for b in
+                                                       [*baseline_rows, "climatology"])
+                       for v in forecast["rmse"][name]]
+        assert results["summary"][name]["forecast RMSE / best baseline (1 day)"] == \
+            pytest.approx(np.mean(versus_best))
     # Physical units: a 1-day 2 m temperature forecast is off by kelvins, not standardised units,
     # and persistence beats the climatology one day ahead.
     t2m = {name: row["2m_temperature [K]"] for name, row in forecast["rmse"].items()}
