@@ -18,7 +18,7 @@ from geofusion.baselines import (
     climatology_forecast,
     damped_persistence_source,
     day_of_year,
-    estimate_length_scale_km,
+    estimate_background_correlation,
     fit_damped_persistence,
     fit_linear_regression,
     fit_optimal_interpolation,
@@ -357,10 +357,11 @@ def oi_setting():
 def test_oi_estimates_background_statistics_from_training_anomalies(oi_setting):
     prepared, oi, std = oi_setting
     np.testing.assert_allclose(oi.length_scale_km, 2500.0, rtol=0.1)
+    np.testing.assert_allclose(oi.correlated_fraction, 1.0, atol=0.05)  # no sub-grid part
     np.testing.assert_allclose(oi.background_std, np.broadcast_to(std, (2, *GRID)), rtol=0.1)
     assert_same_fit(oi, fit_optimal_interpolation(perturb_valid(prepared), 0.3, 1.0,
                                                   window=61))
-    np.testing.assert_allclose(oi.observation_covariance(),
+    np.testing.assert_allclose(oi.observation_covariance(0),
                                correlated_noise_covariance(GRID, 1.0, 0.3).numpy())
 
 
@@ -383,9 +384,8 @@ def test_oi_matches_dense_solve_and_beats_the_background(oi_setting):
     mask[1] = mask[0]  # two days share their observed points (one factorisation)
     analysis = oi.analyse(y, mask, times)
     xb = oi.background(times).astype(np.float64)
-    r = oi.observation_covariance()
     for c in range(2):
-        b = oi.background_covariance(c)
+        b, r = oi.background_covariance(c), oi.observation_covariance(c)
         for t in range(n):
             h = np.eye(GRID[0] * GRID[1])[mask[t].reshape(-1)]
             innov = h @ (y[t, c] - xb[t, c]).reshape(-1)
@@ -405,12 +405,39 @@ def test_oi_reproduces_perfect_dense_observations(oi_setting):
     np.testing.assert_allclose(out, truth, atol=2e-3)
 
 
-def test_length_scale_estimator_and_errors():
+def test_background_correlation_estimator_finds_length_and_subgrid_share():
     std = np.ones(GRID)
-    fields = gaussian_fields(2000, std, 1500.0, seed=5)
-    assert estimate_length_scale_km(fields, LAT8, LON16) == pytest.approx(1500.0, rel=0.1)
+    smooth = gaussian_fields(2000, std, 1500.0, seed=5)
+    white = np.random.default_rng(6).normal(size=smooth.shape)
+    # 70 % of the variance Gaussian-correlated, 30 % uncorrelated between grid points.
+    fields = np.sqrt(0.7) * smooth + np.sqrt(0.3) * white
+    length, share = estimate_background_correlation(fields, LAT8, LON16)
+    assert length == pytest.approx(1500.0, rel=0.1)
+    assert share == pytest.approx(0.7, abs=0.05)
     with pytest.raises(ValueError, match="N, H, W"):
-        estimate_length_scale_km(fields[0], LAT8, LON16)
+        estimate_background_correlation(fields[0], LAT8, LON16)
     with pytest.raises(ValueError, match="noise_std"):
         fit_optimal_interpolation(make_prepared(fields[:, None], np.arange(
             "2001-01-01", 2000, dtype="datetime64[D]"), 1000, LAT8, LON16), -1.0, 1.0)
+
+
+def test_oi_keeps_subgrid_signal_of_dense_observations():
+    # Anomalies with 30 % of their variance uncorrelated between grid points, observed
+    # everywhere with smooth noise of std 0.1: the analysis must be at least as good as the
+    # observations. With a pure Gaussian B (c = 1) it smooths the sub-grid part away.
+    days = 3 * 365
+    smooth = gaussian_fields(days, np.ones(GRID), 2000.0, seed=7)
+    white = np.random.default_rng(8).normal(size=smooth.shape)
+    anomalies = (np.sqrt(0.7) * smooth + np.sqrt(0.3) * white)[:, None]
+    times = np.arange("2001-01-01", days, dtype="datetime64[D]")
+    prepared = make_prepared(anomalies.astype(np.float32), times, 2 * 365, LAT8, LON16)
+    oi = fit_optimal_interpolation(prepared, noise_std=0.1, noise_length=1.0, window=61)
+    truth = prepared.valid[:8].astype(np.float64)
+    noise = correlated_noise(truth.shape, 1.0, 0.1, torch.Generator().manual_seed(1)).numpy()
+    y = truth + noise
+    rmse = lambda x: float(np.sqrt(np.mean((x - truth) ** 2)))  # noqa: E731
+    analysis = oi.analyse(y, np.ones(GRID, bool), prepared.valid_times[:8])
+    assert rmse(analysis) <= rmse(y)
+    gaussian_only = dataclasses.replace(oi, correlated_fraction=np.ones(1))
+    smoothed = gaussian_only.analyse(y, np.ones(GRID, bool), prepared.valid_times[:8])
+    assert rmse(smoothed) > 1.5 * rmse(analysis)

@@ -50,13 +50,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from geofusion.sparsity import correlated_noise_covariance
+
 __all__ = [
     "day_of_year", "climatology", "climatology_forecast", "persistence_forecast",
     "training_climatology",
     "DampedPersistence", "fit_damped_persistence", "damped_persistence_source",
     "LinearRegressionForecast", "fit_linear_regression", "linear_regression_source",
     "OptimalInterpolation", "fit_optimal_interpolation", "chordal_distance_km",
-    "estimate_length_scale_km",
+    "estimate_background_correlation",
 ]
 
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG), as geofusion.sparsity
@@ -640,17 +642,20 @@ def _lag_correlations(a: np.ndarray, lat: np.ndarray, lon: np.ndarray, max_lag: 
     return np.concatenate(corr), np.concatenate(dist)
 
 
-def estimate_length_scale_km(anomalies: Any, lat: Any, lon: Any, max_lag: int = 2,
-                             min_correlation: float = 0.1) -> float:
-    """Length scale ``L`` (km) of a Gaussian correlation ``exp(-d^2 / 2L^2)`` fitted to the
-    spatial correlations of ``anomalies`` ``(N, H, W)`` (one variable).
+def estimate_background_correlation(anomalies: Any, lat: Any, lon: Any, max_lag: int = 2,
+                                    min_correlation: float = 0.1) -> tuple[float, float]:
+    """Gaussian correlation with a nugget, ``rho(d) = c exp(-d^2 / 2L^2)`` for ``d > 0``
+    (``rho(0) = 1``), fitted to the spatial correlations of ``anomalies`` ``(N, H, W)`` (one
+    variable). Returns ``(L in km, c)``.
 
     The correlation between every pair of grid points up to ``max_lag`` rows and columns
     apart (uncentred, over the ``N`` days: anomalies have mean ~0) is computed with its
     chordal distance ``d``; pairs with correlation above ``min_correlation`` (below it the
     logarithm is dominated by noise and by the non-Gaussian tail) fit
-    ``-ln rho = d^2 / (2 L^2)`` by least squares through the origin:
-    ``1 / (2 L^2) = sum(-ln rho d^2) / sum(d^4)``.
+    ``-ln rho = -ln c + d^2 / (2 L^2)`` by least squares. ``1 - c`` (clipped to [0, 1)) is the
+    share of the anomaly variance that is uncorrelated at the grid spacing: structure smaller
+    than the grid, which a pure Gaussian would give (numerically) zero variance, so that OI
+    would smooth it away even from dense, accurate observations.
     """
     x = _as_numpy(anomalies).astype(np.float64)
     if x.ndim != 3:
@@ -660,8 +665,12 @@ def estimate_length_scale_km(anomalies: Any, lat: Any, lon: Any, max_lag: int = 
     if keep.sum() < 3:
         raise ValueError("too few grid-point pairs are correlated above min_correlation to "
                          "fit a length scale; lower min_correlation or raise max_lag")
-    inv = np.sum(-np.log(corr[keep]) * dist[keep] ** 2) / np.sum(dist[keep] ** 4)
-    return float(np.sqrt(0.5 / inv))
+    design = np.stack([np.ones(int(keep.sum())), dist[keep] ** 2], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, -np.log(corr[keep]), rcond=None)
+    if not slope > 0:
+        raise ValueError("the anomaly correlations do not decrease with distance; check the "
+                         "anomalies (one variable, (N, H, W), latitude ascending)")
+    return float(np.sqrt(0.5 / slope)), float(np.clip(np.exp(-intercept), 1e-3, 1.0))
 
 
 @dataclass(frozen=True)
@@ -669,9 +678,11 @@ class OptimalInterpolation:
     """Optimal interpolation (BLUE) of sparse noisy observations, per variable and day.
 
     ``x_a = x_b + B H^T (H B H^T + R)^{-1} (y - H x_b)``, where ``x_b`` is the day-of-year
-    climatology, ``H`` picks the observed grid points, ``B_pq = s_p s_q exp(-d_pq^2 / 2L^2)``
-    (per variable: ``s`` the background error std per grid point, ``L`` its length scale,
-    ``d`` the chordal distance, see :func:`fit_optimal_interpolation`) and
+    climatology, ``H`` picks the observed grid points,
+    ``B_pq = s_p s_q (c exp(-d_pq^2 / 2L^2) + (1 - c) [p = q])`` (per variable: ``s`` the
+    background error std per grid point, ``L`` its length scale, ``c`` the share of the
+    variance correlated in space, ``d`` the chordal distance, see
+    :func:`fit_optimal_interpolation`) and
     ``R = noise_std^2 k(p - q)`` the exact covariance of
     :func:`geofusion.sparsity.correlated_noise` (Gaussian in grid-index space with length
     ``noise_length`` grid points, periodic in longitude), in the units of the fields
@@ -681,19 +692,24 @@ class OptimalInterpolation:
         climatology: float32 ``(366, C, H, W)`` background.
         background_std: float64 ``(C, H, W)`` ``s``.
         length_scale_km: float64 ``(C,)`` ``L``.
+        correlated_fraction: float64 ``(C,)`` ``c``.
         lat, lon: degrees of the grid.
         noise_std, noise_length: the observation noise model.
         periodic_lon: as :func:`geofusion.sparsity.correlated_noise`.
+        nugget: optional white observation error variance added to ``R``, as a fraction of
+            the mean background variance (default 0).
     """
 
     climatology: np.ndarray
     background_std: np.ndarray
     length_scale_km: np.ndarray
+    correlated_fraction: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
     noise_std: float
     noise_length: float
     periodic_lon: bool = True
+    nugget: float = 0.0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -709,15 +725,22 @@ class OptimalInterpolation:
         (``distance_km``: :func:`chordal_distance_km` of the grid, computed if None)."""
         d = chordal_distance_km(self.lat, self.lon) if distance_km is None else distance_km
         s = self.background_std[channel].reshape(-1)
-        length = self.length_scale_km[channel]
-        return s[:, None] * s[None, :] * np.exp(-(d**2) / (2.0 * length**2))
+        length, c = self.length_scale_km[channel], self.correlated_fraction[channel]
+        corr = c * np.exp(-(d**2) / (2.0 * length**2))
+        corr[np.diag_indices_from(corr)] = 1.0
+        return s[:, None] * s[None, :] * corr
 
-    def observation_covariance(self) -> np.ndarray:
-        """``R`` on all grid points, float64 ``(H W, H W)``."""
-        from geofusion.sparsity import correlated_noise_covariance
+    def observation_covariance(self, channel: int) -> np.ndarray:
+        """``R`` of one variable on all grid points, float64 ``(H W, H W)``: the exact
+        correlated-noise covariance plus ``nugget * mean(s^2)`` on the diagonal."""
+        return self._with_nugget(correlated_noise_covariance(
+            self.grid, self.noise_length, self.noise_std, self.periodic_lon).numpy(), channel)
 
-        return correlated_noise_covariance(self.grid, self.noise_length, self.noise_std,
-                                           self.periodic_lon).numpy()
+    def _with_nugget(self, r: np.ndarray, channel: int) -> np.ndarray:
+        r = r.copy()
+        r[np.diag_indices_from(r)] += self.nugget * float(np.mean(
+            self.background_std[channel] ** 2))
+        return r
 
     def analyse(self, observations: Any, observed: Any, times: Any) -> np.ndarray:
         """Analyses of every day and variable, float32 ``(T, C, H, W)``.
@@ -756,7 +779,9 @@ class OptimalInterpolation:
         distance = chordal_distance_km(self.lat, self.lon)
         b = torch.from_numpy(np.stack([self.background_covariance(ch, distance)
                                        for ch in range(c)]))
-        r = torch.from_numpy(self.observation_covariance())
+        r_noise = correlated_noise_covariance(self.grid, self.noise_length, self.noise_std,
+                                              self.periodic_lon).numpy()
+        r = torch.from_numpy(np.stack([self._with_nugget(r_noise, ch) for ch in range(c)]))
         innovation = (y - xb).reshape(t, c, -1)
         patterns, which = np.unique(flat_mask, axis=0, return_inverse=True)
         which = which.reshape(-1)
@@ -766,13 +791,14 @@ class OptimalInterpolation:
                 continue
             days = np.flatnonzero(which == p)
             o = torch.from_numpy(obs)
-            bho = b[:, :, o]                                       # (C, n, m) = B H^T
-            s = bho[:, o] + r[o][:, o]                             # (C, m, m)
+            s = b[:, o][:, :, o] + r[:, o][:, :, o]                # (C, m, m) = H B H^T + R
             chol = _cholesky_with_nugget(s)
             d = torch.from_numpy(np.ascontiguousarray(
                 innovation[days][:, :, obs].transpose(1, 2, 0)))  # (C, m, days)
-            gain = torch.cholesky_solve(d, chol)                   # (C, m, days)
-            incr = (bho @ gain).numpy()                            # (C, n, days)
+            # B H^T w as B (H^T w): scattering w costs nothing, gathering B H^T (C, n, m) did.
+            weights = torch.zeros(c, h * w, len(days), dtype=torch.float64)
+            weights[:, o] = torch.cholesky_solve(d, chol)
+            incr = (b @ weights).numpy()                           # (C, n, days)
             out[days] += incr.transpose(2, 0, 1).reshape(len(days), c, h, w)
         return out.astype(np.float32)
 
@@ -802,8 +828,14 @@ def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: flo
       training anomalies from that climatology (exactly the climatology's error on the
       training days; per point, because anomaly variance changes by an order of magnitude
       between the tropics and high latitudes).
-    - background error length scale ``L`` per variable: :func:`estimate_length_scale_km` on
-      the training anomalies divided by ``s`` (correlations, not covariances). ``B`` uses the
+    - background error correlation per variable: a Gaussian of length scale ``L`` holding a
+      share ``c`` of the variance plus an uncorrelated share ``1 - c``
+      (:func:`estimate_background_correlation` on the training anomalies divided by ``s``).
+      The uncorrelated share is the sub-grid structure: without it ``B`` (and ``R``, also a
+      Gaussian) are numerically singular on this grid and OI smooths away real small-scale
+      signal even from dense observations (measured on the synthetic data: dense
+      observations with noise 0.1 gave an analysis error of 0.16-4.6 depending on a
+      diagonal regularisation, against 0.10 for the raw observations). ``B`` uses the
       Gaussian of the chordal distance rather than of the great-circle distance: a Gaussian
       of the great-circle distance is not positive definite on the sphere (Gneiting 2013),
       the chordal one is (a Gaussian in 3-D restricted to the sphere), and the two distances
@@ -817,7 +849,7 @@ def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: flo
             ``lat`` and ``lon`` are read.
         noise_std, noise_length: the observation noise (both >= 0).
         window: climatology window, days.
-        max_lag, min_correlation: of :func:`estimate_length_scale_km`.
+        max_lag, min_correlation: of :func:`estimate_background_correlation`.
         periodic_lon: of the noise model.
 
     Returns:
@@ -846,8 +878,8 @@ def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: flo
     std = np.sqrt(np.mean(a**2, axis=0))
     floor = 1e-6 * max(float(std.max()), 1e-30)
     std = np.maximum(std, floor)  # a constant point would make B singular
-    lengths = np.array([estimate_length_scale_km(a[:, ch] / std[ch], lat, lon, max_lag,
-                                                 min_correlation)
-                        for ch in range(x.shape[1])])
-    return OptimalInterpolation(clim, std, lengths, lat, lon, float(noise_std),
-                                float(noise_length), periodic_lon)
+    fitted = np.array([estimate_background_correlation(a[:, ch] / std[ch], lat, lon, max_lag,
+                                                       min_correlation)
+                       for ch in range(x.shape[1])])
+    return OptimalInterpolation(clim, std, fitted[:, 0], fitted[:, 1], lat, lon,
+                                float(noise_std), float(noise_length), periodic_lon)
