@@ -398,13 +398,3 @@ def test_fit_latent_forecaster_trains_once_then_loads(tmp_path):
     _, _, other = fit_latent_forecaster(method, method.decoder, prepared, tmp_path, config,
                                         **{**kwargs, "representation": "other"})
     assert other != directory
-
-
-def test_scoring_names_moved_to_forecast_scores_stay_reachable_from_forecasting():
-    from geofusion import forecast_scores, forecasting
-
-    for name in ("persistence_source", "climatology_source", "score_forecasts",
-                 "skill_vs_mask_ratio"):
-        assert getattr(forecasting, name) is getattr(forecast_scores, name)
-    with pytest.raises(AttributeError, match="no attribute 'score_forecast'"):
-        forecasting.score_forecast  # noqa: B018

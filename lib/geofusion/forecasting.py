@@ -1,4 +1,4 @@
-"""Forecasting in latent space, and the reference baselines in field space.
+"""Forecasting in latent space: the report's sequence-to-sequence LSTM on frozen latents.
 
 The report's downstream task (chapter 4, step 2): a sequence-to-sequence LSTM reads the
 latents of the previous 30 days and predicts the next one(s).
@@ -9,9 +9,6 @@ latents of the previous 30 days and predicts the next one(s).
   contiguous series. Build them separately from the training and the validation series, so
   no window crosses the split (by construction, not by filtering).
 - :class:`ForecastMethod`: the objective for :func:`geofusion.training.fit` (MSE on latents).
-- Baselines on ``(time, C, lat, lon)`` fields: :func:`persistence_forecast`,
-  :func:`climatology` (day-of-year mean of the *training* days, smoothed) and
-  :func:`climatology_forecast`; score them with :mod:`geofusion.metrics`.
 - The whole chain for one representation (:class:`LatentForecaster`, trained by
   :func:`fit_latent_forecaster`): fields -> latents (:func:`encode_series`, through
   :func:`geofusion.methods.embed_observed`) -> standardised (:class:`LatentStandardiser`) ->
@@ -22,7 +19,9 @@ A *forecast source* (:data:`ForecastSource`) is a callable
 index ``i`` of an evaluation series (the last day the forecast may use), the forecasts valid at
 ``i + 1 .. i + steps``. :meth:`LatentForecaster.source` and
 :meth:`LatentForecaster.ceiling_source` build them; :mod:`geofusion.forecast_scores` holds the
-reference sources (persistence, climatology) and scores them all per variable and lead.
+reference sources (persistence, climatology) and scores them all per variable and lead; the
+field-space baselines (persistence, day-of-year climatology, damped anomaly persistence, linear
+regression) live in :mod:`geofusion.baselines`.
 """
 
 from __future__ import annotations
@@ -38,28 +37,22 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+# Moved to geofusion.baselines; still importable from here while notebooks 06-08,
+# reconstruction_scores and their tests use geofusion.forecasting.climatology & co.
+from geofusion.baselines import (  # noqa: F401
+    climatology,
+    climatology_forecast,
+    day_of_year,
+    persistence_forecast,
+)
 from geofusion.methods import embed_observed
 from geofusion.runs import cached_fit, data_fingerprint
 
 __all__ = [
     "LatentSeq2Seq", "ForecastMethod", "rollout", "make_windows", "LatentWindowDataset",
-    "encode_series", "persistence_forecast", "climatology", "climatology_forecast",
-    "day_of_year", "LatentStandardiser", "LatentForecaster", "fit_latent_forecaster",
+    "encode_series", "LatentStandardiser", "LatentForecaster", "fit_latent_forecaster",
     "ForecastSource",
 ]
-
-# Moved to geofusion.forecast_scores; still reachable here (imported on first use, since
-# forecast_scores imports this module) until notebooks 08 and 09 call forecast_scores.
-_MOVED_TO_FORECAST_SCORES = ("persistence_source", "climatology_source", "score_forecasts",
-                             "skill_vs_mask_ratio")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_FORECAST_SCORES:
-        from geofusion import forecast_scores
-
-        return getattr(forecast_scores, name)
-    raise AttributeError(f"module 'geofusion.forecasting' has no attribute {name!r}")
 
 #: ``source(inits (B,) int, steps) -> (B, steps, C, H, W)`` standardised forecast fields.
 ForecastSource = Callable[[np.ndarray, int], Any]
@@ -304,12 +297,6 @@ def encode_series(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: i
         encoder.train(was_training)
     return torch.cat(out)
 
-
-# --------------------------------------------------------------------------------------------
-# Baselines
-# --------------------------------------------------------------------------------------------
-
-from geofusion.baselines import climatology, climatology_forecast, day_of_year, persistence_forecast  # noqa: E402, F401  moved to geofusion.baselines
 
 # --------------------------------------------------------------------------------------------
 # One representation's forecast chain: encode, standardise, forecast, decode
