@@ -5,8 +5,9 @@ never saw a reconstruction loss, and may have discarded what the fields need (re
 Four ways to get one:
 
 - :class:`FrozenEncoderDecoder` trains a :class:`geofusion.models.FieldDecoder` on the latents
-  of an already trained method whose encoder stays fixed: how much of the fields the
-  representation keeps.
+  of an already trained method whose encoder stays fixed (fed the method's own inference view,
+  or with ``view="native"`` the grid as given): how much of the fields the representation
+  keeps, or a new decoder for another grid.
 - Three schemes train the decoder *jointly* with a contrastive encoder (Barlow Twins by default,
   :func:`build_joint`): :class:`KadeethumJointDecoder` (contrastive outer batch, reconstruction
   of the non-augmented days of an inner batch), :class:`QuetinJointDecoder` (``alpha L_enc +
@@ -34,8 +35,7 @@ from geofusion.sparsity import MASK_KINDS, make_mask
 
 __all__ = ["FROZEN_VIEWS", "FrozenEncoderDecoder", "reconstruct", "JOINT_SCHEMES",
            "ALPHA_SCHEDULES", "JointContrastiveDecoder", "KadeethumJointDecoder",
-           "QuetinJointDecoder",
-           "YaoDippelJointDecoder", "build_joint"]
+           "QuetinJointDecoder", "YaoDippelJointDecoder", "build_joint"]
 
 
 #: Inputs :class:`FrozenEncoderDecoder` can feed its encoder: "inference" = the method's own
