@@ -272,3 +272,35 @@ def test_a_scorecard_breaking_the_schema_fails_the_run_naming_the_notebook(noteb
         pipeline._finish([run], "tiny", tmp_path, 1.0, None)
     assert "scorecard invalid" in (tmp_path / "index.html").read_text()
     assert not (tmp_path / "results.json").exists()
+
+
+def test_seeds_reruns_each_seed_in_its_own_run_dir_and_writes_the_spread(notebooks, tmp_path):
+    pipeline.PROFILES["tiny"]["common"]["seed"] = 5
+    write_notebook(notebooks / "01_ok.ipynb",
+                   "from geofusion.results import save_results\n"
+                   "import os; os.makedirs(f'{run_dir}/models', exist_ok=True)\n"
+                   "assert not os.listdir(f'{run_dir}/models')  # no other seed's checkpoint\n"
+                   "open(f'{run_dir}/models/ckpt-{seed}', 'w').close()\n"
+                   "save_results(run_dir, '01_ok', {'scorecard': {'table_3_1': {'m': {"
+                   "'positive_cosine': 0.5 + seed / 10, 'negative_cosine': None}}}})",
+                   parameters="seed = 0\nrun_dir = 'runs'\ndata_path = None\nx = 1")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    pipeline.write_index([], "tiny", reports, 0.0)
+    assert pipeline.SEEDS_PLACEHOLDER in (reports / "index.html").read_text()
+    record = pipeline.run_seeds("tiny", n=2, only=["01"], output_dir=reports)
+    assert record["seeds"] == [5, 6] and record["notebooks"] == ["01_ok"]
+    entry = record["spread"]["table_3_1"]["m"]["positive_cosine"]
+    assert entry["values"] == pytest.approx([1.0, 1.1])
+    assert entry["mean"] == pytest.approx(1.05) and entry["std"] == pytest.approx(0.1 / 2 ** 0.5)
+    assert record["spread"]["table_3_1"]["m"]["negative_cosine"]["n"] == 0
+    assert json.loads((reports / "seeds.json").read_text())["seeds"] == [5, 6]
+    for seed in (5, 6):
+        card = json.loads((reports / "seeds" / f"seed={seed}" / "results.json").read_text())
+        assert card["table_3_1"]["m"]["positive_cosine"] == pytest.approx(0.5 + seed / 10)
+        assert os.listdir(tmp_path / "runs" / "seeds" / f"seed={seed}" / "models") == [
+            f"ckpt-{seed}"]
+    assert "<td>1.05 ± 0.07071</td>" in (reports / "seeds.html").read_text()
+    assert 'href="seeds.html"' in (reports / "index.html").read_text()
+    with pytest.raises(pipeline.UsageError, match="drop --set seed"):
+        pipeline.run_seeds("tiny", n=2, only=["01"], overrides={"seed": 1})

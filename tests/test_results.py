@@ -135,3 +135,18 @@ def test_save_and_load_results_round_trip_and_name_the_missing_notebook(tmp_path
 def test_docstring_examples_of_results_pass():
     outcome = doctest.testmod(results, optionflags=doctest.ELLIPSIS)
     assert outcome.failed == 0 and outcome.attempted >= 8
+
+
+def test_seed_spread_uses_the_sample_std_and_skips_missing_values():
+    cards = [{"climatology_rmse": {T2M: 1.0, Z: 10.0}, "profile": "quick",
+              "intervals": {"climatology_rmse": {T2M: [0.0, 2.0]}}},
+             {"climatology_rmse": {T2M: 3.0, Z: None}},
+             {"climatology_rmse": {T2M: 8.0}}]
+    spread = results.seed_spread(cards)
+    assert set(spread) == {"climatology_rmse"}  # provenance and intervals are not spread
+    t2m, z = spread["climatology_rmse"][T2M], spread["climatology_rmse"][Z]
+    assert t2m["mean"] == pytest.approx(4.0)
+    assert t2m["std"] == pytest.approx(math.sqrt((9 + 1 + 16) / 2))
+    assert (t2m["min"], t2m["max"], t2m["n"]) == (1.0, 8.0, 3)
+    assert z == {"mean": 10.0, "std": None, "min": 10.0, "max": 10.0, "n": 1,
+                 "values": [10.0, None, None]}

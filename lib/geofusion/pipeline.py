@@ -59,8 +59,10 @@ from geofusion import reproducibility
 from geofusion.results import (
     SCORECARD_SECTIONS,
     ScorecardError,
+    _plain,
     merge_scorecards,
     missing_entries,
+    seed_spread,
     validate_scorecard,
     write_scorecard,
 )
@@ -650,9 +652,7 @@ def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds
                if missing else ""))
     if notes:
         card_html += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
-    seeds = ('<p><a href="seeds.html">Seed spread of the scorecard</a> '
-             "(<code>python -m geofusion.pipeline seeds</code>).</p>"
-             if (output_dir / "seeds.html").exists() else "")
+    seeds = SEEDS_LINK if (output_dir / "seeds.html").exists() else SEEDS_PLACEHOLDER
     synthetic = "true" if data is None else "false"
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>geofusion reports ({profile})</title>
@@ -673,6 +673,114 @@ td,th{{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}}</style><
     path = output_dir / "index.html"
     atomic_write_text(path, page)
     return path
+
+
+SEEDS_LINK = ('<p id="seeds-link"><a href="seeds.html">Seed spread of the scorecard</a> '
+              "(<code>python -m geofusion.pipeline seeds</code>).</p>")
+SEEDS_PLACEHOLDER = "<!--seeds-link-->"
+#: Notebooks whose results feed the scorecard (issue 13's contract); `seeds` reruns these.
+SEED_NOTEBOOK_PREFIXES = ("02", "03", "04", "05", "06", "08", "10", "11")
+
+
+def _spread_entries(node: dict[str, Any], path: tuple[str, ...]
+                    ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    if "values" in node and "mean" in node:
+        return [(path, node)]
+    return [entry for key, child in node.items()
+            for entry in _spread_entries(child, (*path, key))]
+
+
+def seed_spread_html(spread: dict[str, Any], seeds: list[int]) -> str:
+    """The seed spread as one table per scorecard section: mean ± std, min, max, per seed.
+
+    Example:
+        >>> html = seed_spread_html({"climatology_rmse": {"geopotential": {
+        ...     "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0, "n": 3,
+        ...     "values": [1.0, 2.0, 3.0]}}}, [0, 1, 2])
+        >>> "<td>2 ± 1</td><td>1</td><td>3</td><td>1</td><td>2</td><td>3</td>" in html
+        True
+    """
+    parts = []
+    for section, tree in spread.items():
+        rows = []
+        for path, node in _spread_entries(tree, ()):
+            cells = [f"{_number(node['mean'])} ± {_number(node['std'])}",
+                     _number(node["min"]), _number(node["max"]),
+                     *(_number(v) for v in node["values"])]
+            rows.append(f"<tr><th>{html.escape(' / '.join(path))}</th>"
+                        + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        head = "".join(f"<th>seed {s}</th>" for s in seeds)
+        parts.append(f'<h3>{section}</h3><table id="seeds-{section}"><tr><th>entry</th>'
+                     f"<th>mean ± std</th><th>min</th><th>max</th>{head}</tr>"
+                     f"{''.join(rows)}</table>")
+    return "\n".join(parts)
+
+
+def run_seeds(profile: str = "quick", n: int = 3, only: list[str] | None = None,
+              overrides: dict[str, Any] | None = None, output_dir: Path = REPO / "reports"
+              ) -> dict[str, Any]:
+    """Rerun the scorecard notebooks with ``n`` seeds; write the spread of every scorecard value.
+
+    Seeds are the profile's ``seed`` + 0, 1, ..., n - 1. Each seed runs in its own ``run_dir``
+    (``<run_dir>/seeds/seed=<s>``: models are trained afresh, checkpoints never mix) with its
+    reports in ``<output_dir>/seeds/seed=<s>/`` and its scorecard in that folder's
+    ``results.json``; ``<output_dir>/seeds.json`` (:func:`geofusion.results.seed_spread`) and
+    ``seeds.html`` hold the spread, linked from ``index.html``. The notebooks are
+    :data:`SEED_NOTEBOOK_PREFIXES` (those that exist), or ``only``.
+
+    Example (checked before anything runs):
+        >>> run_seeds("quick", n=1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        geofusion.pipeline.UsageError: a seed spread needs --n 2 or more ...
+    """
+    if n < 2:
+        raise UsageError(f"a seed spread needs --n 2 or more seeds, got {n}")
+    if "seed" in (overrides or {}):
+        raise UsageError("`seeds` sets the seed itself; drop --set seed=...")
+    names = notebook_names(only) if only else [
+        name for name in notebook_names() if name[:2] in SEED_NOTEBOOK_PREFIXES]
+    planned = checked_parameters(profile, names, overrides)
+    _report_partial_overrides(names, overrides or {})
+    first = planned[names[0]]
+    seeds = [int(first["seed"]) + i for i in range(n)]
+    tic = time.perf_counter()
+    cards = []
+    for seed in seeds:
+        tag = f"seed={seed}"
+        runs: list[NotebookRun] = []
+        seed_tic = time.perf_counter()
+        for name in names:
+            parameters = {**planned[name], "seed": seed,
+                          "run_dir": f"{planned[name]['run_dir']}/seeds/{tag}"}
+            print(f"[geofusion] {tag} {name} ({profile}) ...", flush=True)
+            runs.append(execute(name, parameters, output_dir / "seeds" / tag))
+        card, notes = build_scorecard(runs, profile, time.perf_counter() - seed_tic, overrides)
+        for note in notes:
+            print(f"[geofusion] {tag} scorecard: {note}", file=sys.stderr, flush=True)
+        write_scorecard(output_dir / "seeds" / tag / "results.json", card)
+        cards.append(card)
+    from geofusion.io import atomic_write_text
+
+    spread = seed_spread(cards)
+    record = {"profile": profile, "commit": git_commit(), "seeds": seeds, "notebooks": names,
+              "overrides": dict(overrides or {}), "seconds": round(time.perf_counter() - tic, 1),
+              "synthetic": cards[0]["synthetic"], "spread": spread}
+    atomic_write_text(output_dir / "seeds.json", json.dumps(_plain(record), indent=2))
+    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>geofusion seed spread "
+            f"({html.escape(profile)})</title></head><body><h1>Seed spread — profile "
+            f"<code>{html.escape(profile)}</code>, seeds {seeds}</h1>"
+            f"<p>git commit <code>{html.escape(record['commit'])}</code>; "
+            f"{'synthetic data' if record['synthetic'] else 'ERA5'}; notebooks "
+            f"{', '.join(names)}; {record['seconds'] / 60:.1f} min. Sample std (ddof 1) over "
+            f"the seeds; <a href=\"seeds.json\">seeds.json</a>; each seed's scorecard in "
+            f"<code>seeds/seed=&lt;s&gt;/results.json</code>.</p>"
+            f"{seed_spread_html(spread, seeds)}</body></html>\n")
+    atomic_write_text(output_dir / "seeds.html", page)
+    index = output_dir / "index.html"
+    if index.exists() and SEEDS_PLACEHOLDER in index.read_text():
+        atomic_write_text(index, index.read_text().replace(SEEDS_PLACEHOLDER, SEEDS_LINK))
+    print(f"[geofusion] seed spread written to {output_dir / 'seeds.html'}", flush=True)
+    return record
 
 
 def _finish(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float,
@@ -793,7 +901,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m geofusion.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "sweep", "sweeps"])
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "sweep", "sweeps", "seeds"])
     parser.add_argument("notebooks", nargs="*", metavar="notebook",
                         help="notebook name prefixes, e.g. 03 (with `run`: like --only; with "
                              "`sweep`: exactly one notebook)")
@@ -805,6 +914,8 @@ def main(argv: list[str] | None = None) -> int:
                              "by at least one")
     parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
                         help="swept values, e.g. lambd=0.001,0.01,0.1")
+    parser.add_argument("--n", type=int, default=3,
+                        help="number of seeds (with `seeds`; seed, seed+1, ...)")
     parser.add_argument("--output-dir", type=Path, default=REPO / "reports",
                         help="where reports go (default: reports/; sweeps in its sweeps/)")
     parser.add_argument("--dry-run", action="store_true",
@@ -836,6 +947,17 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run_sweep(args.notebooks[0], grid, args.profile, overrides,
                           args.output_dir / "sweeps")
+        elif args.command == "seeds":
+            if args.grid:
+                raise UsageError("--grid belongs to `sweep`; `seeds` takes --n")
+            only = [*args.only, *args.notebooks] or None
+            if args.dry_run:
+                names = notebook_names(only) if only else [
+                    n for n in notebook_names() if n[:2] in SEED_NOTEBOOK_PREFIXES]
+                checked_parameters(args.profile, names, overrides)
+                print(f"[geofusion] would run {', '.join(names)} with {args.n} seeds")
+            else:
+                run_seeds(args.profile, args.n, only, overrides, args.output_dir)
         else:
             if args.notebooks or args.only or args.grid:
                 raise UsageError("`sweeps` runs the report's sweeps (REPORT_SWEEPS) and takes "

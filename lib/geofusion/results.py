@@ -292,3 +292,52 @@ def write_scorecard(path: str | os.PathLike, card: dict[str, Any]) -> Path:
     path = Path(path)
     atomic_write_text(path, json.dumps(plain, indent=2, sort_keys=True))
     return path
+
+
+def seed_spread(cards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spread over seeds of every value in the scorecards' result sections.
+
+    ``cards`` are scorecards of the same run repeated with different seeds (in seed order).
+    For each entry present in any of them (intervals and provenance left out) the result holds,
+    in the same nesting, ``{"mean", "std", "min", "max", "n", "values"}``: ``values`` per seed
+    (``null`` where a card lacks it or gives null), the statistics over the ``n`` numbers
+    (``std`` the sample standard deviation, ddof 1; ``null`` when fewer than 2 numbers).
+
+    Example:
+        >>> cards = [{"climatology_rmse": {"geopotential": v}} for v in (1.0, 2.0, 3.0)]
+        >>> seed_spread(cards)["climatology_rmse"]["geopotential"]
+        {'mean': 2.0, 'std': 1.0, 'min': 1.0, 'max': 3.0, 'n': 3, 'values': [1.0, 2.0, 3.0]}
+    """
+    paths: dict[tuple[str, ...], None] = {}
+
+    def leaves(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                leaves(child, (*path, key))
+        else:
+            paths[path] = None
+
+    for card in cards:
+        for section in SCORECARD_SECTIONS:
+            if section in card:
+                leaves(card[section], (section,))
+
+    def get(card: dict[str, Any], path: tuple[str, ...]) -> Any:
+        for key in path:
+            card = card.get(key) if isinstance(card, dict) else None
+        return card if isinstance(card, (int, float)) and not isinstance(card, bool) else None
+
+    spread: dict[str, Any] = {}
+    for path in paths:
+        values = [get(card, path) for card in cards]
+        numbers = [v for v in values if v is not None]
+        mean = sum(numbers) / len(numbers) if numbers else None
+        std = (math.sqrt(sum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1))
+               if len(numbers) >= 2 else None)
+        node = spread
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = {"mean": mean, "std": std, "min": min(numbers, default=None),
+                          "max": max(numbers, default=None), "n": len(numbers),
+                          "values": values}
+    return spread
