@@ -38,6 +38,7 @@ TEMPLATE: list[dict[str, Any]] = [
 data_path = None          # None: the embedded synthetic ERA5-like default; else a WB2 zarr path or URL
 profile = "quick"         # quick (CPU, small) or full (GPU, the report settings)
 seed = 0
+deterministic = True      # deterministic kernels and seeded generators, geofusion.reproducibility (False is faster on GPU)
 device = "auto"           # auto, cpu or cuda
 run_dir = "runs/quick"    # checkpoints, logs and results of this profile
 cache_dir = "runs/cache"  # prepared (daily, standardised) data, shared by all runs
@@ -49,6 +50,8 @@ level = 500               # hPa; None takes the first level of the store (the re
 epochs = 3
 batch_size = 64
 lr = 1e-3
+patience = None           # early stopping after this many epochs without a better validation loss; None trains all epochs
+augmentation = "report"   # contrastive views, report (80x160 to 72x144 crops) or native (32x64, about 5x cheaper)
 width = 8                 # ResNet base width; 64 is ResNet-18 as in the report
 latent_dim = 1000         # representation size (the report keeps the 1000 of ResNet-18)
 proj_dim = 128
@@ -61,9 +64,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geofusion import data, evaluation, runs
+from geofusion import data, evaluation, reproducibility, runs
 from geofusion.results import save_results
 from geofusion.training import TrainConfig
+environment = reproducibility.configure(seed, deterministic, device)
 """),
     _cell("markdown", r"""
 ## Data
@@ -83,10 +87,10 @@ Two views per day: resize to 80x160, random crop 72x144, 5x5 mean filter per cha
 `runs.pretrained` trains through the shared loop (progress bar, checkpoint every epoch, resume) into `run_dir/models/<name>-<hash>`, keyed by method, parameters, training settings and data; later notebooks asking for the same model load it instead of retraining.
 """),
     _cell("code", r"""
-config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, patience=patience)
 method, history, model_dir = runs.pretrained(
     "<<METHOD>>", prepared, run_dir, config, seed=seed, width=width,
-    latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>>)
+    latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>>, augmentation=augmentation)
 print(f"model directory: {model_dir}")
 history.tail()
 """),
@@ -122,7 +126,7 @@ evaluation.plot_projections(pairs, seasons, data.SEASONS, paired=True, seed=seed
     _cell("code", r"""
 FIGURES = ("positive_cosine", "negative_cosine", "embedding_variance")
 save_results(run_dir, "<<STEM>>", {
-    "method": "<<METHOD>>", "synthetic": prepared.synthetic, "epochs": epochs, "lr": lr,
+    "reproducibility": environment, "method": "<<METHOD>>", "synthetic": prepared.synthetic, "epochs": epochs, "lr": lr,
     "<<HYPER>>": <<HYPER>>,
     "final_loss": history["loss"].iloc[-1], "final_valid_loss": history["valid_loss"].iloc[-1],
     **table_figures, "scorecard": {"table_3_1": {"<<METHOD>>": {k: table_figures[k] for k in FIGURES}},

@@ -23,6 +23,7 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "08_forecasting.json").read_text())
     assert results["synthetic"] is True and results["context"] == 10
+    assert results["reproducibility"]["deterministic_algorithms"] is True
     # 60 evaluation days: starts from day 9 (10 days of context) to day 56 (3 days ahead).
     assert results["n_eval_days"] == 60 and results["n_forecasts"] == 48
     assert results["forecasters"] == FORECASTERS and results["baselines"] == BASELINES

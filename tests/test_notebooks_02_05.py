@@ -24,6 +24,8 @@ def results(tmp_path, name: str) -> dict:
 
 def check_scorecard(saved: dict, method: str) -> None:
     """The notebook's table_3_1 entry: its figures, the cosines inside their 95 % intervals."""
+    # The run recorded its determinism settings (geofusion.reproducibility.configure).
+    assert saved["reproducibility"]["deterministic_algorithms"] is True
     card = saved["scorecard"]
     assert card["table_3_1"] == {method: {
         k: saved[k] for k in ("positive_cosine", "negative_cosine", "embedding_variance")}}

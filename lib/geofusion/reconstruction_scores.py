@@ -46,10 +46,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geofusion import baseline_comparison, runs
+from geofusion.baselines import climatology_forecast
 from geofusion.bootstrap import BootstrapInterval, bootstrap_mean, bootstrap_rmse
 from geofusion.data import FieldDataset
 from geofusion.decoders import FrozenEncoderDecoder, JointContrastiveDecoder, build_joint
-from geofusion.forecasting import climatology_forecast
 from geofusion.methods import embed_observed
 from geofusion.metrics import lat_weighted_mse
 from geofusion.models import FieldDecoder
@@ -186,7 +186,7 @@ class FunctionReconstructor:
 def climatology_reconstructor(climatology: Any) -> FunctionReconstructor:
     """The day-of-year climatology as a reconstruction that ignores the observation:
     ``x_hat = c(doy)``, ``climatology`` ``(366, C, H, W)`` standardised, of the training days
-    (:func:`geofusion.forecasting.climatology`).
+    (:func:`geofusion.baselines.training_climatology`).
 
     Example:
         >>> import numpy as np, torch
