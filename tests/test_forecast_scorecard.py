@@ -10,6 +10,7 @@ from geofusion.baseline_comparison import versus_best_baseline
 from geofusion.forecast_scorecard import forecast_scorecard
 from geofusion.forecast_scores import climatology_source, persistence_source, score_forecasts
 from geofusion.forecasting import climatology
+from geofusion.results import validate_scorecard
 
 CHANNELS = ["2m_temperature", "geopotential"]
 TIMES = np.arange("2001-03-01", "2001-04-10", dtype="datetime64[D]")
@@ -28,6 +29,7 @@ def table():
 
 def test_scorecard_nesting_matches_the_table(table):
     card = forecast_scorecard(table, {"climatology_model": "clim"})
+    assert validate_scorecard(card) is card
     assert sorted(card["persistence_rmse"]) == ["1", "2", "3"]
     for lead in ("1", "2", "3"):
         for variable in CHANNELS:

@@ -15,6 +15,7 @@ from geofusion.reconstruction_scores import (
     SparsityEvaluation,
     score_reconstruction,
 )
+from geofusion.results import validate_scorecard
 from geofusion.sparsity import apply_mask, make_mask
 
 CHANNELS = ["2m_temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
@@ -177,6 +178,7 @@ def test_intervals_scorecard_and_best_baseline(autoencoder, days):
         assert got.rmse_over_best_baseline == pytest.approx(np.mean(ratios))
         assert got.variables_better == sum(r < 1 for r in ratios)
     card = ev.scorecard([0.0, 0.5])
+    assert validate_scorecard(card) is card  # the schema of reports/results.json
     assert sorted(card["reconstruction_rmse"]) == ["ae", "half"]
     assert sorted(card["reconstruction_rmse"]["ae"]) == ["0", "0.5"]
     assert card["reconstruction_rmse"]["ae"]["0.5"] == pytest.approx(score.rmse)
