@@ -235,7 +235,8 @@ def test_the_scorecard_merges_results_written_during_this_run_only(tmp_path):
     save_results(run_dir, "06_a", {"scorecard": {"climatology_rmse": {"geopotential": 300.0},
                                                   "reconstruction_rmse": {"autoencoder": {
                                                       "0": {"geopotential": 120.0}}}}})
-    save_results(run_dir, "08_b", {"other": 1, "scorecard": {
+    save_results(run_dir, "08_b", {"environment": {"deterministic_algorithms": True},
+                                   "scorecard": {
         "climatology_rmse": {"geopotential": 305.0},
         "forecast_rmse": {"autoencoder": {"1": {"geopotential": 280.0}}}}})
     save_results(run_dir, "07_stale", {"scorecard": {"table_3_1": {"x": {}}}})
@@ -253,6 +254,7 @@ def test_the_scorecard_merges_results_written_during_this_run_only(tmp_path):
     assert "table_3_1" not in card  # stale and failed notebooks contribute nothing
     assert (card["synthetic"], card["seconds"], list(card["notebooks"])) == (
         False, 20.0, ["06_a", "08_b"])
+    assert card["environment"]["per_notebook"] == {"08_b": {"deterministic_algorithms": True}}
     assert any("07_stale" in n and "predates this run" in n for n in notes)
     assert any("06_a gives 300.0, 08_b gives 305.0" in n for n in notes)
     html = pipeline.scorecard_tables_html(card)
@@ -304,3 +306,15 @@ def test_seeds_reruns_each_seed_in_its_own_run_dir_and_writes_the_spread(noteboo
     assert 'href="seeds.html"' in (reports / "index.html").read_text()
     with pytest.raises(pipeline.UsageError, match="drop --set seed"):
         pipeline.run_seeds("tiny", n=2, only=["01"], overrides={"seed": 1})
+
+
+def test_sweep_runs_each_value_in_its_own_run_dir_and_collects_the_results(notebooks,
+                                                                          tmp_path):
+    write_notebook(notebooks / "01_ok.ipynb",
+                   "from geofusion.results import save_results\n"
+                   "save_results(run_dir, '01_ok', {'x': x, 'twice': 2 * x})")
+    table = pipeline.run_sweep("01", {"x": [3, 4]}, "tiny", output_dir=tmp_path / "sweeps")
+    assert table[["x", "twice"]].values.tolist() == [[3, 6], [4, 8]]
+    assert [p.split("/runs/")[1] for p in table["file"]] == [
+        "sweeps/01_ok/x=3/results/01_ok.json", "sweeps/01_ok/x=4/results/01_ok.json"]
+    assert (tmp_path / "sweeps" / "01_ok.csv").read_text().startswith("twice,x,file")

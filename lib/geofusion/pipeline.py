@@ -517,11 +517,15 @@ def build_scorecard(runs: list[NotebookRun], profile: str, seconds: float,
     the conflict is returned), with the pipeline's provenance keys. Validated.
 
     A results file older than the notebook's start (left by an earlier run) is not used.
+    ``environment`` is :func:`geofusion.reproducibility.describe` of the pipeline process
+    (versions; its determinism flags are the pipeline's own), plus ``per_notebook``: the
+    ``environment`` entry each notebook saved in its results (e.g. the return value of
+    ``reproducibility.configure``), i.e. the settings in force inside its kernel.
 
     Returns:
         ``(scorecard, notes)``: notes name conflicts and stale or missing results files.
     """
-    parts, notes, contributors = [], [], {}
+    parts, notes, contributors, kernels = [], [], {}, {}
     for run in runs:
         if run.status != "ok":
             continue
@@ -535,9 +539,13 @@ def build_scorecard(runs: list[NotebookRun], profile: str, seconds: float,
         if "scorecard" in results:
             parts.append((run.name, results["scorecard"]))
             contributors[run.name] = round(run.seconds, 1)
+        if isinstance(results.get("environment"), dict):
+            kernels[run.name] = results["environment"]
     merged, conflicts = merge_scorecards(parts)
     device = next((r.parameters.get("device") for r in runs), None)
     environment = reproducibility.describe(device if device in ("cpu", "cuda") else None)
+    if kernels:  # the settings in force inside each kernel, where a notebook recorded them
+        environment["per_notebook"] = kernels
     data_path = runs[0].parameters.get("data_path") if runs else None
     card = {"profile": profile, "synthetic": data_path is None, "commit": git_commit(),
             "seconds": round(seconds, 1), "environment": environment,
@@ -870,6 +878,7 @@ def run_sweep(name: str, grid: dict[str, list[Any]], profile: str = "quick",
         Traceback (most recent call last):
         geofusion.pipeline.UsageError: --grid 'lamda' is not a parameter of 03_barlow_twins ...
     """
+    from geofusion.io import atomic_write_text
     from geofusion.results import collect_results
 
     name, base = _checked_sweep(name, grid, profile, overrides)
@@ -883,8 +892,8 @@ def run_sweep(name: str, grid: dict[str, list[Any]], profile: str = "quick",
             execute(name, parameters, output_dir / name / tag)
             result_files.append(REPO / run_dir / "results" / f"{name}.json")
     table = collect_results(result_files)
-    table.to_csv(output_dir / f"{name}.csv", index=False)
-    (output_dir / f"{name}.html").write_text(table.to_html(index=False))
+    atomic_write_text(output_dir / f"{name}.csv", table.to_csv(index=False))
+    atomic_write_text(output_dir / f"{name}.html", table.to_html(index=False))
     print(table.to_string(index=False), flush=True)
     return table
 
