@@ -107,6 +107,8 @@ def main() -> None:
         print(f"  OI, missing {fraction:g}: {rmse:.3f} (ratio to background {rmse / rmse_b:.2f})")
     lengths = dict(zip(prepared.channels, oi.length_scale_km.round(0).tolist(), strict=True))
     print(f"OI length scales (km): {lengths}")
+    shares = dict(zip(prepared.channels, oi.correlated_fraction.round(2).tolist(), strict=True))
+    print(f"OI correlated share c of the background variance: {shares}")
     print(f"linear regression alpha (lead 1): {linear.alpha[0].round(1).tolist()}, variance in "
           f"100 EOFs {linear.explained_variance.sum():.2f}")
 
