@@ -58,6 +58,7 @@ from traitlets import default
 from geofusion import reproducibility
 from geofusion.results import (
     SCORECARD_SECTIONS,
+    TABLE_3_1_FIGURES,
     ScorecardError,
     _plain,
     merge_scorecards,
@@ -574,6 +575,11 @@ def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
     return tree
 
 
+_ROW_LABELS = {"persistence_rmse": "lead (days)", "reconstruction_rmse": "model / missing fraction",
+               "forecast_rmse": "model / lead (days)", "table_3_1": "method",
+               "assimilation": "scheme / observed fraction", "ablations": "entry"}
+
+
 def scorecard_tables_html(card: dict[str, Any]) -> str:
     """The scorecard's sections as HTML tables (rows: the outer keys; columns: variables or
     figures), each value with its 95 % interval as ``value [low, high]`` where one exists.
@@ -584,7 +590,7 @@ def scorecard_tables_html(card: dict[str, Any]) -> str:
         >>> "2.81 [2.7, 2.93]" in html and 'id="scorecard-climatology_rmse"' in html
         True
     """
-    from geofusion.data import UNITS
+    from geofusion.data import UNITS, VARIABLES
 
     parts = []
     for section, levels in SCORECARD_SECTIONS.items():
@@ -608,10 +614,12 @@ def scorecard_tables_html(card: dict[str, Any]) -> str:
             if isinstance(interval, list) and None not in interval:
                 text += f" [{_number(interval[0])}, {_number(interval[1])}]"
             rows.setdefault(row, {})[column] = text
+        order = [*VARIABLES, *TABLE_3_1_FIGURES]
+        columns.sort(key=lambda c: order.index(c) if c in order else len(order))
         head = "".join(f"<th>{html.escape(c)}"
                        + (f" ({html.escape(UNITS[c])})" if c in UNITS else "") + "</th>"
                        for c in columns)
-        label = " / ".join(levels[:-1]) if len(levels) > 1 else ("entry" if not levels else "")
+        label = _ROW_LABELS.get(section, "")
         body = "".join(
             f"<tr><th>{html.escape(' / '.join(row)) or section}</th>"
             + ("".join(f"<td>{cells.get(c, '—')}</td>" for c in columns) if cells
