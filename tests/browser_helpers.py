@@ -138,6 +138,7 @@ class PageCheck:
     widgets: int = 0
     links: list[str] = field(default_factory=list)
     screenshot: Path | None = None
+    stated: dict[str, str] = field(default_factory=dict)  # index.html: text by element id
 
 
 def _is_local(url: str, base: str) -> bool:
@@ -260,6 +261,8 @@ def check_index(browser: Any, base: str, screenshot_dir: Path | None = None,
             index.problems.append(f"index.html has no element with id {element_id!r}")
         elif not node.inner_text().strip():
             index.problems.append(f"index.html element #{element_id} is empty")
+        else:
+            index.stated[element_id] = node.inner_text().strip()
     page.close()
     checks["index.html"] = index
     relative = [link for link in index.links

@@ -7,6 +7,8 @@ Screenshots for a person to look at go to reports/screenshots/ (ignored by git).
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import nbformat
 import papermill
 import pytest
 
-from geofusion import rendering
+from geofusion import pipeline, rendering
 
 REASON = bh.unavailable_reason()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
@@ -28,6 +30,9 @@ TINY_06 = dict(start="2000-01-01", end="2000-12-31", width=4, latent_dim=16, pro
                n_decoder_days=64, n_eval_days=8, mask_kind="pixel", noise_std=0.0,
                static_ratios=[0.0, 0.6], curve_ratios=[0.0, 0.9], curve_kinds=["pixel"],
                curve_noise_stds=[0.0], device="cpu")
+# The report set: notebook 02 (formulas, figures, a table), the cheapest with formulas.
+TINY_REPORTS = dict(start="2000-01-01", end="2000-12-31", epochs=1,
+                    batch_size=16, width=4, latent_dim=16, n_embed=12)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +142,42 @@ def test_explorer_check_passes_a_working_explorer_and_fails_broken_callbacks(lab
 
 # ------------------------------------------------------------------------------------------
 # Reports
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    """A small report set rendered by the pipeline (notebook 02, tiny settings)."""
+    work = tmp_path_factory.mktemp("pipeline")
+    output = work / "reports"
+    overrides = {**TINY_REPORTS, "run_dir": str(work / "runs"),
+                 "cache_dir": str(work / "cache")}
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        pipeline.run_pipeline("quick", only=["02"], overrides=overrides,
+                              output_dir=output)
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+    return output
+
+
+def test_reports_read_correctly_in_a_browser_offline(browser, report_dir):
+    """index.html and every linked report: links resolve, figures decode, no traceback,
+    formulas typeset from the local MathJax, provenance stated; nothing loaded from outside."""
+    with bh.serve_directory(report_dir) as base:
+        checks = bh.check_index(browser, base, bh.SCREENSHOTS)
+    assert not bh.problems(checks), bh.problems(checks)
+    assert sorted(checks) == ["02_autoencoder.html", "index.html"]
+    assert checks["02_autoencoder.html"].images >= 2  # training curves, PCA of embeddings
+    assert checks["02_autoencoder.html"].formulas >= 2  # the loss and the learning rate
+    stated = checks["index.html"].stated
+    assert "quick" in stated["profile"] and "synthetic" in stated["synthetic"].lower()
+    assert re.search(r"[0-9a-f]{7}", stated["commit"]), stated
+    for name in checks:
+        assert (bh.SCREENSHOTS / (Path(name).stem + ".png")).stat().st_size > 0
 
 
 @pytest.fixture(scope="module")
