@@ -469,6 +469,18 @@ def set_slider(page: Any, description: str, value: float) -> None:
     page.keyboard.press("Enter")
 
 
+def slider_handle(page: Any, description: str) -> Any:
+    """The draggable handle of the slider labelled ``description``: focus it and press arrow
+    keys, Home or End to move a selection slider (whose readout cannot be typed into)."""
+    label = page.locator(".widget-label", has_text=re.compile(f"^{re.escape(description)}$"))
+    handle = page.locator(".widget-inline-hbox").filter(has=label).filter(visible=True) \
+        .locator(".noUi-handle")
+    if handle.count() != 1:
+        raise LookupError(f"expected one slider handle labelled {description!r}, found "
+                          f"{handle.count()}")
+    return handle
+
+
 def slider_value(page: Any, description: str) -> float:
     """The value the slider labelled ``description`` shows in its readout."""
     return float(_control(page, "widget-slider", description).locator(".widget-readout")

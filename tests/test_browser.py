@@ -140,6 +140,56 @@ def test_explorer_check_passes_a_working_explorer_and_fails_broken_callbacks(lab
     assert any("grey share does not follow missing" in p for p in backwards.problems), backwards
 
 
+# The explorer of notebook 10 (geofusion.explorers.AssimilationExplorer) on hand-made results of
+# three observing systems: the observation panel is grey where a day is not observed.
+_ASSIMILATION_FIXTURE = """\
+from types import SimpleNamespace
+import numpy as np
+from geofusion.explorers import AssimilationExplorer
+
+rng = np.random.default_rng(0)
+fractions = [0.1, 0.5, 0.9]
+truth = np.cos(np.linspace(0, 3, 32))[None, None, :, None] * np.ones((2, 1, 32, 64))
+observed = np.stack([rng.random((2, 32, 64)) < f for f in fractions], axis=1)
+results = SimpleNamespace(
+    experiments=[(f, 0.1) for f in fractions], channels=["a"], units={"a": "K"}, truth=truth,
+    observations=np.repeat(truth[:, None], 3, axis=1) * observed[:, :, None],
+    observed=observed, analyses={"scheme": np.repeat(truth[:, None], 3, axis=1)},
+    mse={"scheme": np.ones((2, 3, 1))}, lat=np.linspace(-87.2, 87.2, 32),
+    lon=np.arange(0, 360, 5.625), times=np.arange(2).astype("datetime64[D]"), synthetic=True,
+    destandardise=lambda x: x, experiment=lambda f, s: fractions.index(f))
+explorer = AssimilationExplorer(results)
+widget = explorer.show(0.1, 0.1, day=0, mode="a")
+"""
+
+
+def test_assimilation_explorer_follows_its_observed_fraction_in_jupyterlab(lab, page):
+    """Notebook 10's explorer: moving the observed-fraction selection slider (keyboard, as a
+    user can) redraws the figure with grey gaps in proportion to the missing fraction."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python",
+                                 "display_name": "Python 3"}
+    nb.cells = [nbformat.v4.new_code_cell(_ASSIMILATION_FIXTURE)]
+    nbformat.write(nb, lab.root / "assimilation_explorer.ipynb")
+    bh.open_notebook(page, lab, "assimilation_explorer.ipynb")
+    assert not bh.run_all_cells(page)["errors"]
+    handle = bh.slider_handle(page, "observed")
+    previous = bh.current_widget_figure(page)
+    grey = {}
+    for fraction, key in [(0.5, "ArrowRight"), (0.9, "ArrowRight"), (0.1, "Home")]:
+        handle.focus()
+        page.keyboard.press(key)
+        previous = bh.widget_figure(page, previous, timeout_ms=30_000)
+        grey[fraction] = bh.grey_share(bh.png_from_src(previous))
+    assert not bh.widget_output_errors(page) and not bh.notebook_errors(page)
+    assert grey[0.1] > grey[0.5] > grey[0.9], grey
+    # missing 0.9, 0.5, 0.1: the grey share rises linearly with the missing fraction
+    measured = (grey[0.1] - grey[0.9]) / (grey[0.5] - grey[0.9])
+    assert 0.7 * 2.0 < measured < 1.3 * 2.0, grey
+    page.locator(".widget-interact").last.screenshot(
+        path=str(bh.SCREENSHOTS / "lab_10_assimilation_explorer.png"))
+
+
 # ------------------------------------------------------------------------------------------
 # Reports
 
