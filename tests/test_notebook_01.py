@@ -1,4 +1,4 @@
-"""notebooks/01_data_loading.ipynb runs end to end on one synthetic year."""
+"""notebooks/01_data_loading.ipynb runs end to end on one synthetic year, world included."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def test_notebook_01_runs_on_synthetic_default(run_notebook, tmp_path):
     assert "SYNTHETIC ERA5-like default" in text
     assert "train (293, 5, 32, 64)" in text and "valid (73, 5, 32, 64)" in text
     assert "specific_humidity" in text  # the summary table
-    assert images >= 5  # day and climatology maps, seasonal cycle, series, heatmap
+    assert images >= 8  # maps, seasonal cycle, series, heatmap; surface, Hovmoller, twin
+    # The simulated world: its version, and the calibration table computed on the run.
+    assert "model version" in text
+    assert "geopotential persistence/climatology lead 3" in text
+    assert "tropical u anomaly std (m/s)" in text
     # The prepared data went to the cache under the test's cache_dir.
     assert list((tmp_path / "cache").glob("prepared_*.json"))

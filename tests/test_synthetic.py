@@ -1,17 +1,38 @@
-"""geofusion.synthetic: WB2 layout, determinism and the physics the experiments rely on."""
+"""geofusion.synthetic: WB2 layout, determinism, the physics the experiments rely on, and the
+calibration of the simulated world against ERA5 statistics (issue 9) on a multi-year run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from geofusion import data
+from geofusion import data, world_calibration
 from geofusion.synthetic import EARTH_RADIUS, OMEGA, synthetic_era5
+
+WORLD_YEARS = 6  # the calibration run: 4 training + 2 validation years (quick profile: 8)
 
 
 @pytest.fixture(scope="module")
-def two_years():
-    return synthetic_era5(start="2000-01-01", end="2001-12-31", seed=0)
+def world():
+    """One multi-year run shared by every test here (the costly part of this file)."""
+    return synthetic_era5(start="2000-01-01", end=f"{1999 + WORLD_YEARS}-12-31", seed=0)
+
+
+@pytest.fixture(scope="module")
+def two_years(world):
+    # A run is a deterministic function of (seed, start): its first two years are exactly the
+    # two-year run (tests/test_world.py checks this prefix property on the model).
+    return world.sel(time=slice("2000-01-01", "2001-12-31"))
+
+
+@pytest.fixture(scope="module")
+def calibration(world):
+    return world_calibration.calibration_table(world)
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return world_calibration.twin_experiment(start="2000-01-01", days=50, seed=0)
 
 
 def _daily(ds, name):
@@ -141,3 +162,44 @@ def test_empty_range_and_bad_levels_raise():
         synthetic_era5(start="2001-01-01", end="2000-01-01")
     with pytest.raises(ValueError, match="levels must be"):
         synthetic_era5(start="2000-01-01", end="2000-01-02", levels=())
+
+
+@pytest.mark.parametrize("statistic", [
+    "geopotential persistence/climatology lead 1",
+    "geopotential persistence/climatology lead 3",
+    "geopotential persistence/climatology lead 5",
+    "2m_temperature persistence/climatology lead 3",
+    "2m_temperature persistence/climatology lead 5",
+    "2m_temperature zonal std (K)",
+    "tropical u anomaly std (m/s)",
+    "tropical u anomaly lag-1 autocorrelation",
+    "global-mean t2m interannual std (K)",
+    "central-Pacific t2m interannual std (K)",
+])
+def test_calibration_target_met(calibration, statistic):
+    row = calibration.loc[statistic]
+    low, high = world_calibration.TARGETS[statistic]
+    assert low is None or row["value"] >= low, (statistic, row["value"])
+    assert high is None or row["value"] <= high, (statistic, row["value"])
+
+
+def test_twin_experiment_error_doubles_in_days_then_saturates(twin):
+    assert 1.0 <= twin["doubling_days"] <= 4.0
+    rmse, days = twin["rmse"], twin["days"]
+    assert rmse[days == 1.0][0] < 0.01 * twin["saturation"]  # started tiny
+    late = rmse[days >= 0.75 * days.max()]  # the last quarter: levelled at saturation
+    assert twin["saturation"] > 300 and late.max() < 2 * late.min()
+
+
+def test_integration_is_stable_and_energy_bounded(world):
+    """No blow-up over the run and no drift of the kinetic energy: the last year's
+    global-mean kinetic energy stays within 30 % of the first year's."""
+    u = world["u_component_of_wind"].isel(level=0)
+    v = world["v_component_of_wind"].isel(level=0)
+    w = np.cos(np.deg2rad(world.latitude))
+    ke = (0.5 * (u**2 + v**2)).weighted(w).mean(("longitude", "latitude"))
+    annual = ke.groupby("time.year").mean().values
+    assert np.all(np.isfinite(annual)) and annual.max() < 1000
+    assert abs(annual[-1] / annual[0] - 1) < 0.3
+    assert annual.std() / annual.mean() < 0.15
+
