@@ -7,7 +7,8 @@ import pytest
 
 @pytest.mark.notebook
 def test_notebook_01_runs_on_synthetic_default(run_notebook, tmp_path):
-    nb = run_notebook("01_data_loading.ipynb", start="2000-01-01", end="2000-12-31")
+    nb = run_notebook("01_data_loading.ipynb", start="2000-01-01", end="2000-12-31",
+                      twin_days=20)
     text = ""
     images = 0
     for cell in nb.cells:

@@ -153,7 +153,7 @@ def test_humidity_follows_temperature(two_years):
 def test_diurnal_cycle_in_surface_temperature(two_years):
     t2m = two_years["2m_temperature"].sel(latitude=slice(-20, 20))
     by_hour = t2m.groupby("time.hour").mean().sel(longitude=0.0).mean("latitude").values
-    # Warmest near 15 local solar time: 12 UTC at longitude 0 (of 00, 06, 12, 18 UTC).
+    # Warmest near 14 local solar time: 12 UTC at longitude 0 (of 00, 06, 12, 18 UTC).
     assert int(np.argmax(by_hour)) == 2 and by_hour.max() - by_hour.min() > 1.0
 
 

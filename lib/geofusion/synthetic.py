@@ -30,8 +30,9 @@ regridded conservatively (:mod:`geofusion.regrid`, as WeatherBench 2 regrids ERA
    \mathbf v_\chi)` with :math:`s = f^2/(f^2 + f_0^2)`, the model's rotational and divergent
    wind (so the tropics carry the MJO's winds). Scaled by :math:`\alpha(p)`.
 3. **2 m temperature**: the model's advected surface temperature plus a diurnal cycle
-   :math:`(1 + 2\,l)\cos\varphi\cos(2\pi(h_{local} - 15)/24)` K (land fraction :math:`l`)
-   peaking at 15 local solar time, so daily means differ from 6-hourly values.
+   :math:`(1 + 2\,l)\cos\varphi\cos(2\pi(h_{local} - 14)/24)` K (land fraction :math:`l`)
+   peaking at 14 local solar time, so daily means differ from 6-hourly values (and, sampled
+   6-hourly, 12 UTC is the warmest time at longitude 0, not a tie between 12 and 18 UTC).
 4. **Specific humidity**: the model's advected near-surface humidity :math:`q_s` gives a
    relative humidity :math:`r = q_s/q_{sat}(T_{2m})`; at level :math:`p`,
    :math:`q = \min(0.98, r\,(0.3 + 0.5p/1000)/0.8)\,q_{sat}(T_p, p)` with the level
@@ -170,7 +171,7 @@ def synthetic_era5(start: str = "2000-01-01", end: str = "2009-12-31", freq: str
         rh = regrid(run.q[sl].astype(np.float64)) / saturation_specific_humidity(t_free)
         local = hour_utc[sl, None, None] + lon[None, :, None] / 15.0
         diurnal = ((1.0 + 2.0 * land)[None] * np.cos(phi_lat)[None]
-                   * np.cos(2 * np.pi * (local - 15.0) / 24.0))
+                   * np.cos(2 * np.pi * (local - 14.0) / 24.0))
         t2m[sl] = t_free + diurnal
         for i, p in enumerate(levels_arr.astype(np.float64)):
             alpha = 0.3 + 0.7 * np.log(P0 / p) / np.log(P0 / 500.0)
