@@ -128,6 +128,19 @@ def test_evaluation_masks_are_nested_and_shared_by_day_subsets(autoencoder, days
         float(ev.scores("patch", 0.6)["ae"].daily_centred_cosine[1]), abs=1e-5)
 
 
+def test_distinct_masks_cycle_over_days_and_stay_nested(autoencoder, days):
+    times = np.arange(6).astype("datetime64[D]")
+    model = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder)}
+    cycled = SparsityEvaluation(model, days, times, LAT, to_physical, CHANNELS, seed=1,
+                                distinct_masks=2)
+    _, masks = cycled.observe("patch", 0.5)
+    assert torch.equal(masks[0], masks[2]) and torch.equal(masks[1], masks[5])
+    assert not torch.equal(masks[0], masks[1])
+    assert bool((cycled.observe("patch", 0.7)[1] <= masks).all())
+    with pytest.raises(ValueError, match="distinct_masks must be >= 1"):
+        SparsityEvaluation(model, days, times, LAT, to_physical, CHANNELS, distinct_masks=0)
+
+
 def test_bad_inputs_say_what_to_pass(autoencoder, days):
     model = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder)}
     times = np.arange(6).astype("datetime64[D]")

@@ -428,6 +428,11 @@ class SparsityEvaluation:
         channels: the ``C`` variable names.
         seed: seeds the masks and the noise.
         noise_length: correlation length of the noise in grid points.
+        distinct_masks: how many different masks one observation setting draws; day ``n``
+            gets mask ``n mod distinct_masks`` (None: one per day). Fewer masks make
+            baselines that factorise a covariance per observed pattern (optimal
+            interpolation) proportionally cheaper, at the price of less mask variety; the
+            masks stay nested across missing fractions.
 
     Example:
         >>> import numpy as np, torch
@@ -445,7 +450,8 @@ class SparsityEvaluation:
 
     def __init__(self, models: Mapping[str, Reconstructor], fields: Tensor, times: Any,
                  lat: Any, to_physical: Callable[[np.ndarray], np.ndarray],
-                 channels: Sequence[str], seed: int = 0, noise_length: float = 2.0) -> None:
+                 channels: Sequence[str], seed: int = 0, noise_length: float = 2.0,
+                 distinct_masks: int | None = None) -> None:
         if not models:
             raise ValueError("no models given; pass a dict name -> Reconstructor")
         fields = torch.as_tensor(fields).float()
@@ -455,6 +461,10 @@ class SparsityEvaluation:
         if len(np.asarray(times)) != len(fields):
             raise ValueError(f"{len(np.asarray(times))} times for {len(fields)} days; pass the "
                              "times of the evaluation days")
+        if distinct_masks is not None and distinct_masks < 1:
+            raise ValueError(f"distinct_masks must be >= 1 (or None for one mask per day), got "
+                             f"{distinct_masks}")
+        self.distinct_masks = distinct_masks
         self.models = dict(models)
         self.fields, self.times = fields, np.asarray(times)
         self.lat, self.to_physical = np.asarray(lat), to_physical
@@ -471,8 +481,10 @@ class SparsityEvaluation:
         observation those days get in the full set) for ``kind``, ``ratio``, ``noise_std``."""
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0 (standardised units), got {noise_std}")
-        mask = make_mask((len(self.fields), *self.fields.shape[-2:]), float(ratio), kind,
-                         observation_generator(self.seed, kind))
+        n = len(self.fields)
+        k = n if self.distinct_masks is None else min(self.distinct_masks, n)
+        mask = make_mask((k, *self.fields.shape[-2:]), float(ratio), kind,
+                         observation_generator(self.seed, kind))[torch.arange(n) % k]
         fields = self.fields
         if noise_std > 0:
             noisy = Observation(kind=kind, min_ratio=0.0, max_ratio=0.0, noise_std=noise_std,
