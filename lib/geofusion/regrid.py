@@ -25,23 +25,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from geofusion import grids
+
 __all__ = ["overlap_weights", "periodic_overlap_weights", "ConservativeRegridder",
            "equiangular_lat_edges"]
 
 
 def overlap_weights(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
-    """``(n_dst, n_src)`` weights: overlap of each target interval with each source interval,
-    divided by the target width. Edges are monotonic (either direction), covering the same span.
+    """``(n_dst, n_src)`` weights: overlap of each target interval with each source interval
+    (:func:`geofusion.grids.overlap_weights`), divided by the target width. Edges are
+    monotonic (either direction), covering the same span; the weights follow the callers'
+    cell orders.
     """
     s = np.sort(np.asarray(src_edges, dtype=np.float64))
     d = np.sort(np.asarray(dst_edges, dtype=np.float64))
     if not (np.isclose(s[0], d[0]) and np.isclose(s[-1], d[-1])):
         raise ValueError(f"source span [{s[0]}, {s[-1]}] differs from target span "
                          f"[{d[0]}, {d[-1]}]; give edges covering the same interval")
-    lo = np.maximum(d[:-1, None], s[None, :-1])
-    hi = np.minimum(d[1:, None], s[None, 1:])
-    w = np.clip(hi - lo, 0.0, None) / (d[1:] - d[:-1])[:, None]
-    # Back to the callers' cell orders.
+    w = grids.overlap_weights(s, d) / np.diff(d)[:, None]
     if src_edges[0] > src_edges[-1]:
         w = w[:, ::-1]
     if dst_edges[0] > dst_edges[-1]:
@@ -54,12 +55,9 @@ def periodic_overlap_weights(src_lon: np.ndarray, dst_lon: np.ndarray) -> np.nda
     given by their cell centres (degrees); cells are centred on their points."""
     src_lon, dst_lon = np.asarray(src_lon, np.float64), np.asarray(dst_lon, np.float64)
     ds, dd = 360.0 / len(src_lon), 360.0 / len(dst_lon)
-    w = np.zeros((len(dst_lon), len(src_lon)))
-    for shift in (-360.0, 0.0, 360.0):
-        lo = np.maximum(dst_lon[:, None] - dd / 2, src_lon[None, :] + shift - ds / 2)
-        hi = np.minimum(dst_lon[:, None] + dd / 2, src_lon[None, :] + shift + ds / 2)
-        w += np.clip(hi - lo, 0.0, None)
-    return w / dd
+    src_edges = np.concatenate([src_lon - ds / 2, [src_lon[-1] + ds / 2]])
+    dst_edges = np.concatenate([dst_lon - dd / 2, [dst_lon[-1] + dd / 2]])
+    return grids.overlap_weights(src_edges, dst_edges, period=360.0) / dd
 
 
 def equiangular_lat_edges(lat: np.ndarray) -> np.ndarray:
