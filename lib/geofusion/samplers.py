@@ -136,7 +136,7 @@ class TimeAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
 
         >>> sampler = TimeAwareBatchSampler(3000, anchors=2, hard=1, easy=1, seed=0)
         >>> batch = next(iter(sampler))
-        >>> len(batch), abs(batch[2] - batch[0]) in range(10, 41)
+        >>> len(batch), abs(batch[1] - batch[0]) in range(10, 41)
         (6, True)
     """
 
