@@ -25,9 +25,15 @@ SHORT = {wb2: short for short, wb2 in era5_files.SHORT_NAMES.items()}
 
 @pytest.fixture(scope="module")
 def reference():
-    """Three days, hourly, 8x16 grid, levels 500 and 850 hPa, in the WB2 layout."""
-    return synthetic_era5(start="2000-01-01", end="2000-01-03", freq="1h", seed=5, nlat=8,
-                          nlon=16, levels=(500, 850))
+    """Three days, hourly, 8x16 grid, levels 500 and 850 hPa, in the WB2 layout.
+
+    The simulated world steps in multiples of 6 hours; the CDS delivers hourly data, so the
+    hours between are filled by linear interpolation in time (a stand-in for hourly values)."""
+    six_hours = synthetic_era5(start="2000-01-01", end="2000-01-04", freq="6h", seed=5,
+                               nlat=8, nlon=16, levels=(500, 850))
+    hourly = six_hours.resample(time="1h").interpolate("linear")
+    return hourly.sel(time=slice("2000-01-01", "2000-01-03T23:00")).assign_attrs(
+        six_hours.attrs)
 
 
 def six_hourly(ds):
