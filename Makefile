@@ -31,7 +31,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check lib tests benchmarks scripts
+	$(VENV)/bin/ruff check lib tests benchmarks scripts notebooks
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/train_step.py

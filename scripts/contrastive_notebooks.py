@@ -67,6 +67,7 @@ import torch
 from geofusion import data, evaluation, reproducibility, runs
 from geofusion.results import save_results
 from geofusion.training import TrainConfig
+
 environment = reproducibility.configure(seed, deterministic, device)
 """),
     _cell("markdown", r"""
@@ -108,7 +109,7 @@ On validation days (`evaluation.embedding_metrics`), with $u = e/\lVert e\rVert$
     _cell("code", r"""
 table_figures = evaluation.table_3_1(method, prepared.valid, torch.Generator().manual_seed(seed),
                                      intervals=True, seed=seed)
-pd.Series(table_figures).to_frame(f"<<METHOD>>" + (" (synthetic)" if prepared.synthetic else ""))
+pd.Series(table_figures).to_frame("<<METHOD>>" + (" (synthetic)" if prepared.synthetic else ""))
 """),
     _cell("markdown", r"""
 ## Latent space

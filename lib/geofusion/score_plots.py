@@ -2,7 +2,7 @@
 
 Every function takes the long tables the scoring modules return
 (:meth:`geofusion.reconstruction_scores.SparsityEvaluation.curves`,
-:func:`geofusion.forecasting.score_forecasts`) or training histories, draws one figure and
+:func:`geofusion.forecast_scores.score_forecasts`) or training histories, draws one figure and
 returns it; ``synthetic=True`` labels the title.
 """
 
