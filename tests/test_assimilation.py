@@ -181,13 +181,16 @@ def test_blend_gain_matches_the_kalman_gain_and_beats_both_inputs():
     torch.testing.assert_close(both[1], zo[1])
 
 
-class _FlatMethod(nn.Module):
-    """A tiny 'method': embed = linear map of the flattened field (missing = 0)."""
+class LinearMethod(nn.Module):
+    """A tiny 'method': embed = linear map of the flattened field (missing = 0); also used by
+    tests/test_assimilation_experiment.py."""
 
-    def __init__(self) -> None:
+    mask_channel = False
+
+    def __init__(self, shape: tuple[int, int, int] = (C, H, W), latent_dim: int = D) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.linear = nn.Linear(C * H * W, D)
+        self.linear = nn.Linear(int(np.prod(shape)), latent_dim)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
@@ -197,7 +200,7 @@ def persistence_forecaster(context: int = 3) -> LatentForecaster:
     # An untrained LatentSeq2Seq is persistence (its head starts at zero).
     decoder = nn.Sequential(nn.Linear(D, C * H * W), nn.Unflatten(1, (C, H, W)))
     standardiser = LatentStandardiser(torch.zeros(D), torch.ones(D))
-    return LatentForecaster(_FlatMethod(), decoder, LatentSeq2Seq(D, 8), standardiser, context)
+    return LatentForecaster(LinearMethod(), decoder, LatentSeq2Seq(D, 8), standardiser, context)
 
 
 def test_cycle_with_persistence_background_chains_the_analyses():

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_assimilation import LinearMethod
 from torch import nn
 
 from geofusion.assimilation_experiment import SCHEMES, run_assimilation_experiment
@@ -16,18 +17,6 @@ from geofusion.metrics import lat_weighted_rmse
 from geofusion.sparsity import correlated_noise
 
 C, H, W, D = 5, 4, 8, 6
-
-
-class _LinearMethod(nn.Module):
-    mask_channel = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = nn.Linear(C * H * W, D)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def setting():
     prepared = PreparedData(fields[:900], fields[900:], times[:900], times[900:], VARIABLES,
                             np.full(C, 10.0, np.float32), np.full(C, 2.0, np.float32),
                             np.linspace(-67.5, 67.5, H), np.arange(W) * 45.0, 500, True)
-    method = _LinearMethod()
+    method = LinearMethod((C, H, W), D)
     decoder = nn.Sequential(nn.Linear(D, C * H * W), nn.Unflatten(1, (C, H, W)))
     forecaster = LatentForecaster(method, decoder, LatentSeq2Seq(D, 8),
                                   LatentStandardiser(torch.zeros(D), torch.ones(D)), context=3)

@@ -232,6 +232,27 @@ def _as_numpy(fields: Any) -> np.ndarray:
 # Damped anomaly persistence
 # --------------------------------------------------------------------------------------------
 
+def _initial_anomalies(climatology: np.ndarray, max_lead: int, fields: Any, times: Any,
+                       inits: Any, steps: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs of a forecast baseline's ``forecast``: the fields, their times, the
+    initialisation indices and the anomalies ``(B, C, H, W)`` of the initial days from
+    ``climatology``."""
+    if not 1 <= steps <= max_lead:
+        raise ValueError(f"steps must be in 1..{max_lead} (the leads fitted), got {steps}; "
+                         f"refit with max_lead >= {steps}")
+    x = _as_numpy(fields)
+    times = np.asarray(times, dtype="datetime64[ns]")
+    if len(times) != len(x):
+        raise ValueError(f"{len(times)} times for {len(x)} fields; pass the fields' times")
+    if x.shape[1:] != climatology.shape[1:]:
+        raise ValueError(f"fields have shape {x.shape[1:]} per day, the model was fitted on "
+                         f"{climatology.shape[1:]}")
+    inits = _check_inits(inits, len(x))
+    anomaly = x[inits].astype(np.float32) - climatology[day_of_year(times[inits]) - 1]
+    return x, times, inits, anomaly
+
+
 @dataclass(frozen=True)
 class DampedPersistence:
     """Damped anomaly persistence, ``x_hat_{t+k} = c(doy_{t+k}) + rho_k (x_t - c(doy_t))``.
@@ -264,15 +285,8 @@ class DampedPersistence:
         Returns:
             float32 ``(B, steps, C, H, W)``.
         """
-        if not 1 <= steps <= self.max_lead:
-            raise ValueError(f"steps must be in 1..{self.max_lead} (the leads fitted), got "
-                             f"{steps}; refit with max_lead >= {steps}")
-        x = _as_numpy(fields)
-        times = np.asarray(times, dtype="datetime64[ns]")
-        if len(times) != len(x):
-            raise ValueError(f"{len(times)} times for {len(x)} fields; pass the fields' times")
-        inits = _check_inits(inits, len(x))
-        anomaly = x[inits].astype(np.float32) - self.climatology[day_of_year(times[inits]) - 1]
+        x, times, inits, anomaly = _initial_anomalies(self.climatology, self.max_lead, fields,
+                                                      times, inits, steps)
         valid = self.climatology[_valid_doy_index(times, inits, steps)]
         return (valid + self.rho[None, :steps] * anomaly[:, None]).astype(np.float32)
 
@@ -408,18 +422,8 @@ class LinearRegressionForecast:
     def forecast(self, fields: Any, times: Any, inits: Any, steps: int) -> np.ndarray:
         """Forecasts from ``fields[inits]`` valid 1 .. ``steps`` days later, float32
         ``(B, steps, C, H, W)`` (arguments as :meth:`DampedPersistence.forecast`)."""
-        if not 1 <= steps <= self.max_lead:
-            raise ValueError(f"steps must be in 1..{self.max_lead} (the leads fitted), got "
-                             f"{steps}; refit with max_lead >= {steps}")
-        x = _as_numpy(fields)
-        times = np.asarray(times, dtype="datetime64[ns]")
-        if len(times) != len(x):
-            raise ValueError(f"{len(times)} times for {len(x)} fields; pass the fields' times")
-        if x.shape[1:] != self.climatology.shape[1:]:
-            raise ValueError(f"fields have shape {x.shape[1:]} per day, the model was fitted "
-                             f"on {self.climatology.shape[1:]}")
-        inits = _check_inits(inits, len(x))
-        anomaly = x[inits].astype(np.float32) - self.climatology[day_of_year(times[inits]) - 1]
+        x, times, inits, anomaly = _initial_anomalies(self.climatology, self.max_lead, fields,
+                                                      times, inits, steps)
         pcs = self.scores(anomaly)
         out = np.einsum("bk,lkd->bld", pcs, self.coef[:steps]) + self.intercept[None, :steps]
         out = out.reshape(len(inits), steps, *x.shape[1:])
