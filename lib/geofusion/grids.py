@@ -126,25 +126,24 @@ def equiangular_grid(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
+def _midpoint_edges(centres: np.ndarray, name: str) -> np.ndarray:
+    """Edges ``(n + 1,)`` halfway between ascending centres, the end cells mirrored outwards."""
+    c = np.asarray(centres, dtype=np.float64)
+    if len(c) < 2 or np.any(np.diff(c) <= 0):
+        raise DataError(f"need at least two ascending {name} for cell edges, got {c}; "
+                        "normalise the orientation first (grids.normalise_orientation)")
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
 def latitude_edges(lat: np.ndarray) -> np.ndarray:
     """Cell edges ``(nlat + 1,)`` of ascending latitude centres, degrees, clipped to [-90, 90]."""
-    lat = np.asarray(lat, dtype=np.float64)
-    if len(lat) < 2 or np.any(np.diff(lat) <= 0):
-        raise DataError(f"need at least two ascending latitudes for cell edges, got {lat}; "
-                        "normalise the orientation first (grids.normalise_orientation)")
-    mid = (lat[1:] + lat[:-1]) / 2
-    edges = np.concatenate([[lat[0] - (mid[0] - lat[0])], mid, [lat[-1] + (lat[-1] - mid[-1])]])
-    return np.clip(edges, -90.0, 90.0)
+    return np.clip(_midpoint_edges(lat, "latitudes"), -90.0, 90.0)
 
 
 def longitude_edges(lon: np.ndarray) -> np.ndarray:
     """Cell edges ``(nlon + 1,)`` of ascending longitude centres, degrees (not wrapped)."""
-    lon = np.asarray(lon, dtype=np.float64)
-    if len(lon) < 2 or np.any(np.diff(lon) <= 0):
-        raise DataError(f"need at least two ascending longitudes for cell edges, got {lon}; "
-                        "normalise the orientation first (grids.normalise_orientation)")
-    mid = (lon[1:] + lon[:-1]) / 2
-    edges = np.concatenate([[lon[0] - (mid[0] - lon[0])], mid, [lon[-1] + (lon[-1] - mid[-1])]])
+    edges = _midpoint_edges(lon, "longitudes")
     if edges[-1] - edges[0] > 360.0 + 1e-9:
         raise DataError(f"longitude cells span {edges[-1] - edges[0]:.4f} > 360 degrees; the "
                         "longitude axis is irregular or repeats a meridian")
