@@ -23,7 +23,9 @@ its own inputs is ``world_size`` times the single-process one, and DDP divides b
 :func:`fit_distributed` is :func:`geofusion.training.fit` for that setting: same
 :class:`~geofusion.training.TrainConfig` (``batch_size`` is the *global* batch), same
 checkpoint format (written by rank 0 only, resumable by ``fit`` or ``fit_distributed``), a
-:class:`~torch.utils.data.DistributedSampler` reseeded every epoch, and the global-batch losses
+:class:`~torch.utils.data.DistributedSampler` reseeded every epoch (or, with
+``config.batch_sampler``, each rank's contiguous share of every global time-aware batch,
+:func:`geofusion.training.time_aware_batch_sampler`), and the global-batch losses
 switched on for every module of the method that has a ``gather_distributed`` attribute.
 """
 
@@ -54,7 +56,9 @@ from geofusion.training import (
     learning_rate,
     move_to,
     progress_bar,
+    set_data_epoch,
     set_learning_rate,
+    time_aware_batch_sampler,
 )
 
 __all__ = [
@@ -331,11 +335,21 @@ def fit_distributed(
         ddp.train()
         torch.manual_seed(config.seed * 1_000_003 + epoch + 7919 * me)
         generator = epoch_generator(config.seed, epoch, stream=_method_stream(me))
-        loader = DataLoader(train_set, batch_size=local_batch, drop_last=True,
-                            sampler=distributed_sampler(train_set, config.seed, epoch),
-                            num_workers=config.num_workers,
-                            worker_init_fn=seed_worker if config.num_workers else None,
-                            pin_memory=device.type == "cuda")
+        set_data_epoch(train_set, epoch)
+        if config.batch_sampler is not None:
+            # Each rank takes its contiguous share of every global time-aware batch; the
+            # gathered losses then see the designed batch (anchors with their negatives).
+            loader = DataLoader(train_set, batch_sampler=time_aware_batch_sampler(
+                len(train_set), config, epoch, rank=me, world_size=n_proc),
+                num_workers=config.num_workers,
+                worker_init_fn=seed_worker if config.num_workers else None,
+                pin_memory=device.type == "cuda")
+        else:
+            loader = DataLoader(train_set, batch_size=local_batch, drop_last=True,
+                                sampler=distributed_sampler(train_set, config.seed, epoch),
+                                num_workers=config.num_workers,
+                                worker_init_fn=seed_worker if config.num_workers else None,
+                                pin_memory=device.type == "cuda")
         totals: dict[str, Tensor] = {}
         steps = 0
         first_lr = learning_rate(config, epoch * len(loader), len(loader))

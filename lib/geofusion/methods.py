@@ -5,7 +5,11 @@ Each method is an ``nn.Module`` holding its networks, with
 - ``loss(batch, generator) -> (loss, metrics)``: the objective on one batch, where ``batch``
   is ``(fields, season)`` as yielded by :class:`geofusion.data.FieldDataset` (fields
   ``(B, C, H, W)`` standardised, season ``(B,)`` int64) and ``generator`` seeds the
-  augmentations;
+  augmentations. The contrastive methods also take the batches of
+  :class:`geofusion.samplers.TemporalPairDataset`: ``(fields, partner, season)`` (temporal
+  positives: the second view is made from the partner day ``t +- delta``) and
+  ``(fields, partner, mirror, season)`` (with the days ``t - s delta, t, t + s delta`` for the
+  optional latent smoothness term, ``smoothness_weight``);
 - ``encoder``: the network whose ``latent_dim``-d output is the representation
   (the report evaluates and forecasts on it, not on the projections);
 - ``inference_view(fields)``: what the encoder sees at inference (the fields themselves for
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 from geofusion.augment import ReportAugmentation, augmentation_preset, two_views
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.models import FieldDecoder, ProjectionHead, ResNetEncoder
+from geofusion.smoothness import latent_smoothness_loss
 from geofusion.sparsity import Observation, apply_mask
 
 Batch = tuple[Tensor, ...]
@@ -80,21 +85,44 @@ class ContrastiveMethod(nn.Module):
     Subclasses define :meth:`objective` on the projections. :meth:`make_views` produces the
     two views; the sparsity methods override it to mask or add noise to one view.
 
+    **Temporal positives** (SPARTA): a batch ``(fields, partner, labels)`` of
+    :class:`geofusion.samplers.TemporalPairDataset` has the second view made from the partner
+    day ``t + s delta`` (masked and noisy for the sparse methods) instead of from day ``t``
+    itself; a plain ``(fields, labels)`` batch gives the report's same-day pairs.
+    ``temporal_positives=False`` ignores the partner (same-day pairs even on temporal
+    batches, for the ablation of the smoothness term alone).
+
+    **Latent smoothness** (``smoothness_weight = w > 0``): on batches
+    ``(fields, partner, mirror, labels)`` (``TemporalPairDataset(with_mirror=True)``, days
+    ``t + s delta`` and ``t - s delta``) the loss becomes
+    ``L = L_contrastive + w * mean ||u_{t+d} - 2 u_t + u_{t-d}||^2`` with ``u`` the
+    L2-normalised embeddings (:meth:`embed`, the inference view of the complete days) of the
+    three days (:func:`geofusion.smoothness.latent_smoothness_loss`); the term is logged as the
+    metric ``smoothness``.
+
     Args:
         encoder: (B, C, H, W) -> (B, latent_dim).
         projector: (B, latent_dim) -> (B, proj_dim).
         augmentation: callable ``(fields, generator) -> augmented fields``.
+        temporal_positives: use the partner day of a temporal batch as the second view.
+        smoothness_weight: ``w >= 0`` above (0: off).
     """
 
     #: Whether the encoder takes the observation mask as an extra input channel.
     mask_channel = False
 
     def __init__(self, encoder: nn.Module, projector: nn.Module,
-                 augmentation: Any | None = None) -> None:
+                 augmentation: Any | None = None, temporal_positives: bool = True,
+                 smoothness_weight: float = 0.0) -> None:
         super().__init__()
+        if not smoothness_weight >= 0:
+            raise ValueError(f"smoothness_weight must be >= 0 (0 = off), got "
+                             f"{smoothness_weight}")
         self.encoder = encoder
         self.projector = projector
         self.augmentation = augmentation if augmentation is not None else ReportAugmentation()
+        self.temporal_positives = bool(temporal_positives)
+        self.smoothness_weight = float(smoothness_weight)
         # Switched on by geofusion.distributed.fit_distributed: the losses then see the
         # global batch across processes.
         self.gather_distributed = False
@@ -108,22 +136,47 @@ class ContrastiveMethod(nn.Module):
         """(B, C, H, W) -> (B, latent_dim) of the inference view."""
         return self.encoder(self.inference_view(fields))
 
-    def make_views(self, fields: Tensor, generator: torch.Generator | None
-                   ) -> tuple[Tensor, Tensor]:
-        """Two views (B, C, h, w) of ``fields``; by default two independent augmentations."""
-        return two_views(fields, self.augmentation, generator)
+    def make_views(self, fields: Tensor, generator: torch.Generator | None,
+                   second: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Two views (B, C, h, w): augmentations of ``fields`` and of ``second`` (the partner
+        days of temporal positives; None = ``fields`` again, two views of the same days)."""
+        if second is None:
+            return two_views(fields, self.augmentation, generator)
+        if second.shape != fields.shape:
+            raise ValueError(f"partner days {tuple(second.shape)} must have the shape of the "
+                             f"days {tuple(fields.shape)}")
+        if not isinstance(generator, torch.Generator):
+            raise ValueError("temporal views need an explicit torch.Generator "
+                             "(e.g. torch.Generator().manual_seed(0))")
+        return self.augmentation(fields, generator), self.augmentation(second, generator)
 
     def objective(self, z1: Tensor, z2: Tensor, labels: Tensor) -> Tensor:
         raise NotImplementedError
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None
              ) -> tuple[Tensor, dict[str, float]]:
-        fields, labels = batch[0], batch[1]
-        view1, view2 = self.make_views(fields, generator)
+        fields, labels = batch[0], batch[-1]
+        if len(batch) not in (2, 3, 4):
+            raise ValueError(f"a contrastive batch is (fields, labels), (fields, partner, "
+                             f"labels) or (fields, partner, mirror, labels); got {len(batch)} "
+                             "items")
+        partner = batch[1] if len(batch) >= 3 and self.temporal_positives else None
+        view1, view2 = self.make_views(fields, generator, partner)
         # One forward pass over both views: batch norm then sees the same statistics for both.
         z = self.projector(self.encoder(torch.cat([view1, view2])))
         z1, z2 = z.float().chunk(2)
-        return self.objective(z1, z2, labels), {}
+        loss = self.objective(z1, z2, labels)
+        if not self.smoothness_weight:
+            return loss, {}
+        if len(batch) != 4:
+            raise ValueError("smoothness_weight > 0 needs the days t - d, t, t + d: train on "
+                             "geofusion.samplers.TemporalPairDataset(..., with_mirror=True) "
+                             "(runs.pretrained(..., temporal_pairs={'with_mirror': True})), "
+                             "or set smoothness_weight=0")
+        following, previous = batch[1], batch[2]
+        u = self.embed(observe(self, torch.cat([previous, fields, following]))).float()
+        smooth = latent_smoothness_loss(*u.chunk(3))
+        return loss + self.smoothness_weight * smooth, {"smoothness": float(smooth.detach())}
 
 
 class BarlowTwinsMethod(ContrastiveMethod):
@@ -132,8 +185,10 @@ class BarlowTwinsMethod(ContrastiveMethod):
     L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2."""
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, lambd: float = 0.01,
-                 augmentation: Any | None = None) -> None:
-        super().__init__(encoder, projector, augmentation)
+                 augmentation: Any | None = None, temporal_positives: bool = True,
+                 smoothness_weight: float = 0.0) -> None:
+        super().__init__(encoder, projector, augmentation, temporal_positives,
+                         smoothness_weight)
         self.lambd = lambd
 
     def objective(self, z1: Tensor, z2: Tensor, labels: Tensor) -> Tensor:
@@ -145,8 +200,10 @@ class SimCLRMethod(ContrastiveMethod):
     """SimCLR (Chen et al. 2020): NT-Xent over the 2N views of a batch at temperature tau."""
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, temperature: float = 0.3,
-                 augmentation: Any | None = None) -> None:
-        super().__init__(encoder, projector, augmentation)
+                 augmentation: Any | None = None, temporal_positives: bool = True,
+                 smoothness_weight: float = 0.0) -> None:
+        super().__init__(encoder, projector, augmentation, temporal_positives,
+                         smoothness_weight)
         self.temperature = temperature
 
     def objective(self, z1: Tensor, z2: Tensor, labels: Tensor) -> Tensor:
@@ -159,8 +216,10 @@ class SupConMethod(ContrastiveMethod):
     are positives of each other."""
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, temperature: float = 0.1,
-                 augmentation: Any | None = None) -> None:
-        super().__init__(encoder, projector, augmentation)
+                 augmentation: Any | None = None, temporal_positives: bool = True,
+                 smoothness_weight: float = 0.0) -> None:
+        super().__init__(encoder, projector, augmentation, temporal_positives,
+                         smoothness_weight)
         self.temperature = temperature
 
     def objective(self, z1: Tensor, z2: Tensor, labels: Tensor) -> Tensor:
@@ -204,18 +263,23 @@ class SparseViewMethod(ContrastiveMethod):
         super().__init__(encoder, projector, **kwargs)
         self.observation = Observation.from_dict(observation)
 
-    def make_views(self, fields: Tensor, generator: torch.Generator | None
-                   ) -> tuple[Tensor, Tensor]:
-        """Two views (B, C + 1, h, w): complete (or corrupted) and corrupted, then augmented."""
+    def make_views(self, fields: Tensor, generator: torch.Generator | None,
+                   second: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Two views (B, C + 1, h, w): complete (or corrupted) ``fields`` and a corrupted
+        ``second`` (the partner days of temporal positives; None = ``fields``), augmented."""
         if not isinstance(generator, torch.Generator):
             raise ValueError("sparse views need an explicit torch.Generator "
                              "(e.g. torch.Generator().manual_seed(0))")
+        if second is not None and second.shape != fields.shape:
+            raise ValueError(f"partner days {tuple(second.shape)} must have the shape of the "
+                             f"days {tuple(fields.shape)}")
         if self.observation.both_views:
             first = observe(self, *self.observation(fields, generator))
         else:
             first = observe(self, fields)
-        second = observe(self, *self.observation(fields, generator))
-        return self.augmentation(first, generator), self.augmentation(second, generator)
+        observed = observe(self, *self.observation(fields if second is None else second,
+                                                   generator))
+        return self.augmentation(first, generator), self.augmentation(observed, generator)
 
 
 class SparseBarlowTwinsMethod(SparseViewMethod, BarlowTwinsMethod):
@@ -343,7 +407,9 @@ def build_method(
             (the head of the SimCLR paper; NT-Xent normalises each projection itself). True for
             SimCLR / SupCon follows the report (3.3.2: "the same projection network as in
             Barlow Twins"); the full profile uses it.
-        **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon).
+        **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon); for the
+            contrastive methods also ``temporal_positives`` and ``smoothness_weight``
+            (:class:`ContrastiveMethod`).
 
     Example:
         >>> method = build_method("simclr", latent_dim=8, width=2, proj_dim=4, proj_hidden_dim=8,

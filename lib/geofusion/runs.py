@@ -31,9 +31,14 @@ from torch.utils.data import Dataset
 from geofusion.data import FieldDataset, PreparedData
 from geofusion.io import atomic_write_text
 from geofusion.methods import build_method
+from geofusion.samplers import TemporalPairDataset
 from geofusion.training import TrainConfig, fit
 
 __all__ = ["data_fingerprint", "model_dir", "cached_fit", "pretrained"]
+
+
+# TrainConfig fields added after models were first cached; hashed only when set.
+_OPTIONAL_SETTINGS = ("batch_sampler",)
 
 
 def data_fingerprint(prepared: PreparedData) -> dict[str, Any]:
@@ -61,8 +66,11 @@ def model_dir(run_dir: str | os.PathLike, description: dict[str, Any],
     training setting except the device (a model trained on GPU serves a CPU notebook)."""
     if "name" not in description:
         raise ValueError("a model description needs a 'name' entry, e.g. {'name': 'simclr', ...}")
+    # A setting at its "off" default (None) is left out, so adding such an option to
+    # TrainConfig keeps the directories (and cached models) of every earlier run.
     settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("device", "num_workers")}
+                if k not in ("device", "num_workers")
+                and not (k in _OPTIONAL_SETTINGS and v is None)}
     digest = hashlib.sha1(_canonical_json([description, settings]).encode()).hexdigest()[:10]
     return Path(run_dir) / "models" / f"{description['name']}-{digest}"
 
@@ -98,7 +106,8 @@ def cached_fit(make_method: Callable[[], nn.Module], description: dict[str, Any]
 
 def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
                config: TrainConfig, seed: int = 0, progress: bool = True,
-               builder: Callable[..., nn.Module] | None = None, **build_params: Any
+               builder: Callable[..., nn.Module] | None = None,
+               temporal_pairs: dict[str, Any] | None = None, **build_params: Any
                ) -> tuple[nn.Module, pd.DataFrame, Path]:
     """A method of :func:`geofusion.methods.build_method` (or ``builder``) trained on
     ``prepared`` with ``config``, shared by every notebook that asks for the same one.
@@ -112,6 +121,12 @@ def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
         seed: seeds the initial weights.
         builder: ``builder(name, in_channels=..., grid=..., **build_params)``; defaults to
             :func:`geofusion.methods.build_method`.
+        temporal_pairs: None (default: each day paired with itself,
+            :class:`geofusion.data.FieldDataset`) or the settings of a
+            :class:`geofusion.samplers.TemporalPairDataset` (``max_shift``, ``scale``,
+            ``with_mirror``) for both training and validation, seeded by ``config.seed``:
+            temporal positives, and the days ``t - d, t, t + d`` that
+            ``smoothness_weight`` needs (``with_mirror=True``). Part of the description.
         **build_params: architecture and loss parameters (``width``, ``latent_dim``,
             ``lambd``, ``temperature``, ...).
 
@@ -127,7 +142,15 @@ def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
         torch.manual_seed(seed)
         return builder(name, in_channels=in_channels, grid=grid, **build_params)
 
-    train_set = FieldDataset(prepared.train, prepared.season_labels("train"))
-    valid_set = FieldDataset(prepared.valid, prepared.season_labels("valid"))
+    if temporal_pairs is None:
+        train_set = FieldDataset(prepared.train, prepared.season_labels("train"))
+        valid_set = FieldDataset(prepared.valid, prepared.season_labels("valid"))
+    else:
+        train_set = TemporalPairDataset(prepared.train, prepared.season_labels("train"),
+                                        seed=config.seed, **temporal_pairs)
+        valid_set = TemporalPairDataset(prepared.valid, prepared.season_labels("valid"),
+                                        seed=config.seed, **temporal_pairs)
+        # Only when set, so the descriptions (cache keys) of same-day models are unchanged.
+        description["temporal_pairs"] = train_set.describe()
     return cached_fit(make_method, description, train_set, config, run_dir,
                       valid_set=valid_set, progress=progress)

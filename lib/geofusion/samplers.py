@@ -71,7 +71,16 @@ class TemporalPairDataset(torch.utils.data.Dataset):
     """Items ``(fields[t], fields[partner(t)], label[t])`` with temporal partners (module doc).
 
     The partner of day ``t`` in epoch ``e`` depends only on ``(seed, e, t)``, so any loader
-    order, worker count or resumption gives the same pairs.
+    order, worker count or resumption gives the same pairs. A contrastive method of
+    :mod:`geofusion.methods` given such a batch makes its second view from the partner
+    (temporal positives) instead of from the same day.
+
+    With ``with_mirror`` the items are ``(fields[t], fields[t + s delta], fields[t - s delta],
+    label[t])``: the partner and its mirror image about ``t``, the three equally spaced days
+    the latent smoothness term needs (:func:`geofusion.smoothness.latent_smoothness_loss`).
+    Both must lie inside the series, so the anchors are then only the days
+    ``max_shift .. T - 1 - max_shift`` (``len = T - 2 max_shift``) and the sign ``s`` is a
+    fair coin.
 
     Args:
         fields: ``(T, C, H, W)`` standardised, consecutive days of ONE split (partners never
@@ -79,6 +88,7 @@ class TemporalPairDataset(torch.utils.data.Dataset):
         labels: ``(T,)`` integer labels (e.g. seasons) or None.
         max_shift, scale: the shift distribution (:func:`shift_probabilities`).
         seed: base seed.
+        with_mirror: also return day ``t - s delta`` (see above).
 
     Example::
 
@@ -86,10 +96,13 @@ class TemporalPairDataset(torch.utils.data.Dataset):
         >>> x, partner, label = ds[3]
         >>> tuple(x.shape), tuple(partner.shape), int(label)
         ((5, 4, 8), (5, 4, 8), 0)
+        >>> len(TemporalPairDataset(np.zeros((20, 5, 4, 8), np.float32), with_mirror=True))
+        10
     """
 
     def __init__(self, fields: np.ndarray | Tensor, labels: Sequence[int] | None = None,
-                 max_shift: int = 5, scale: float = 10.0, seed: int = 0) -> None:
+                 max_shift: int = 5, scale: float = 10.0, seed: int = 0,
+                 with_mirror: bool = False) -> None:
         self.fields = torch.as_tensor(np.asarray(fields), dtype=torch.float32)
         if self.fields.ndim != 4:
             raise ValueError(f"fields must be (T, C, H, W), got {tuple(self.fields.shape)}")
@@ -101,23 +114,50 @@ class TemporalPairDataset(torch.utils.data.Dataset):
         shift_probabilities(max_shift, scale)  # validates
         if n <= max_shift:
             raise ValueError(f"{n} days are too few for shifts up to {max_shift} days")
+        if with_mirror and n < 2 * max_shift + 2:
+            raise ValueError(f"{n} days are too few for mirrored shifts up to {max_shift} days "
+                             f"(need at least {2 * max_shift + 2}); lower max_shift")
         self.max_shift, self.scale, self.seed, self.epoch = int(max_shift), float(scale), seed, 0
+        self.with_mirror = bool(with_mirror)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the partners of ``epoch`` (call before each epoch)."""
+        """Draw the partners of ``epoch`` (call before each epoch; :func:`geofusion.training.fit`
+        does)."""
         self.epoch = int(epoch)
+
+    def day(self, index: int) -> int:
+        """The anchor day ``t`` of item ``index`` (shifted by ``max_shift`` with the mirror)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} outside [0, {len(self)})")
+        return int(index) + (self.max_shift if self.with_mirror else 0)
 
     def partner(self, day: int) -> int:
         """The partner index of ``day`` in the current epoch."""
         generator = np.random.default_rng([self.seed, self.epoch, int(day)])
+        if self.with_mirror:
+            # Both t + s delta and t - s delta are inside for anchors away from the ends.
+            delta = generator.choice(np.arange(1, self.max_shift + 1),
+                                     p=shift_probabilities(self.max_shift, self.scale))
+            sign = -1 if generator.random() < 0.5 else 1
+            return int(day + sign * delta)
         return int(draw_shifts([day], len(self.fields), generator, self.max_shift,
                                self.scale)[0])
 
     def __len__(self) -> int:
-        return len(self.fields)
+        return len(self.fields) - (2 * self.max_shift if self.with_mirror else 0)
 
-    def __getitem__(self, day: int) -> tuple[Tensor, Tensor, Tensor]:
-        return self.fields[day], self.fields[self.partner(day)], self.labels[day]
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        day = self.day(index)
+        partner = self.partner(day)
+        if self.with_mirror:
+            return (self.fields[day], self.fields[partner], self.fields[2 * day - partner],
+                    self.labels[day])
+        return self.fields[day], self.fields[partner], self.labels[day]
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as a JSON-friendly dict (for run descriptions)."""
+        return {"max_shift": self.max_shift, "scale": self.scale,
+                "with_mirror": self.with_mirror}
 
 
 class TimeAwareBatchSampler(torch.utils.data.Sampler[list[int]]):

@@ -75,6 +75,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from geofusion.io import atomic_write_bytes, atomic_write_text
 from geofusion.reproducibility import describe, seed_worker
+from geofusion.samplers import TimeAwareBatchSampler
 
 CHECKPOINT_FORMAT = "geofusion-checkpoint-v2"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -87,7 +88,12 @@ STOP_REASONS = ("epochs", "patience", "budget")
 # schedule does not depend on it; ``time_budget_s`` may change.
 _RESULT_FIELDS = ("batch_size", "lr", "weight_decay", "seed", "drop_last", "grad_clip",
                   "patience", "min_delta", "restore_best", "lr_schedule", "warmup_epochs",
-                  "min_lr")
+                  "min_lr", "batch_sampler")
+
+#: Settings a ``TrainConfig.batch_sampler`` may hold (those of
+#: :class:`geofusion.samplers.TimeAwareBatchSampler` other than the anchors, which follow from
+#: ``batch_size``, and the seed, which is the run's).
+BATCH_SAMPLER_KEYS = ("hard", "easy", "hard_range", "easy_min")
 
 # The clock of epoch durations and of the time budget (replaced in tests by a fake one).
 _clock = time.perf_counter
@@ -126,6 +132,12 @@ class TrainConfig:
         min_lr: the cosine schedule's final learning rate (0 <= min_lr <= lr).
         time_budget_s: wall-clock seconds for this model's training and validation, summed
             over resumed calls, or None (no budget).
+        batch_sampler: None (default: a uniform shuffle) or the settings of a
+            :class:`geofusion.samplers.TimeAwareBatchSampler` (keys of
+            :data:`BATCH_SAMPLER_KEYS`: ``hard``, ``easy``, ``hard_range``, ``easy_min``):
+            batches of ``batch_size / (1 + hard + easy)`` anchor days with their hard (nearby)
+            and easy (far) negatives, seeded by ``(seed, epoch)`` so a resumed run draws the
+            same batches. The dataset's items must be consecutive days.
     """
 
     epochs: int = 100
@@ -145,8 +157,21 @@ class TrainConfig:
     warmup_epochs: int = 0
     min_lr: float = 0.0
     time_budget_s: float | None = None
+    batch_sampler: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.batch_sampler is not None:
+            unknown = set(self.batch_sampler) - set(BATCH_SAMPLER_KEYS)
+            if unknown:
+                raise ValueError(f"unknown batch_sampler settings {sorted(unknown)}; allowed: "
+                                 f"{BATCH_SAMPLER_KEYS} (the anchors follow from batch_size)")
+            self.batch_sampler = {k: (list(v) if k == "hard_range" else v)
+                                  for k, v in self.batch_sampler.items()}
+            per_anchor = self.sampler_days_per_anchor()
+            if self.batch_size % per_anchor:
+                raise ValueError(f"batch_size={self.batch_size} is not a multiple of the "
+                                 f"{per_anchor} days per anchor (1 + hard + easy) of the "
+                                 "time-aware batch sampler; change batch_size or hard/easy")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
@@ -173,6 +198,47 @@ class TrainConfig:
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ValueError(f"time_budget_s must be positive seconds or None (no budget), "
                              f"got {self.time_budget_s}")
+
+
+    def sampler_days_per_anchor(self) -> int:
+        """``1 + hard + easy`` of the time-aware batch sampler (defaults 2 and 1)."""
+        settings = self.batch_sampler or {}
+        return 1 + int(settings.get("hard", 2)) + int(settings.get("easy", 1))
+
+
+def time_aware_batch_sampler(n_days: int, config: TrainConfig, epoch: int, rank: int = 0,
+                             world_size: int = 1) -> TimeAwareBatchSampler:
+    """The :class:`geofusion.samplers.TimeAwareBatchSampler` of ``config.batch_sampler`` for
+    ``epoch``: global batches of ``config.batch_size`` days, seeded by ``config.seed``; with
+    ``world_size > 1`` rank ``rank`` gets its contiguous share of every global batch (used by
+    :func:`geofusion.distributed.fit_distributed`), so the ranks together see exactly the
+    batches one process would.
+
+    Example::
+
+        >>> config = TrainConfig(batch_size=8, batch_sampler={"hard": 1, "easy": 0})
+        >>> sampler = time_aware_batch_sampler(100, config, epoch=0)
+        >>> len(next(iter(sampler)))
+        8
+    """
+    if config.batch_sampler is None:
+        raise ValueError("config.batch_sampler is None; set it to the sampler's settings, "
+                         "e.g. {'hard': 2, 'easy': 1}")
+    settings = dict(config.batch_sampler)
+    if "hard_range" in settings:
+        settings["hard_range"] = tuple(settings["hard_range"])
+    sampler = TimeAwareBatchSampler(
+        n_days, anchors=config.batch_size // config.sampler_days_per_anchor(),
+        seed=config.seed, rank=rank, world_size=world_size, **settings)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def set_data_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell a dataset that draws per epoch (``set_epoch``, e.g.
+    :class:`geofusion.samplers.TemporalPairDataset`) which epoch is starting."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -612,8 +678,16 @@ def _train_one_epoch(method: nn.Module, dataset: Dataset, optimizer: torch.optim
     torch.manual_seed(config.seed * 1_000_003 + epoch)
     shuffle_generator = epoch_generator(config.seed, epoch, stream=0)
     method_generator = epoch_generator(config.seed, epoch, stream=1)
-    loader = _loader(dataset, config, shuffle_generator, shuffle=True,
-                     drop_last=config.drop_last and len(dataset) > config.batch_size)
+    set_data_epoch(dataset, epoch)
+    if config.batch_sampler is not None:
+        loader = DataLoader(dataset, batch_sampler=time_aware_batch_sampler(len(dataset), config,
+                                                                            epoch),
+                            num_workers=config.num_workers,
+                            pin_memory=torch.cuda.is_available(),
+                            worker_init_fn=seed_worker if config.num_workers else None)
+    else:
+        loader = _loader(dataset, config, shuffle_generator, shuffle=True,
+                         drop_last=config.drop_last and len(dataset) > config.batch_size)
 
     tic = _clock()
     totals: dict[str, float] = {}
