@@ -46,6 +46,27 @@ def test_split_by_time_without_overlap(small):
     assert np.all(np.diff(days) == np.timedelta64(1, "D"))
 
 
+def test_three_way_split_holds_out_the_last_block_and_keeps_the_two_way_default(small,
+                                                                                 tmp_path):
+    two = data.prepare(small, train_fraction=0.6)
+    three = data.prepare(small, train_fraction=0.6, test_fraction=0.2, cache_dir=tmp_path)
+    assert two.test is None and (len(two.train), len(two.valid)) == (12, 8)
+    assert (len(three.train), len(three.valid), len(three.test)) == (12, 4, 4)
+    days = np.concatenate([three.train_times, three.valid_times, three.test_times])
+    assert np.all(np.diff(days) == np.timedelta64(1, "D"))
+    # Same training block, so the same statistics and the same standardised days.
+    np.testing.assert_array_equal(three.mean, two.mean)
+    np.testing.assert_array_equal(np.concatenate([three.valid, three.test]), two.valid)
+    assert three.fields("test") is three.test and len(three.season_labels("test")) == 4
+    again = data.prepare(small, train_fraction=0.6, test_fraction=0.2, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.test, three.test)
+    np.testing.assert_array_equal(again.test_times, three.test_times)
+    with pytest.raises(ValueError, match="no test split"):
+        two.times("test")
+    with pytest.raises(data.DataError, match="test_fraction"):
+        data.prepare(small, train_fraction=0.8, test_fraction=0.2)
+
+
 def test_statistics_use_training_part_only(small):
     prepared = data.prepare(small, train_fraction=0.5)
     train_phys = prepared.destandardise(prepared.train)

@@ -197,6 +197,11 @@ class PreparedData:
     lat, lon: degrees ``(lat,)`` ascending and ``(lon,)`` 0..360 east.
     level: pressure level of the pressure-level variables, hPa.
     synthetic: True when the data is the synthetic default, not real ERA5.
+    test, test_times: the held-out last block of a three-way split (``prepare(...,
+        test_fraction=...)``), standardised with the training statistics; None for the
+        default two-way split. Sweeps select on ``valid``; only a final scorecard reads
+        ``test``. :meth:`physical` and :attr:`times_all` cover train and valid only, so
+        nothing fitted on "all days" (climatologies, explorers) sees the test block.
     """
 
     train: np.ndarray
@@ -210,6 +215,8 @@ class PreparedData:
     lon: np.ndarray
     level: int
     synthetic: bool
+    test: np.ndarray | None = None
+    test_times: np.ndarray | None = None
 
     def destandardise(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Standardised ``(..., C, lat, lon)`` -> physical units; numpy in, numpy out, torch too."""
@@ -220,14 +227,26 @@ class PreparedData:
         x = np.asarray(x)
         return x * self.std[:, None, None] + self.mean[:, None, None]
 
+    def _check_split(self, split: str) -> None:
+        if split not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
+        if split == "test" and self.test is None:
+            raise ValueError("this data has no test split; prepare it with test_fraction > 0 "
+                             "(e.g. train_fraction=0.6, test_fraction=0.2)")
+
     def times(self, split: str) -> np.ndarray:
-        """The ``train`` or ``valid`` times."""
-        if split not in ("train", "valid"):
-            raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
-        return self.train_times if split == "train" else self.valid_times
+        """The ``train``, ``valid`` or ``test`` times."""
+        self._check_split(split)
+        return {"train": self.train_times, "valid": self.valid_times,
+                "test": self.test_times}[split]
+
+    def fields(self, split: str) -> np.ndarray:
+        """The standardised ``(T, C, lat, lon)`` fields of ``train``, ``valid`` or ``test``."""
+        self._check_split(split)
+        return {"train": self.train, "valid": self.valid, "test": self.test}[split]
 
     def season_labels(self, split: str) -> np.ndarray:
-        """Season label (0=DJF .. 3=SON) of every sample of ``split`` ('train' or 'valid')."""
+        """Season label (0=DJF .. 3=SON) of every sample of ``split`` (train, valid, test)."""
         return season_labels(self.times(split))
 
     @property
@@ -420,7 +439,8 @@ def _block_with_parts(ds_sel: xr.Dataset, first: int, last: int, parts_dir: Path
 def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str],
                       train_fraction: float, parts_dir: Path | None = None,
                       progress: bool | None = None,
-                      read_bytes_per_step: int | None = None) -> PreparedData:
+                      read_bytes_per_step: int | None = None,
+                      test_fraction: float = 0.0) -> PreparedData:
     """Daily means, split, standardisation (the work :func:`prepare` caches).
 
     The steps are computed in blocks of whole days (:func:`time_blocks`, about
@@ -468,11 +488,16 @@ def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str
     fields = np.stack(channels, axis=1)  # (T, C, lat, lon)
     n = fields.shape[0]
     n_train = int(round(n * train_fraction))
-    if n_train < 1 or n_train >= n:
+    n_test = int(round(n * test_fraction))
+    if n_train < 1 or n_train >= n - n_test:
         raise DataError(f"train_fraction={train_fraction} of {n} days leaves "
                         f"{'no training' if n_train < 1 else 'no validation'} days; use a "
                         "longer time range or a train_fraction further from 0 and 1")
-    train, valid = fields[:n_train], fields[n_train:]
+    if test_fraction and n_test < 1:
+        raise DataError(f"test_fraction={test_fraction} of {n} days leaves no test days; use a "
+                        "longer time range or a larger test_fraction")
+    n_fit = n - n_test
+    train, valid, test = fields[:n_train], fields[n_train:n_fit], fields[n_fit:]
     mean = train.mean(axis=(0, 2, 3), dtype=np.float64)
     std = train.std(axis=(0, 2, 3), dtype=np.float64)
     constant = [variables[c] for c in np.flatnonzero(std == 0)]
@@ -484,8 +509,11 @@ def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str
     return PreparedData(
         train=((train - mean32[None, :, None, None]) * scale).astype(np.float32),
         valid=((valid - mean32[None, :, None, None]) * scale).astype(np.float32),
+        test=((test - mean32[None, :, None, None]) * scale).astype(np.float32)
+        if n_test else None,
+        test_times=times[n_fit:] if n_test else None,
         train_times=times[:n_train],
-        valid_times=times[n_train:],
+        valid_times=times[n_train:n_fit],
         channels=tuple(variables),
         mean=mean32,
         std=std32,
@@ -497,8 +525,11 @@ def _compute_prepared(ds: xr.Dataset, level: int | None, variables: Sequence[str
 
 
 def _save_prepared(prepared: PreparedData, path: Path) -> None:
+    test = {} if prepared.test is None else {
+        "test": prepared.test,
+        "test_times": prepared.test_times.astype("datetime64[ns]").astype(np.int64)}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, train=prepared.train, valid=prepared.valid,
+        np.savez(fh, train=prepared.train, valid=prepared.valid, **test,
                  train_times=prepared.train_times.astype("datetime64[ns]").astype(np.int64),
                  valid_times=prepared.valid_times.astype("datetime64[ns]").astype(np.int64),
                  channels=np.asarray(prepared.channels), mean=prepared.mean, std=prepared.std,
@@ -513,14 +544,17 @@ def _load_prepared(path: Path) -> PreparedData:
             train_times=z["train_times"].astype("datetime64[ns]"),
             valid_times=z["valid_times"].astype("datetime64[ns]"),
             channels=tuple(str(c) for c in z["channels"]), mean=z["mean"], std=z["std"],
-            lat=z["lat"], lon=z["lon"], level=int(z["level"]), synthetic=bool(z["synthetic"]))
+            lat=z["lat"], lon=z["lon"], level=int(z["level"]), synthetic=bool(z["synthetic"]),
+            test=z["test"] if "test" in z else None,
+            test_times=z["test_times"].astype("datetime64[ns]") if "test" in z else None)
 
 
 def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8,
             start: str | None = None, end: str | None = None,
             variables: Sequence[str] = VARIABLES, cache_dir: str | os.PathLike | None = None,
             expected_grid: tuple[int, int] | None = None,
-            regrid: str | None = None, progress: bool | None = None) -> PreparedData:
+            regrid: str | None = None, progress: bool | None = None,
+            test_fraction: float = 0.0) -> PreparedData:
     """Select, resample to daily means, split by time and standardise a WB2-layout dataset.
 
     Parameters
@@ -529,6 +563,11 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
     level: hPa level of the pressure-level variables; None = the store's first level (the
         report's choice, 50 hPa in WB2 stores).
     train_fraction: share of the days (the earliest ones) used for training, in (0, 1).
+    test_fraction: share of the days (the latest ones) held out as a test block, in [0, 1);
+        0 (default) is the two-way split. E.g. ``train_fraction=0.6, test_fraction=0.2``
+        gives train / validation / test blocks of 60/20/20 % in time; sweeps select on
+        validation and the ``full`` profile's final scorecard can report test
+        (:attr:`PreparedData.test`). The statistics are the training block's either way.
     start, end: optional time slice (inclusive, e.g. "2000-01-01", "2007-12-31").
     variables: variables to stack as channels, in this order.
     cache_dir: when given, the result is cached there (npz + JSON manifest of the inputs) and
@@ -554,6 +593,10 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
     if not 0.0 < float(train_fraction) < 1.0:
         raise DataError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}; "
                         "e.g. 0.8 for the report's 80/20 split")
+    if not 0.0 <= float(test_fraction) < 1.0 - float(train_fraction):
+        raise DataError(f"test_fraction must be >= 0 and leave validation days after "
+                        f"train_fraction={train_fraction}, got {test_fraction}; e.g. 0.2 with "
+                        "train_fraction=0.6 for a 60/20/20 split")
     variables = tuple(variables)
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
@@ -572,7 +615,8 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
 
     if cache_dir is None:
         return _compute_prepared(ds, level, variables, train_fraction, progress=progress,
-                                 read_bytes_per_step=read_bytes_per_step)
+                                 read_bytes_per_step=read_bytes_per_step,
+                                 test_fraction=test_fraction)
     manifest = {
         "cache_version": _CACHE_VERSION,
         "source": _source_identity(ds, variables),
@@ -584,6 +628,9 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
         "expected_grid": None if expected_grid is None else [int(n) for n in expected_grid],
         "regrid": regrid,
     }
+    if test_fraction:
+        # Only when set, so the two-way caches of earlier runs keep their keys.
+        manifest["test_fraction"] = float(test_fraction)
     text = json.dumps(manifest, indent=2, sort_keys=True)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     cache = Path(cache_dir)
@@ -594,7 +641,8 @@ def prepare(ds: xr.Dataset, level: int | None = 500, train_fraction: float = 0.8
     # Finished blocks of an interrupted run with the same inputs are reused from here.
     parts_dir = cache / f"prepared_{key}.parts"
     prepared = _compute_prepared(ds, level, variables, train_fraction, parts_dir=parts_dir,
-                                 progress=progress, read_bytes_per_step=read_bytes_per_step)
+                                 progress=progress, read_bytes_per_step=read_bytes_per_step,
+                                 test_fraction=test_fraction)
     # The manifest is written last: its presence means the npz next to it is complete.
     _save_prepared(prepared, npz_path)
     atomic_write_text(manifest_path, text + "\n")
@@ -606,7 +654,8 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
          start: str | None = "2000-01-01", end: str | None = "2009-12-31",
          cache_dir: str | os.PathLike | None = "runs/cache", seed: int = 0,
          train_fraction: float = 0.8, grid: tuple[int, int] | None = DEFAULT_GRID,
-         regrid: str | None = "conservative", progress: bool | None = None) -> PreparedData:
+         regrid: str | None = "conservative", progress: bool | None = None,
+         test_fraction: float = 0.0) -> PreparedData:
     """Prepared data for a notebook: the synthetic default (``data_path=None``) or ERA5.
 
     ``data_path``: None, a WeatherBench 2 zarr store, or CDS netCDF/GRIB files (a file,
@@ -617,7 +666,8 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
     ``grid``: the ``(nlat, nlon)`` equiangular grid the run expects (64x32 by default; None
     accepts any grid). Data on another grid is regridded with ``regrid`` (``"conservative"``,
     the default, for a finer source such as the CDS's 0.25 deg) or, with ``regrid=None``,
-    refused. ``progress``: see :func:`prepare`. Returns :func:`prepare`'s result (cached).
+    refused. ``progress``, ``test_fraction`` (three-way split): see :func:`prepare`.
+    Returns :func:`prepare`'s result (cached).
 
     >>> prepared = load(None, start="2000-01-01", end="2000-01-10",
     ...                 cache_dir=tmp_cache)  # doctest: +SKIP
@@ -635,7 +685,8 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
         path = data_path
     ds = open_era5(path)
     return prepare(ds, level=level, train_fraction=train_fraction, start=start, end=end,
-                   cache_dir=cache_dir, expected_grid=grid, regrid=regrid, progress=progress)
+                   cache_dir=cache_dir, expected_grid=grid, regrid=regrid, progress=progress,
+                   test_fraction=test_fraction)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ _OPTIONAL_SETTINGS = ("batch_sampler",)
 def data_fingerprint(prepared: PreparedData) -> dict[str, Any]:
     """What identifies a prepared dataset for training purposes: source, level, grid, periods
     and the training statistics (which change whenever the training data does)."""
-    return {
+    fingerprint = {
         "synthetic": bool(prepared.synthetic),
         "level": int(prepared.level),
         "channels": list(prepared.channels),
@@ -54,6 +54,11 @@ def data_fingerprint(prepared: PreparedData) -> dict[str, Any]:
         "mean": [round(float(v), 6) for v in prepared.mean],
         "std": [round(float(v), 6) for v in prepared.std],
     }
+    if prepared.test is not None:
+        # Only for a three-way split, so the fingerprints of earlier runs are unchanged.
+        fingerprint["test"] = [str(prepared.test_times[0])[:10],
+                               str(prepared.test_times[-1])[:10]]
+    return fingerprint
 
 
 def _canonical_json(value: Any) -> str:
