@@ -11,6 +11,7 @@ chance accuracy of always answering the most frequent training class.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import log_loss
@@ -23,11 +24,14 @@ __all__ = ["season_probe"]
 
 def season_probe(train_embeddings: np.ndarray, train_labels: Sequence[int],
                  valid_embeddings: np.ndarray, valid_labels: Sequence[int],
-                 hidden: tuple[int, ...] = (128,), seed: int = 0, max_iter: int = 300
-                 ) -> dict[str, float]:
+                 hidden: tuple[int, ...] = (128,), seed: int = 0, max_iter: int = 300,
+                 per_day: bool = False) -> dict[str, Any]:
     """Fit an MLP probe on training embeddings ``(N, D)`` and labels; score on validation.
 
-    Returns ``accuracy``, ``cross_entropy`` (nats), ``chance_accuracy`` and ``n_classes``.
+    Returns ``accuracy``, ``cross_entropy`` (nats), ``chance_accuracy`` and ``n_classes``;
+    with ``per_day`` also ``correct`` (bool ``(N_valid,)``) and ``log_loss`` (``(N_valid,)``
+    nats, ``-log p(true class)``), whose means are the two scores (for block-bootstrap
+    intervals, :func:`geofusion.bootstrap.bootstrap_mean`).
 
     Example::
 
@@ -54,7 +58,22 @@ def season_probe(train_embeddings: np.ndarray, train_labels: Sequence[int],
     probe.fit(x_train, y_train)
     probabilities = probe.predict_proba(x_valid)
     counts = np.array([(y_train == c).sum() for c in classes])
-    return {"accuracy": float((probe.predict(x_valid) == y_valid).mean()),
-            "cross_entropy": float(log_loss(y_valid, probabilities, labels=classes)),
-            "chance_accuracy": float((y_valid == classes[counts.argmax()]).mean()),
-            "n_classes": int(len(classes))}
+    correct = probe.predict(x_valid) == y_valid
+    scores: dict[str, Any] = {
+        "accuracy": float(correct.mean()),
+        "cross_entropy": float(log_loss(y_valid, probabilities, labels=classes)),
+        "chance_accuracy": float((y_valid == classes[counts.argmax()]).mean()),
+        "n_classes": int(len(classes))}
+    if per_day:
+        # log_loss clips probabilities to [eps, 1 - eps]; the same clip keeps the mean equal.
+        eps = np.finfo(probabilities.dtype).eps
+        column = np.searchsorted(classes, y_valid)
+        unseen = (column >= len(classes)) | (classes[np.minimum(column, len(classes) - 1)]
+                                              != y_valid)
+        if unseen.any():
+            raise ValueError("validation labels absent from the training labels; the probe "
+                             "cannot score them (use training days covering every class)")
+        p_true = np.clip(probabilities[np.arange(len(y_valid)), column], eps, 1 - eps)
+        scores["correct"] = correct
+        scores["log_loss"] = -np.log(p_true)
+    return scores

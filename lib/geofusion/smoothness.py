@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["second_difference", "latent_smoothness_loss", "latent_smoothness"]
+__all__ = ["second_difference", "latent_smoothness_loss", "latent_smoothness",
+           "latent_smoothness_per_day"]
 
 
 def second_difference(previous: Tensor, current: Tensor, following: Tensor) -> Tensor:
@@ -55,18 +56,28 @@ def latent_smoothness_loss(previous: Tensor, current: Tensor, following: Tensor,
     return (second_difference(previous, current, following) ** 2).sum(dim=-1).mean()
 
 
+def latent_smoothness_per_day(embeddings: np.ndarray | Tensor
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-day terms of :func:`latent_smoothness`: the steps ``||u_{t+1} - u_t||``
+    ``(T - 1,)`` and the second-difference norms ``||u_{t+1} - 2 u_t + u_{t-1}||`` ``(T - 2,)``
+    of the normalised embeddings ``u = z / ||z||`` of ``(T >= 3, D)`` consecutive days."""
+    z = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
+    if z.ndim != 2 or len(z) < 3:
+        raise ValueError(f"embeddings must be (T >= 3, D) consecutive days, got "
+                         f"{tuple(z.shape)}")
+    u = F.normalize(z, dim=-1)
+    step = (u[1:] - u[:-1]).norm(dim=-1)
+    second = second_difference(u[:-2], u[1:-1], u[2:]).norm(dim=-1)
+    return step.numpy(), second.numpy()
+
+
 def latent_smoothness(embeddings: np.ndarray | Tensor) -> dict[str, float]:
     """Smoothness of a daily series of embeddings ``(T >= 3, D)`` on the unit sphere.
 
     Returns ``mean_step`` (mean ``||u_{t+1} - u_t||``), ``mean_second_difference`` (mean
     ``||u_{t+1} - 2 u_t + u_{t-1}||``) and ``curvature`` (their ratio), ``u = z / ||z||``.
     """
-    z = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
-    if z.ndim != 2 or len(z) < 3:
-        raise ValueError(f"embeddings must be (T >= 3, D) consecutive days, got "
-                         f"{tuple(z.shape)}")
-    u = F.normalize(z, dim=-1)
-    step = (u[1:] - u[:-1]).norm(dim=-1).mean()
-    second = second_difference(u[:-2], u[1:-1], u[2:]).norm(dim=-1).mean()
+    steps, seconds = latent_smoothness_per_day(embeddings)
+    step, second = steps.mean(), seconds.mean()
     return {"mean_step": float(step), "mean_second_difference": float(second),
             "curvature": float(second / step) if step > 0 else float("nan")}
