@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from geofusion import metrics
-from geofusion.baselines import climatology, day_of_year
+from geofusion.baselines import climatology, day_of_year, lag_regression
 from geofusion.data import PreparedData
 from geofusion.forecast_scores import (
     climatology_source,
@@ -342,6 +342,79 @@ def test_untrained_forecaster_is_latent_persistence_from_the_init_day():
     torch.testing.assert_close(ceiling[:, 1], decoded_next, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="initialisation indices"):
         forecaster.forecast_latents(latents, [2], 1)  # needs 4 days of context
+
+
+def test_damped_residual_forecast_adds_the_damped_residual_of_the_init_day():
+    forecaster, fields = untrained_forecaster(context=4)
+    latents = forecaster.encode(fields)
+    inits = np.array([3, 9, 15])
+    with pytest.raises(ValueError, match="fit_residual_damping"):
+        forecaster.source(latents, fields)
+    with torch.no_grad():
+        decoded = forecaster.method(fields)  # d(e(x)) through the method, not the forecaster
+    residual = fields - decoded
+    # rho = 1 with an untrained LSTM (latent persistence): the forecast is field persistence.
+    forecaster.residual_rho = torch.ones(3, 5, 32, 64)
+    out = forecaster.source(latents, fields)(inits, 3)
+    for lead in range(3):
+        torch.testing.assert_close(out[:, lead], fields[inits], atol=1e-4, rtol=1e-4)
+    # Any rho: decoded forecast + rho_k r_t; the ceiling variant decodes the true latent.
+    rho = torch.rand(3, 5, 32, 64, generator=torch.Generator().manual_seed(0))
+    forecaster.residual_rho = rho
+    out = forecaster.source(latents, fields)(inits, 2)
+    ceiling = forecaster.ceiling_source(latents, fields)(inits, 2)
+    for lead in range(2):
+        expected = decoded[inits] + rho[lead] * residual[inits]
+        torch.testing.assert_close(out[:, lead], expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ceiling[:, lead],
+                                   decoded[inits + lead + 1] + rho[lead] * residual[inits],
+                                   atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="max_lead"):
+        forecaster.source(latents, fields)(inits, 4)
+    with pytest.raises(ValueError, match="latents"):
+        forecaster.source(latents, fields[:10])
+
+
+def test_fit_residual_damping_regresses_training_residuals_only():
+    forecaster, _ = untrained_forecaster(context=4)
+    prepared = tiny_prepared(40)
+    rho = forecaster.fit_residual_damping(prepared, max_lead=3)
+    assert rho.shape == (3, 5, 32, 64) and forecaster.residual_rho is rho
+    x = torch.from_numpy(prepared.train)
+    with torch.no_grad():
+        residual = (x - forecaster.method(x)).numpy()
+    np.testing.assert_allclose(rho.numpy(), lag_regression(residual, prepared.train_times, 3),
+                               rtol=1e-3, atol=1e-4)
+    # The residual of slowly drifting fields persists: rho well above 0 at lead 1.
+    assert np.median(rho[0].numpy()) > 0.5
+
+
+def test_lag_regression_recovers_ar1_damping_and_follows_dates():
+    rng = np.random.default_rng(0)
+    a = np.zeros((3000, 1, 2, 2))
+    for t in range(1, len(a)):
+        a[t] = 0.8 * a[t - 1] + rng.normal(size=(1, 2, 2))
+    times = np.arange("2001-01-01", len(a), dtype="datetime64[D]")
+    rho = lag_regression(a, times, 3)
+    np.testing.assert_allclose(rho[:, 0, 0, 0], [0.8, 0.64, 0.512], atol=0.04)
+    lat = np.array([-45.0, 45.0])
+    pooled = lag_regression(a, times, 1, "global", lat)
+    assert np.all(pooled == pooled[0, 0, 0, 0])  # one value over the grid
+    # Two halves with a 10-day gap and a jump between them: pairs follow the dates, so only
+    # pairs within a half count (the reference sums them by hand); with contiguous dates the
+    # pair across the jump would count.
+    gap = np.concatenate([times[:1500], times[1500:] + np.timedelta64(10, "D")])
+    jump = a.copy()
+    jump[1500:] += 50.0
+    halves = (jump[:1500], jump[1500:])
+    num = sum((h[:-1] * h[1:]).sum(0) for h in halves)
+    den = sum((h[:-1] ** 2).sum(0) for h in halves)
+    np.testing.assert_allclose(lag_regression(jump, gap, 1)[0], num / den, rtol=1e-5)
+    assert not np.allclose(lag_regression(jump, times, 1)[0], num / den, rtol=1e-5)
+    with pytest.raises(ValueError, match="lat"):
+        lag_regression(a, times, 1, "global")
+    with pytest.raises(ValueError, match="pooling"):
+        lag_regression(a, times, 1, "zonal")
 
 
 def test_skill_vs_mask_ratio_reuses_masks_and_scores_the_complete_field():

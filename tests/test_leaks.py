@@ -78,18 +78,21 @@ def test_latent_lstm_weights_do_not_depend_on_the_validation_days(prepared, tmp_
     np.testing.assert_array_equal(history_a["loss"], history_b["loss"])
 
 
-def test_latent_lstm_valid_loss_is_the_mse_on_validation_windows(prepared, tmp_path):
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_latent_lstm_valid_loss_is_the_mse_on_validation_windows(prepared, tmp_path, horizon):
     method = frozen_autoencoder()
     # One batch holds every validation window, so the logged mean is the mean over windows.
     config = TrainConfig(epochs=2, batch_size=64, lr=1e-2, device="cpu")
     forecaster, history, _ = fit_latent_forecaster(
         method, method.decoder, prepared, tmp_path, config, representation="ae", context=5,
-        hidden_dim=8, progress=False)
+        hidden_dim=8, horizon=horizon, progress=False)
+    # Trained on `horizon` leads: rolled out as trained (decoder rollout) beyond one step.
+    assert forecaster.sliding == (horizon == 1)
 
     def window_mse(latents: torch.Tensor) -> float:
-        inputs, targets = make_windows(latents, context=5, horizon=1)
+        inputs, targets = make_windows(latents, context=5, horizon=horizon)
         with torch.no_grad():
-            prediction = forecaster.model.eval()(inputs, horizon=1)
+            prediction = forecaster.model.eval()(inputs, horizon=horizon)
         return torch.mean((prediction - targets) ** 2).item()
 
     on_valid = window_mse(forecaster.latents["valid"])
@@ -100,6 +103,18 @@ def test_latent_lstm_valid_loss_is_the_mse_on_validation_windows(prepared, tmp_p
     raw_valid = forecasting.encode_series(method, prepared.valid)
     torch.testing.assert_close(forecaster.latents["valid"],
                                forecaster.standardiser.transform(raw_valid))
+
+
+def test_residual_damping_does_not_depend_on_the_validation_days(prepared):
+    method = frozen_autoencoder()
+    rhos = []
+    for data in (prepared, other_validation_days(prepared)):
+        scaler = forecasting.LatentStandardiser.fit(forecasting.encode_series(method, data.train))
+        forecaster = forecasting.LatentForecaster(
+            method, method.decoder, forecasting.LatentSeq2Seq(TINY["latent_dim"], 4), scaler, 5)
+        rhos.append(forecaster.fit_residual_damping(data, max_lead=2))
+    assert rhos[0].abs().sum() > 0
+    torch.testing.assert_close(rhos[0], rhos[1], rtol=0, atol=0)
 
 
 def test_pretrained_encoders_see_the_training_days_only(prepared, tmp_path, monkeypatch):

@@ -55,7 +55,7 @@ from geofusion.sparsity import correlated_noise_covariance
 __all__ = [
     "day_of_year", "climatology", "climatology_forecast", "persistence_forecast",
     "training_climatology",
-    "DampedPersistence", "fit_damped_persistence", "damped_persistence_source",
+    "lag_regression", "DampedPersistence", "fit_damped_persistence", "damped_persistence_source",
     "LinearRegressionForecast", "fit_linear_regression", "linear_regression_source",
     "OptimalInterpolation", "fit_optimal_interpolation", "chordal_distance_km",
     "estimate_background_correlation",
@@ -253,6 +253,70 @@ def _initial_anomalies(climatology: np.ndarray, max_lead: int, fields: Any, time
     return x, times, inits, anomaly
 
 
+def lag_regression(series: Any, times: Any, max_lead: int, pooling: str = "gridpoint",
+                   lat: Any = None) -> np.ndarray:
+    """Least-squares damping of a persisted series: ``rho_k = sum a_t a_{t+k} / sum a_t^2``.
+
+    The sums run over every pair of days exactly ``k`` days apart (by date, so gaps in
+    ``times`` are respected) and, by ``pooling``, over nothing else (``"gridpoint"``), over
+    longitude (``"latitude"``) or over the area-weighted grid (``"global"``). ``rho_k a_t``
+    is then the MSE-optimal forecast of ``a_{t+k}`` that scales today's value; for a
+    stationary, zero-mean series it is the lag-``k`` autocorrelation. Used for the anomalies
+    of damped persistence (:func:`fit_damped_persistence`) and for the decoder residuals of
+    :meth:`geofusion.forecasting.LatentForecaster.fit_residual_damping`.
+
+    Args:
+        series: ``(T, C, H, W)`` (e.g. anomalies), the days ``times``.
+        times: ``(T,)`` daily datetime64.
+        max_lead: leads ``1 .. max_lead`` days.
+        pooling: ``"gridpoint"``, ``"latitude"`` or ``"global"``.
+        lat: ``(H,)`` degrees, needed for ``"global"`` (area weights).
+
+    Returns:
+        float32 ``(max_lead, C, H, W)`` (constant along the pooled axes); 0 where the series
+        is identically zero (nothing to persist).
+
+    Example:
+        >>> times = np.arange("2001-01-01", "2001-01-05", dtype="datetime64[D]")
+        >>> a = np.array([1.0, 0.5, 0.25, 0.125]).reshape(4, 1, 1, 1)
+        >>> # lead 1: (1*.5 + .5*.25 + .25*.125) / (1 + .25 + .0625); lead 2: .3125 / 1.25
+        >>> lag_regression(a, times, 2)[:, 0, 0, 0].tolist()
+        [0.5, 0.25]
+    """
+    if pooling not in DAMPED_POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {DAMPED_POOLINGS}")
+    if max_lead < 1:
+        raise ValueError(f"max_lead must be >= 1 day, got {max_lead}")
+    a = np.asarray(_as_numpy(series), dtype=np.float64)
+    if a.ndim != 4:
+        raise ValueError(f"series must be (T, C, H, W), got shape {a.shape}")
+    times = np.asarray(times, dtype="datetime64[ns]")
+    if len(times) != len(a):
+        raise ValueError(f"{len(times)} times for {len(a)} days of the series; pass its times")
+    if pooling == "global":
+        if lat is None:
+            raise ValueError("global pooling weights by area: pass lat (degrees, ascending)")
+        from geofusion.metrics import latitude_weights
+        area = latitude_weights(np.asarray(lat, dtype=np.float64))[:, None]
+    rho = np.empty((max_lead,) + a.shape[1:], dtype=np.float64)
+    for k in range(1, max_lead + 1):
+        i, j = _lag_pairs(times, k)
+        if len(i) < 2:
+            raise ValueError(f"the days hold {len(i)} pairs {k} days apart; need more "
+                             "(contiguous) days or a smaller max_lead")
+        num = np.einsum("tchw,tchw->chw", a[i], a[j])
+        den = np.einsum("tchw,tchw->chw", a[i], a[i])
+        if pooling == "latitude":
+            num, den = num.sum(-1, keepdims=True), den.sum(-1, keepdims=True)
+        elif pooling == "global":
+            num = (num * area).sum((-2, -1), keepdims=True)
+            den = (den * area).sum((-2, -1), keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # A point with no anomaly at all (constant field) has nothing to persist: rho 0.
+            rho[k - 1] = np.broadcast_to(np.where(den > 0, num / den, 0.0), a.shape[1:])
+    return rho.astype(np.float32)
+
+
 @dataclass(frozen=True)
 class DampedPersistence:
     """Damped anomaly persistence, ``x_hat_{t+k} = c(doy_{t+k}) + rho_k (x_t - c(doy_t))``.
@@ -325,33 +389,10 @@ def fit_damped_persistence(prepared: Any, max_lead: int = 7, pooling: str = "gri
         model = fit_damped_persistence(prepared)
         model.forecast(prepared.valid, prepared.valid_times, [0, 1], steps=7)  # (2, 7, C, H, W)
     """
-    if pooling not in DAMPED_POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {DAMPED_POOLINGS}")
-    if max_lead < 1:
-        raise ValueError(f"max_lead must be >= 1 day, got {max_lead}")
     x, times = _train_split(prepared)
     clim = climatology(x, times, window)
-    a = _anomalies(x, times, clim)
-    if pooling == "global":
-        from geofusion.metrics import latitude_weights
-        area = latitude_weights(np.asarray(prepared.lat, dtype=np.float64))[:, None]
-    rho = np.empty((max_lead,) + x.shape[1:], dtype=np.float64)
-    for k in range(1, max_lead + 1):
-        i, j = _lag_pairs(times, k)
-        if len(i) < 2:
-            raise ValueError(f"the training days hold {len(i)} pairs {k} days apart; need "
-                             "more (contiguous) training days or a smaller max_lead")
-        num = np.einsum("tchw,tchw->chw", a[i], a[j])
-        den = np.einsum("tchw,tchw->chw", a[i], a[i])
-        if pooling == "latitude":
-            num, den = num.sum(-1, keepdims=True), den.sum(-1, keepdims=True)
-        elif pooling == "global":
-            num = (num * area).sum((-2, -1), keepdims=True)
-            den = (den * area).sum((-2, -1), keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # A point with no anomaly at all (constant field) has nothing to persist: rho 0.
-            rho[k - 1] = np.broadcast_to(np.where(den > 0, num / den, 0.0), x.shape[1:])
-    return DampedPersistence(clim, rho.astype(np.float32), pooling)
+    rho = lag_regression(_anomalies(x, times, clim), times, max_lead, pooling, prepared.lat)
+    return DampedPersistence(clim, rho, pooling)
 
 
 def damped_persistence_source(model: DampedPersistence, fields: Any, times: Any

@@ -12,7 +12,9 @@ latents of the previous 30 days and predicts the next one(s).
 - The whole chain for one representation (:class:`LatentForecaster`, trained by
   :func:`fit_latent_forecaster`): fields -> latents (:func:`encode_series`, through
   :func:`geofusion.methods.embed_observed`) -> standardised (:class:`LatentStandardiser`) ->
-  LSTM -> decoder -> fields.
+  LSTM -> decoder -> fields, optionally plus the damped decoder residual of the initial day
+  (:meth:`LatentForecaster.fit_residual_damping`), so the forecast does not pay the
+  decoder's reconstruction error in full at every lead.
 
 A *forecast source* (:data:`ForecastSource`) is a callable
 ``source(inits, steps) -> (B, steps, C, H, W)`` standardised fields: for each initialisation
@@ -43,6 +45,7 @@ from geofusion.baselines import (  # noqa: F401
     climatology,
     climatology_forecast,
     day_of_year,
+    lag_regression,
     persistence_forecast,
 )
 from geofusion.methods import embed_observed
@@ -340,6 +343,20 @@ class LatentForecaster:
     --:class:`LatentStandardiser`--> standardised --:class:`LatentSeq2Seq` (sliding rollout of
     one-day steps, :func:`rollout`)--> forecast latents --inverse, ``decoder``--> fields.
 
+    Two ways to turn the forecast latent ``z_hat_{t+k}`` into a field:
+
+    - **decoded** (:meth:`source` without ``fields``): ``x_hat_{t+k} = d(z_hat_{t+k})``. Its
+      error can never fall below the decoder's reconstruction error (the *decoder ceiling*,
+      :meth:`ceiling_source`), which the forecast pays on every day.
+    - **decoded + damped residual** (:meth:`source` with ``fields``, after
+      :meth:`fit_residual_damping`): ``x_hat_{t+k} = d(z_hat_{t+k}) + rho_k r_t`` with
+      ``r_t = x_t - d(z_t)`` the part of the initial day that the representation does not
+      reproduce, and ``rho_k`` its least-squares damping over training days
+      (:func:`geofusion.baselines.lag_regression`, per lead, variable and grid point). The
+      LSTM forecasts what the latent holds; what it misses is persisted as far as it
+      persists. ``rho = 1`` would be ``x_t + d(z_hat_{t+k}) - d(z_t)`` (persistence plus the
+      decoded latent change), ``rho = 0`` the decoded forecast.
+
     Args:
         method: the trained, frozen method that makes the latents (``embed``).
         decoder: ``(B, D) raw latents -> (B, C, H, W)`` standardised fields (the autoencoder's
@@ -364,6 +381,7 @@ class LatentForecaster:
         self.standardiser, self.context, self.sliding = standardiser, context, sliding
         self.batch_size = batch_size
         self.latents: dict[str, Tensor] = {}
+        self.residual_rho: Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -408,31 +426,101 @@ class LatentForecaster:
         """Decoded forecasts ``(B, steps, C, H, W)`` standardised (see :meth:`forecast_latents`)."""
         return self.decode(self.forecast_latents(latents, inits, steps))
 
-    def source(self, latents: Tensor) -> ForecastSource:
-        """A forecast source (module docstring) of this forecaster on ``latents`` ``(T, D)``."""
-        return lambda inits, steps: self.forecast(latents, inits, steps)
+    def fit_residual_damping(self, prepared: Any, max_lead: int, pooling: str = "gridpoint"
+                             ) -> Tensor:
+        """Fit ``rho_k`` of the decoded + damped residual forecast on the **training** days.
 
-    def ceiling_source(self, latents: Tensor) -> ForecastSource:
+        Encodes ``prepared.train`` (:meth:`encode`), takes the decoder residual
+        ``r_t = x_t - d(z_t)`` of every training day and fits
+        ``rho_k = sum r_t r_{t+k} / sum r_t^2`` over pairs of training days ``k`` apart
+        (:func:`geofusion.baselines.lag_regression` with ``pooling``). Only ``train`` and
+        ``train_times`` are read, so no validation day reaches ``rho``.
+
+        Returns:
+            ``rho`` ``(max_lead, C, H, W)`` float32, also kept as :attr:`residual_rho`.
+
+        Example (needs trained models, not run as a doctest)::
+
+            forecaster.fit_residual_damping(prepared, max_lead=7)
+            source = forecaster.source(latents, prepared.valid)   # d(z_hat) + rho_k r_t
+        """
+        x = torch.as_tensor(np.asarray(prepared.train), dtype=torch.float32)
+        residual = x - self.decode(self.encode(x))
+        rho = lag_regression(residual.numpy(), prepared.train_times, max_lead, pooling)
+        self.residual_rho = torch.from_numpy(rho)
+        return self.residual_rho
+
+    def _check_residual(self) -> None:
+        if self.residual_rho is None:
+            raise ValueError("the decoded + damped residual forecast needs rho: call "
+                             "fit_residual_damping on the training days first, or leave "
+                             "fields=None for the decoded forecast")
+
+    def _residual(self, latents: Tensor, fields: Any, inits: np.ndarray, steps: int) -> Tensor:
+        """``rho_k r_t`` ``(B, steps, C, H, W)`` of the initial days ``inits``."""
+        self._check_residual()
+        if steps > len(self.residual_rho):
+            raise ValueError(f"rho was fitted for leads 1..{len(self.residual_rho)}, asked for "
+                             f"{steps}; refit with max_lead >= {steps}")
+        x0 = torch.as_tensor(np.asarray(fields[inits]) if not isinstance(fields, Tensor)
+                             else fields[torch.as_tensor(inits)], dtype=torch.float32)
+        residual = x0 - self.decode(latents[torch.as_tensor(inits)])
+        return self.residual_rho[None, :steps] * residual[:, None]
+
+    def source(self, latents: Tensor, fields: np.ndarray | Tensor | None = None
+               ) -> ForecastSource:
+        """A forecast source (module docstring) of this forecaster on ``latents`` ``(T, D)``.
+
+        ``fields``: None for the decoded forecast ``d(z_hat)``; the series ``(T, C, H, W)``
+        the latents were encoded from for the decoded + damped residual forecast
+        ``d(z_hat_{t+k}) + rho_k (x_t - d(z_t))`` (class docstring; needs
+        :meth:`fit_residual_damping`).
+        """
+        if fields is not None and len(fields) != len(latents):
+            raise ValueError(f"{len(fields)} fields for {len(latents)} latents; pass the "
+                             "series the latents were encoded from")
+
+        def forecast(inits: Any, steps: int) -> Tensor:
+            inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+            out = self.forecast(latents, inits, steps)
+            return out if fields is None else out + self._residual(latents, fields, inits,
+                                                                   steps)
+        if fields is not None:
+            self._check_residual()  # fail when the source is built, not when first scored
+        return forecast
+
+    def ceiling_source(self, latents: Tensor, fields: np.ndarray | Tensor | None = None
+                       ) -> ForecastSource:
         """The *decoder ceiling*: the decoded **true** latents at ``i + 1 .. i + steps``, what
-        a perfect latent forecast would score (the decoder's reconstruction error)."""
+        a perfect latent forecast would score (the decoder's reconstruction error). With
+        ``fields``, the same for the decoded + damped residual forecast (:meth:`source`)."""
         def source(inits: Any, steps: int) -> Tensor:
-            idx = np.asarray(inits, dtype=np.int64).reshape(-1, 1) + np.arange(1, steps + 1)
-            return self.decode(latents[torch.as_tensor(idx)])
+            inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+            idx = inits[:, None] + np.arange(1, steps + 1)
+            out = self.decode(latents[torch.as_tensor(idx)])
+            return out if fields is None else out + self._residual(latents, fields, inits,
+                                                                   steps)
+        if fields is not None:
+            self._check_residual()
         return source
 
 
 def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
                           run_dir: str | os.PathLike, config: Any, representation: str,
                           context: int = 30, hidden_dim: int = 256, num_layers: int = 1,
-                          dropout: float = 0.0, seed: int = 0, progress: bool = True
+                          dropout: float = 0.0, horizon: int = 1, seed: int = 0,
+                          progress: bool = True
                           ) -> tuple[LatentForecaster, pd.DataFrame, Path]:
     """Train (once, :func:`geofusion.runs.cached_fit`) the LSTM on one representation's latents.
 
     Encodes ``prepared.train`` and ``prepared.valid`` with ``method`` (complete fields),
     standardises them with the training statistics, and fits a :class:`LatentSeq2Seq`
-    (``context`` days -> the next day, MSE on standardised latents, :class:`ForecastMethod`)
-    on all training windows, logging the loss on the validation windows. Windows never cross
-    the split.
+    (``context`` days -> the next ``horizon`` days, MSE on standardised latents averaged over
+    the ``horizon`` leads, :class:`ForecastMethod`) on all training windows, logging the loss
+    on the validation windows (early stopping, when ``config`` asks for it, watches that
+    loss). Windows never cross the split. With ``horizon = 1`` the forecaster rolls out by
+    sliding one-day steps; with ``horizon > 1`` by the decoder's own rollout, as trained
+    (:func:`rollout`).
 
     Args:
         method: trained, frozen method (``embed``) making the latents.
@@ -443,6 +531,7 @@ def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
         representation: identifies the frozen method in the cache key, e.g. the directory
             name :func:`geofusion.runs.pretrained` returned (``"barlow_twins-1a2b3c4d5e"``).
         context, hidden_dim, num_layers, dropout: the LSTM.
+        horizon: leads of the training loss (multi-step rollout loss when > 1).
         seed: initial weights.
 
     Returns:
@@ -455,7 +544,7 @@ def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
     train, valid = standardiser.transform(train), standardiser.transform(valid)
     description = {
         "name": "latent_seq2seq", "representation": representation, "context": context,
-        "horizon": 1, "hidden_dim": hidden_dim, "num_layers": num_layers, "dropout": dropout,
+        "horizon": horizon, "hidden_dim": hidden_dim, "num_layers": num_layers, "dropout": dropout,
         "init_seed": seed, "latents": "embed_observed, standardised with training mean and std",
         "data": data_fingerprint(prepared),
     }
@@ -464,10 +553,14 @@ def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
         torch.manual_seed(seed)
         return ForecastMethod(LatentSeq2Seq(train.shape[1], hidden_dim, num_layers, dropout))
 
-    valid_set = (LatentWindowDataset(valid, context, 1) if len(valid) > context else None)
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 day, got {horizon}")
+    valid_set = (LatentWindowDataset(valid, context, horizon)
+                 if len(valid) >= context + horizon else None)
     trained, history, directory = cached_fit(
-        make_method, description, LatentWindowDataset(train, context, 1), config, run_dir,
-        valid_set=valid_set, progress=progress)
-    forecaster = LatentForecaster(method, decoder, trained.model, standardiser, context)
+        make_method, description, LatentWindowDataset(train, context, horizon), config,
+        run_dir, valid_set=valid_set, progress=progress)
+    forecaster = LatentForecaster(method, decoder, trained.model, standardiser, context,
+                                  sliding=horizon == 1)
     forecaster.latents = {"train": train, "valid": valid}
     return forecaster, history, directory
