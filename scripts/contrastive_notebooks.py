@@ -47,11 +47,13 @@ end = "2007-12-31"
 level = 500               # hPa; None takes the first level of the store (the report choice)
 
 # Model and training (the report: batch 128, 100 epochs, Adam <<REPORT_LR>>)
-epochs = 3
+epochs = 8
 batch_size = 64
 lr = 1e-3
-patience = None           # early stopping after this many epochs without a better validation loss; None trains all epochs
-augmentation = "report"   # contrastive views, report (80x160 to 72x144 crops) or native (32x64, about 5x cheaper)
+patience = 3              # early stopping: stop after this many epochs without a better validation loss (best weights restored); None trains all epochs
+lr_schedule = "cosine"    # learning rate of every model here: "cosine" (decay to 0 over the epochs) or "constant" (the report)
+warmup_epochs = 1         # linear learning-rate warm-up (epochs) before the schedule
+augmentation = "native"   # contrastive views: native (36x72 to 32x64 crops, 3x3 filter; the CPU profile) or report (80x160 to 72x144, 5x5; 5x the pixels)
 width = 8                 # ResNet base width; 64 is ResNet-18 as in the report
 latent_dim = 1000         # representation size (the report keeps the 1000 of ResNet-18)
 proj_dim = 128
@@ -59,12 +61,11 @@ proj_dim = 128
 n_embed = 64              # validation days in the 2-D views
 """, tags=['parameters']),
     _cell("code", r"""
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from geofusion import data, evaluation, reproducibility, runs
+from geofusion import data, evaluation, reproducibility, runs, score_plots
 from geofusion.results import save_results
 from geofusion.training import TrainConfig
 
@@ -83,24 +84,24 @@ print(f"train {prepared.train.shape} {str(prepared.train_times[0])[:10]}..{str(p
 """),
     _cell("markdown", r"""
 ## Training
-Two views per day: resize to 80x160, random crop 72x144, 5x5 mean filter per channel (the report's augmentations, `geofusion.augment.ReportAugmentation`).
+Two views per day from the `augmentation` preset (`geofusion.augment.augmentation_preset`): `"report"` resizes to 80x160, crops 72x144 at random and applies a 5x5 mean filter per channel (the report's augmentations); `"native"` (the quick profile) is the same at the native scale, resize 36x72, crop 32x64, 3x3 filter: the same crop fraction and relative filter size on 5x fewer pixels.
+
+With `patience` set, training stops when the validation loss has not improved for `patience` epochs and keeps the weights of the best epoch; `lr_schedule = "cosine"` warms the learning rate up over `warmup_epochs` and decays it to 0 over `epochs` (`geofusion.training.TrainConfig`). The loss curve marks the best epoch and says why the run stopped.
 
 `runs.pretrained` trains through the shared loop (progress bar, checkpoint every epoch, resume) into `run_dir/models/<name>-<hash>`, keyed by method, parameters, training settings and data; later notebooks asking for the same model load it instead of retraining.
 """),
     _cell("code", r"""
-config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, patience=patience)
+config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                     patience=patience, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs)
 method, history, model_dir = runs.pretrained(
     "<<METHOD>>", prepared, run_dir, config, seed=seed, width=width,
-    latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>>, augmentation=augmentation)
+    latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>><<HEAD_ARG>>, augmentation=augmentation)
 print(f"model directory: {model_dir}")
 history.tail()
 """),
     _cell("code", r"""
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(history["epoch"], history["loss"], label="train")
-ax.plot(history["epoch"], history["valid_loss"], label="validation")
-ax.set(xlabel="epoch", ylabel="loss", title="<<LABEL>> loss")
-ax.legend();
+score_plots.plot_histories({"<<LABEL>>": history}, ("loss", "valid_loss"), "loss", "<<LABEL>> loss",
+                           log=False, synthetic=prepared.synthetic);
 """),
     _cell("markdown", r"""
 ## Embedding quality (report Table 3.1)
@@ -142,6 +143,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "LABEL": "barlow twins", "STEM": "03_barlow_twins", "REPORT_LR": "1e-3",
         "HYPER": "lambd",
         "HYPER_LINE": "lambd = 0.01              # off-diagonal weight lambda",
+        "HEAD_ARG": "",
         "INTRO": r"""
 Barlow Twins (Zbontar et al. 2021; report section 3.3.1) makes the embeddings of two
 augmentations of the same day agree while decorrelating their dimensions. With $Z^A, Z^B$ the
@@ -160,7 +162,9 @@ $\{0.001, 0.01, 0.1\}$ (`make sweeps` reruns that sweep).
         "NUMBER": "04", "TITLE": "SimCLR (NT-Xent)", "METHOD": "simclr",
         "LABEL": "simclr", "STEM": "04_simclr", "REPORT_LR": "1e-4",
         "HYPER": "temperature",
-        "HYPER_LINE": "temperature = 0.3         # tau",
+        "HYPER_LINE": "temperature = 0.3         # tau\n"
+                      "proj_final_batchnorm = False  # end the projection head in batch norm as Barlow Twins (the report, the full profile) or not (SimCLR's own head)",
+        "HEAD_ARG": ",\n    proj_final_batchnorm=proj_final_batchnorm",
         "INTRO": r"""
 SimCLR (Chen et al. 2020; report section 3.3.2) treats the other view of the same day as the
 positive and the $2N-2$ other views of the batch as negatives. For the $2N$ l2-normalised
@@ -169,7 +173,9 @@ projections $z$ and a positive pair $(i, j)$,
 $$\ell_{i,j} = -\log\frac{\exp(\mathrm{sim}(z_i,z_j)/\tau)}{\sum_{k\neq i}\exp(\mathrm{sim}(z_i,z_k)/\tau)},\qquad
 \mathcal{L}_{NT\text{-}Xent} = \frac{1}{2N}\sum_{n=1}^{N}\big(\ell_{2n-1,2n}+\ell_{2n,2n-1}\big).$$
 
-Same projection head as Barlow Twins; the report uses Adam at lr $10^{-4}$ and finds
+The report uses the same projection head as Barlow Twins, ending in batch norm
+(`proj_final_batchnorm = True`, the full profile's setting); the quick profile keeps the head
+of the SimCLR paper, without it. The report uses Adam at lr $10^{-4}$ and finds
 $\tau = 0.3$ best in $\{0.01, 0.03, 0.05, 0.07, 0.08, 0.1, 0.3\}$.
 """,
         "ids": ['e2993cb3', '7dc26896', 'd5927607', '452a7935', '42d62d96', '9816fc6d', '32fa7312', 'b6be0542', 'e0bd80e0', 'a5de07c0', 'c5ce391a', '496d0444', '0e2c6333'],

@@ -211,15 +211,20 @@ def test_quick_profile_equals_the_notebooks_own_defaults():
 
 @pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
 def test_later_notebooks_request_the_models_notebooks_02_03_and_06_train(profile):
-    """06-08 reuse the trained base models only if they ask with the very same settings."""
+    """06-08 and 10 reuse the trained base models only if they ask with the very same settings
+    (architecture, views and the whole training schedule key the model directory)."""
     get = lambda name: pipeline.parameters_for(profile, name)  # noqa: E731
     autoencoder, barlow_twins = get("02_autoencoder"), get("03_barlow_twins")
-    for name in ("06_sparsity", "07_decoder", "08_forecasting"):
+    for name in ("06_sparsity", "07_decoder", "08_forecasting", "10_assimilation"):
         later = get(name)
-        assert (later["ae_epochs"], later["ae_lr"]) == (autoencoder["epochs"], autoencoder["lr"])
+        if name != "10_assimilation":  # 10 uses the sparse-view Barlow Twins only
+            assert (later["ae_epochs"], later["ae_lr"]) == (autoencoder["epochs"],
+                                                            autoencoder["lr"])
         assert (later["encoder_epochs"], later["encoder_lr"], later["lambd"]) == (
             barlow_twins["epochs"], barlow_twins["lr"], barlow_twins["lambd"])
-        for key in ("batch_size", "width", "latent_dim"):
+        assert later["augmentation"] == barlow_twins["augmentation"], name
+        for key in ("batch_size", "width", "latent_dim", "patience", "lr_schedule",
+                    "warmup_epochs"):
             assert later[key] == autoencoder[key] == barlow_twins[key], (name, key)
     sparse_keys = ("mask_kind", "min_ratio", "max_ratio", "noise_std", "noise_length",
                    "both_views")

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from geofusion.plotting import plot_latlon_grid
 from geofusion.reconstruction_scores import SparsityEvaluation, relative_skill
+from geofusion.training import describe_stop
 
 __all__ = ["plot_robustness_curves", "plot_histories", "with_intervals", "plot_lead_curves",
            "plot_mask_ratio_curves", "plot_training_terms", "plot_reconstruction_panels"]
@@ -104,8 +105,26 @@ def plot_histories(histories: Mapping[str, pd.DataFrame], columns: Sequence[str]
                    ylabel: str = "loss", title: str = "", log: bool = True,
                    synthetic: bool = False) -> Figure:
     """Per-epoch training curves: one colour per model, solid for ``columns[0]`` (training),
-    dashed for ``columns[1:]`` (e.g. ``valid_loss``) where a history has them."""
+    dashed for ``columns[1:]`` (e.g. ``valid_loss``) where a history has them.
+
+    Where each run stopped and why is drawn too, for histories of
+    :func:`geofusion.training.fit`: a star on the best validation epoch (the weights kept when
+    early stopping restores them), and below the axes one line per model from
+    :func:`geofusion.training.describe_stop` (e.g. "stopped after epoch 9 of 15: no validation
+    improvement for 3 epochs; best validation loss 0.12 at epoch 6 (weights restored)").
+
+    Example:
+        >>> h = pd.DataFrame({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.5],
+        ...                   "valid_loss": [2.5, 2.0, 2.2]})
+        >>> h.attrs.update(stop_reason="patience", epochs=10, patience=1, min_delta=0.0,
+        ...                best_epoch=2, best_valid_loss=2.0, restored_best=True)
+        >>> fig = plot_histories({"ae": h}, ("loss", "valid_loss"))
+        >>> print(fig.texts[0].get_text().replace("; ", "\\n"))
+        ae: stopped after epoch 3 of 10: no validation improvement for 1 epochs
+        best validation loss 2 at epoch 2 (weights restored)
+    """
     fig, ax = plt.subplots(figsize=(6, 3.2))
+    captions = []
     for name, history in histories.items():
         line = None
         for j, column in enumerate(columns):
@@ -116,10 +135,20 @@ def plot_histories(histories: Mapping[str, pd.DataFrame], columns: Sequence[str]
             (drawn,) = ax.plot(history["epoch"], history[column], style,
                                label=f"{name}, {column}", **kwargs)
             line = line or drawn
+        best = history.attrs.get("best_epoch")
+        if line is not None and best and "valid_loss" in columns and "valid_loss" in history:
+            at_best = history.loc[history["epoch"] == best, "valid_loss"]
+            ax.plot([best] * len(at_best), at_best, "*", markersize=12,
+                    color=line.get_color(), label=f"{name}, best epoch {best}")
+        if history.attrs.get("stop_reason") is not None:
+            captions.append(f"{name}: {describe_stop(history)}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title + _tag(synthetic))
     if log:
         ax.set_yscale("log")
     ax.legend(fontsize=7)
+    if captions:
+        # Below the axes, so the figure itself says where each run stopped and why.
+        fig.text(0.01, -0.02, "\n".join(captions), fontsize=7, va="top", ha="left", wrap=True)
     return fig
 
 
