@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch_harmonics as th
+import xarray as xr
 
 from geofusion.atmosphere import (
     EARTH_RADIUS,
@@ -18,6 +19,7 @@ from geofusion.atmosphere import (
     jet_profile,
     saturation_specific_humidity,
     simulate,
+    simulate_twins,
 )
 from geofusion.geography import land_fraction, orography
 from geofusion.regrid import (
@@ -28,6 +30,7 @@ from geofusion.regrid import (
 )
 from geofusion.spherical import GaussianGrid
 from geofusion.synthetic import grid
+from geofusion.world_calibration import daily_fields
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +183,21 @@ def test_simulation_is_deterministic_and_prefix_consistent():
         simulate(pd.date_range("2000-01-01", periods=4, freq="4h"), params=p)
 
 
+def test_twins_share_the_spinup_yet_equal_two_independent_runs():
+    """simulate_twins integrates the spin-up once: the pair must be exactly the two runs
+    simulate() gives, and skipping the tracers must leave the flow unchanged."""
+    p = WorldParameters(spinup_days=2)
+    times = pd.date_range("2000-01-01", periods=6, freq="6h")
+    control, perturbed = simulate_twins(times, seed=5, params=p, perturbation=1e-7)
+    full = simulate(times, seed=5, params=p)
+    alone = simulate(times, seed=5, params=p, perturbation=1e-7, tracers=False)
+    for name in ("psi", "chi", "mjo_phase", "enso"):
+        np.testing.assert_array_equal(getattr(control, name), getattr(full, name))
+        np.testing.assert_array_equal(getattr(perturbed, name), getattr(alone, name))
+    assert np.abs(perturbed.psi - control.psi).max() > 0
+    assert np.isnan(alone.t2m).all() and np.isfinite(full.t2m).all()
+
+
 def test_balanced_geopotential_is_geostrophic_in_midlatitudes():
     run = simulate(pd.date_range("2000-01-01", periods=4, freq="6h"),
                    params=WorldParameters(spinup_days=20))
@@ -192,3 +210,24 @@ def test_balanced_geopotential_is_geostrophic_in_midlatitudes():
     w = run.grid.quad_weights / run.grid.quad_weights.sum()
     area_mean = (f["phi"] * w[None, None, :]).sum(axis=2).mean()
     assert abs(float(area_mean)) < 1e-6 * float(f["phi"].std()) and float(f["phi"].std()) > 1000
+
+
+def test_daily_fields_reshape_path_equals_xarray_resampling():
+    """Whole 6-hourly days are averaged by a reshape; the result must be xarray's resample,
+    and a series not starting at 00 UTC must fall back to resampling."""
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2000-02-27", periods=4 * 5, freq="6h")  # across 29 February
+    lat, lon = np.array([-30.0, 30.0]), np.array([0.0, 120.0, 240.0])
+    ds = xr.Dataset(
+        {"2m_temperature": (("time", "longitude", "latitude"), rng.standard_normal((20, 3, 2))),
+         "geopotential": (("time", "level", "longitude", "latitude"),
+                          rng.standard_normal((20, 1, 3, 2)))},
+        coords={"time": times, "level": [500], "longitude": lon, "latitude": lat})
+    for part in (ds, ds.isel(time=slice(1, None))):
+        got = daily_fields(part)
+        for name in ("2m_temperature", "geopotential"):
+            da = part[name].isel(level=0) if "level" in part[name].dims else part[name]
+            ref = da.resample(time="1D").mean().transpose("time", "latitude", "longitude")
+            np.testing.assert_allclose(got[name], ref.values, rtol=1e-12)
+            np.testing.assert_array_equal(got["times"], ref["time"].values)
+    assert daily_fields(ds)["2m_temperature"].shape == (5, 2, 3)

@@ -67,6 +67,7 @@ from the seed, one per process and drawn in time order, so a run is a determinis
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -75,9 +76,9 @@ import pandas as pd
 from geofusion.geography import land_fraction, orography
 from geofusion.spherical import GaussianGrid
 
-__all__ = ["WorldParameters", "WorldRun", "simulate", "jet_profile", "equilibrium_temperature",
-           "saturation_specific_humidity", "season_index", "balanced_fields", "EARTH_RADIUS",
-           "OMEGA", "P0"]
+__all__ = ["WorldParameters", "WorldRun", "simulate", "simulate_twins", "jet_profile",
+           "equilibrium_temperature", "saturation_specific_humidity", "season_index",
+           "balanced_fields", "EARTH_RADIUS", "OMEGA", "P0"]
 
 EARTH_RADIUS = 6.371e6  # m
 OMEGA = 7.292e-5  # s^-1
@@ -458,8 +459,9 @@ class _Model:
         nonlinear = -adv - (zeta + h["f"]) * ctx["div"]
         return g.analysis(nonlinear[..., None]) + ctx["linear"] - h["lap"] * psi * h["rate"]
 
-    def window(self, doy: float) -> None:
-        """Integrate dynamics and tracers over one 6-hour window starting at day-of-year ``doy``."""
+    def window(self, doy: float, tracers: bool = True) -> None:
+        """Integrate dynamics (and tracers unless ``tracers`` is False: they do not feed back
+        on the flow) over one 6-hour window starting at day-of-year ``doy``."""
         p, g = self.p, self.g
         season = float(season_index(doy))
         div_spec = self.divergence()
@@ -472,7 +474,8 @@ class _Model:
         dt = self.dt
         # Tracers: one semi-Lagrangian step per window (unconditionally stable; at
         # surface_wind_factor 0.3 a 6-hour trajectory stays within one grid cell).
-        self.tracers(doy, WINDOW_HOURS * 3600.0, dxc, dyc)
+        if tracers:
+            self.tracers(doy, WINDOW_HOURS * 3600.0, dxc, dyc)
         for _ in range(p.steps_per_window):
             Q = self.Q
             k1 = self.tendency(Q, ctx)
@@ -580,8 +583,93 @@ def balanced_fields(run: WorldRun, chunk: slice = slice(None), f0_latitude: floa
              ("v_model", v_psi + v_chi))}
 
 
+@dataclass
+class _Schedule:
+    """The 6-hour windows of a run: spin-up, then outputs every ``every`` windows."""
+
+    times: pd.DatetimeIndex
+    every: int
+    n_spin: int
+    n_total: int
+    window_times: pd.DatetimeIndex
+    doys: np.ndarray
+
+
+def _schedule(times: pd.DatetimeIndex, p: WorldParameters) -> _Schedule:
+    times = pd.DatetimeIndex(times)
+    if len(times) == 0:
+        raise ValueError("no output times; give at least one")
+    step_h = (times[1] - times[0]) / pd.Timedelta(hours=1) if len(times) > 1 else WINDOW_HOURS
+    if len(times) > 1 and (np.any(np.diff(times.asi8) != times.asi8[1] - times.asi8[0])
+                           or step_h % WINDOW_HOURS != 0):
+        raise ValueError(f"times must be regularly spaced by a multiple of 6 hours, got a step "
+                         f"of {step_h} h; use freq='6h' (or '12h', '1D')")
+    every = int(round(step_h / WINDOW_HOURS))
+    t0 = times[0] - pd.Timedelta(days=p.spinup_days)
+    n_spin = int(p.spinup_days * 24 / WINDOW_HOURS)
+    n_total = n_spin + (len(times) - 1) * every + 1
+    window_times = t0 + pd.to_timedelta(np.arange(n_total) * WINDOW_HOURS, unit="h")
+    doys = (window_times.day_of_year.to_numpy(np.float64)
+            + window_times.hour.to_numpy(np.float64) / 24.0)
+    return _Schedule(times, every, n_spin, n_total, window_times, doys)
+
+
+def _step(model: _Model, sched: _Schedule, i: int, tracers: bool) -> None:
+    model.window(sched.doys[i], tracers)
+    if not np.all(np.isfinite(model.Q)):
+        raise FloatingPointError(f"the world blew up at {sched.window_times[i]} (non-finite "
+                                 f"vorticity); reduce the time step (steps_per_window)")
+
+
+def _perturb(model: _Model, seed: int, perturbation: float) -> None:
+    """Add white vorticity noise of rms ``perturbation`` (s^-1), degrees 1-21, own generator."""
+    g = model.g
+    gen = np.random.default_rng(np.random.SeedSequence([int(seed), 99]))
+    noise = model.forcing._band_noise(gen, g.valid & (g.degree >= 1))
+    noise_grid = g.synthesis(noise)
+    model.Q = (model.Q + noise * perturbation / np.sqrt(np.mean(noise_grid**2))
+               ).astype(np.float32)
+
+
+def _run_from_spinup(model: _Model, sched: _Schedule, seed: int, perturbation: float,
+                     tracers: bool) -> WorldRun:
+    """Integrate a spun-up ``model`` (at window ``sched.n_spin``) through the output times."""
+    g, p, times = model.g, model.p, sched.times
+    nt = len(times)
+    out = WorldRun(times=times, psi=np.empty((nt, g.M, g.L, 2)), chi=np.empty((nt, g.M, g.L, 2)),
+                   t2m=np.full((nt, p.nlon, p.nlat), np.nan, np.float32),
+                   q=np.full((nt, p.nlon, p.nlat), np.nan, np.float32),
+                   mjo_phase=np.empty(nt), enso=np.empty(nt), grid=g, params=p, land=model.land)
+    if perturbation:
+        _perturb(model, seed, perturbation)
+    k = 0
+    for i in range(sched.n_spin, sched.n_total):
+        if (i - sched.n_spin) % sched.every == 0:
+            out.psi[k] = (model.q_to_psi * model.Q)[..., 0]
+            out.chi[k] = model.chi[..., 0]
+            if tracers:
+                out.t2m[k], out.q[k] = model.t2m, model.q
+            out.mjo_phase[k] = model.forcing.mjo_phase
+            out.enso[k] = model.forcing.enso_index
+            k += 1
+            if k == nt:
+                break
+        _step(model, sched, i, tracers)
+    return out
+
+
+def _spun_up(times: pd.DatetimeIndex, seed: int, p: WorldParameters, tracers: bool
+             ) -> tuple[_Model, _Schedule]:
+    sched = _schedule(times, p)
+    model = _Model(p, seed)
+    model.initialise(sched.doys[0])
+    for i in range(sched.n_spin):
+        _step(model, sched, i, tracers)
+    return model, sched
+
+
 def simulate(times: pd.DatetimeIndex, seed: int = 0, params: WorldParameters | None = None,
-             perturbation: float = 0.0) -> WorldRun:
+             perturbation: float = 0.0, tracers: bool = True) -> WorldRun:
     """Integrate the world and sample it at ``times`` (6-hourly multiples, after a spin-up).
 
     Args:
@@ -591,6 +679,9 @@ def simulate(times: pd.DatetimeIndex, seed: int = 0, params: WorldParameters | N
         perturbation: rms (s^-1) of a white-noise vorticity perturbation (degrees 1-21, its
             own generator) added at the first output time, after the spin-up: the twin
             experiment of :func:`geofusion.world_calibration.twin_experiment`.
+        tracers: False skips the surface temperature and moisture (a third of the cost; they
+            do not feed back on the flow, so ``psi`` and ``chi`` are unchanged); ``t2m`` and
+            ``q`` are then NaN.
 
     Returns:
         :class:`WorldRun` on the Gauss grid.
@@ -602,48 +693,26 @@ def simulate(times: pd.DatetimeIndex, seed: int = 0, params: WorldParameters | N
         ((8, 22, 22, 2), (8, 64, 32))
     """
     p = params or WorldParameters()
-    times = pd.DatetimeIndex(times)
-    if len(times) == 0:
-        raise ValueError("no output times; give at least one")
-    step_h = (times[1] - times[0]) / pd.Timedelta(hours=1) if len(times) > 1 else WINDOW_HOURS
-    if len(times) > 1 and (np.any(np.diff(times.asi8) != times.asi8[1] - times.asi8[0])
-                           or step_h % WINDOW_HOURS != 0):
-        raise ValueError(f"times must be regularly spaced by a multiple of 6 hours, got a step "
-                         f"of {step_h} h; use freq='6h' (or '12h', '1D')")
-    every = int(round(step_h / WINDOW_HOURS))
-    model = _Model(p, seed)
-    t0 = times[0] - pd.Timedelta(days=p.spinup_days)
-    n_spin = int(p.spinup_days * 24 / WINDOW_HOURS)
-    n_total = n_spin + (len(times) - 1) * every + 1
-    window_times = t0 + pd.to_timedelta(np.arange(n_total) * WINDOW_HOURS, unit="h")
-    doys = (window_times.day_of_year.to_numpy(np.float64)
-            + window_times.hour.to_numpy(np.float64) / 24.0)
-    model.initialise(doys[0])
-    g = model.g
-    nt = len(times)
-    out = WorldRun(times=times, psi=np.empty((nt, g.M, g.L, 2)), chi=np.empty((nt, g.M, g.L, 2)),
-                   t2m=np.empty((nt, p.nlon, p.nlat), np.float32),
-                   q=np.empty((nt, p.nlon, p.nlat), np.float32),
-                   mjo_phase=np.empty(nt), enso=np.empty(nt), grid=g, params=p, land=model.land)
-    k = 0
-    for i in range(n_total):
-        if i == n_spin and perturbation:
-            gen = np.random.default_rng(np.random.SeedSequence([int(seed), 99]))
-            noise = model.forcing._band_noise(gen, g.valid & (g.degree >= 1))
-            noise_grid = g.synthesis(noise)
-            model.Q = (model.Q + noise * perturbation / np.sqrt(np.mean(noise_grid**2))
-                       ).astype(np.float32)
-        if i >= n_spin and (i - n_spin) % every == 0:
-            out.psi[k] = (model.q_to_psi * model.Q)[..., 0]
-            out.chi[k] = model.chi[..., 0]
-            out.t2m[k], out.q[k] = model.t2m, model.q
-            out.mjo_phase[k] = model.forcing.mjo_phase
-            out.enso[k] = model.forcing.enso_index
-            k += 1
-            if k == nt:
-                break
-        model.window(doys[i])
-        if not np.all(np.isfinite(model.Q)):
-            raise FloatingPointError(f"the world blew up at {window_times[i]} (non-finite "
-                                     f"vorticity); reduce the time step (steps_per_window)")
-    return out
+    model, sched = _spun_up(times, seed, p, tracers)
+    return _run_from_spinup(model, sched, seed, perturbation, tracers)
+
+
+def simulate_twins(times: pd.DatetimeIndex, seed: int = 0, params: WorldParameters | None = None,
+                   perturbation: float = 1e-7) -> tuple[WorldRun, WorldRun]:
+    """The control and perturbed runs of a twin experiment, flow only (``tracers=False``).
+
+    Exactly ``simulate(times, seed, params, 0.0, tracers=False)`` and ``simulate(times, seed,
+    params, perturbation, tracers=False)``, but the spin-up is integrated once and copied, so
+    the pair costs one spin-up instead of two.
+
+    Example:
+        >>> control, perturbed = simulate_twins(pd.date_range("2000-01-01", periods=4,
+        ...                                     freq="6h"), params=WorldParameters(spinup_days=1))
+        >>> bool((control.psi[0] != perturbed.psi[0]).any()), control.psi.shape
+        (True, (4, 22, 22, 2))
+    """
+    p = params or WorldParameters()
+    model, sched = _spun_up(times, seed, p, tracers=False)
+    twin = copy.deepcopy(model)
+    return (_run_from_spinup(model, sched, seed, 0.0, tracers=False),
+            _run_from_spinup(twin, sched, seed, perturbation, tracers=False))

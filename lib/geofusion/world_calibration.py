@@ -26,14 +26,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geofusion.atmosphere import WorldParameters, balanced_fields, simulate
+from geofusion.atmosphere import WorldParameters, balanced_fields, simulate_twins
 from geofusion.forecasting import climatology
 
-__all__ = ["TARGETS", "ERA5_REFERENCE", "daily_fields", "persistence_rmse", "forecast_ratios",
+__all__ = ["TARGETS", "ERA5_REFERENCE", "daily_fields", "daily_fields_from_arrays",
+           "persistence_rmse", "forecast_ratios",
            "zonal_std_t2m", "tropical_u_stats", "interannual_std", "hovmoller", "twin_experiment",
            "calibration_table"]
 
@@ -61,19 +64,72 @@ ERA5_REFERENCE = {
 }
 
 
+def _steps_per_day(times: np.ndarray) -> int | None:
+    """Steps per day when ``times`` are whole days at a regular sub-daily step starting at
+    00 UTC (then daily means are a reshape), else None."""
+    t = np.asarray(times, dtype="datetime64[ns]")
+    if len(t) < 2:
+        return None
+    step = t[1] - t[0]
+    day = np.timedelta64(1, "D")
+    if (not np.all(np.diff(t) == step) or step <= np.timedelta64(0, "ns") or day % step
+            or t[0] != t[0].astype("datetime64[D]")):
+        return None
+    k = int(day // step)
+    return k if len(t) % k == 0 else None
+
+
 def daily_fields(ds: xr.Dataset, level: int = 500) -> dict[str, np.ndarray]:
     """Daily means ``(days, lat, lon)`` (float64, latitude ascending) of the five variables at
-    ``level``, plus ``times`` (datetime64 days) and ``lat``, ``lon`` (deg)."""
+    ``level``, plus ``times`` (datetime64 days) and ``lat``, ``lon`` (deg).
+
+    Whole days at a regular step (the synthetic default) are averaged by a reshape, anything
+    else by ``xarray`` resampling (the same means, several times slower on years of data)."""
     out: dict[str, np.ndarray] = {}
+    k = _steps_per_day(ds["time"].values)
     for name in ds.data_vars:
         da = ds[name]
         if "level" in da.dims:
             da = da.sel(level=level)
-        daily = da.resample(time="1D").mean()
-        out[name] = daily.transpose("time", "latitude", "longitude").values.astype(np.float64)
-        out["times"] = daily["time"].values
+        if k is None:
+            daily = da.resample(time="1D").mean()
+            out[name] = daily.transpose("time", "latitude", "longitude").values.astype(np.float64)
+            out["times"] = daily["time"].values
+        else:
+            x = da.transpose("time", "latitude", "longitude").values.astype(np.float64)
+            out[name] = x.reshape(-1, k, *x.shape[1:]).mean(axis=1)
+            out["times"] = ds["time"].values[::k].astype("datetime64[D]").astype("datetime64[ns]")
     out["lat"] = ds["latitude"].values.astype(np.float64)
     out["lon"] = ds["longitude"].values.astype(np.float64)
+    return out
+
+
+def daily_fields_from_arrays(fields: np.ndarray, channels: Sequence[str], times: np.ndarray,
+                             lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`daily_fields`' dictionary from daily means already in memory: ``fields``
+    ``(days, C, lat, lon)`` in physical units (latitude ascending, e.g.
+    ``PreparedData.physical()``), ``channels`` their ``C`` names, ``times`` the days.
+
+    Example:
+        >>> x = np.zeros((3, 1, 2, 4), np.float32)
+        >>> d = daily_fields_from_arrays(x, ["geopotential"], np.arange(3), [-45, 45], np.arange(4))
+        >>> d["geopotential"].shape, d["geopotential"].dtype
+        ((3, 2, 4), dtype('float64'))
+    """
+    fields = np.asarray(fields)
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    expected = (len(times), len(channels), len(lat), len(lon))
+    if fields.shape != expected:
+        raise ValueError(f"fields must be (days, channels, lat, lon) = {expected} from the "
+                         f"given times, channels, lat and lon, got {fields.shape}; pass "
+                         f"matching coordinates")
+    if len(lat) > 1 and not np.all(np.diff(lat) > 0):
+        raise ValueError("lat must be ascending (the geofusion convention); flip the fields "
+                         "and lat along the latitude axis")
+    out: dict[str, np.ndarray] = {name: fields[:, c].astype(np.float64)
+                                  for c, name in enumerate(channels)}
+    out["times"] = np.asarray(times)
+    out["lat"], out["lon"] = lat, lon
     return out
 
 
@@ -204,8 +260,7 @@ def twin_experiment(start: str = "2000-01-01", days: int = 50, seed: int = 0,
         (8,)
     """
     times = pd.date_range(start, periods=days * 4, freq="6h")
-    runs = [simulate(times, seed=seed, params=params, perturbation=eps)
-            for eps in (0.0, perturbation)]
+    runs = simulate_twins(times, seed=seed, params=params, perturbation=perturbation)
     phi = [balanced_fields(r)["phi"] for r in runs]
     w = runs[0].grid.quad_weights / runs[0].grid.quad_weights.mean()
     rmse = np.sqrt(np.mean(w[None, None, :] * (phi[1] - phi[0]) ** 2, axis=(1, 2)))
@@ -221,15 +276,19 @@ def twin_experiment(start: str = "2000-01-01", days: int = 50, seed: int = 0,
     return {"days": t_days, "rmse": rmse, "saturation": sat, "doubling_days": doubling}
 
 
-def calibration_table(ds: xr.Dataset, twin: dict[str, object] | None = None) -> pd.DataFrame:
-    """Every calibration statistic of ``ds`` (a multi-year run: the interannual ones need 3
-    complete years, NaN otherwise) with its target range, the ERA5 figure where quoted, and
-    whether it is met.
+def calibration_table(daily: dict[str, np.ndarray], twin: dict[str, object] | None = None
+                      ) -> pd.DataFrame:
+    """Every calibration statistic of the daily means ``daily`` (:func:`daily_fields` of a
+    multi-year run, or :func:`daily_fields_from_arrays`: the interannual ones need 3 complete
+    years, NaN otherwise) with its target range, the ERA5 figure where quoted, and whether it
+    is met.
 
     Columns: ``value``, ``low``, ``high``, ``era5``, ``met``; index: the statistic names of
     :data:`TARGETS` (the doubling time only when ``twin`` from :func:`twin_experiment` is
     given)."""
-    daily = daily_fields(ds)
+    if isinstance(daily, xr.Dataset):
+        raise TypeError("calibration_table takes daily means: pass daily_fields(ds) (or "
+                        "daily_fields_from_arrays(...)), not the 6-hourly dataset")
     values: dict[str, float] = {}
     for name, by_lead in forecast_ratios(daily).items():
         for lead, (pers, clim) in by_lead.items():
