@@ -139,6 +139,24 @@ _FORECAST = {
 }
 
 
+# Notebook 11's ablation (issue 15): its own sparse-view Barlow Twins per variant. Quick: tiny
+# models on native-scale views, two epochs, small decoders and DDPM (at most ~3 minutes).
+_BEYOND = {
+    "quick": {"epochs": 2, "batch_size": 64, "width": 4, "latent_dim": 64, "proj_dim": 32,
+              "proj_hidden_dim": 128, "augmentation": "native", "easy_min": 1000,
+              "decoder_epochs": 2, "decoder_width": 8, "n_decoder_days": 256,
+              "n_eval_days": 64, "members": 8, "diffusion_steps": 50, "diffusion_epochs": 20,
+              "diffusion_hidden": 256, "diffusion_train_days": 512, "probe_hidden": [64],
+              "probe_iterations": 100},
+    "full": {"epochs": 100, "batch_size": 128, "width": 64, "latent_dim": 1000,
+             "proj_dim": 128, "proj_hidden_dim": 1024, "augmentation": "report",
+             "easy_min": 1000, "decoder_epochs": 30, "decoder_width": 64,
+             "n_decoder_days": None, "n_eval_days": 512, "members": 16, "diffusion_steps": 100,
+             "diffusion_epochs": 100, "diffusion_hidden": 1024, "diffusion_train_days": 8192,
+             "probe_hidden": [128], "probe_iterations": 300},
+}
+
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
@@ -162,6 +180,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                                          observed_fractions=[0.02, 0.1, 0.5],
                                          obs_noise_stds=[0.1, 0.5], b_rank=10,
                                          var_iterations=20, n_stat_days=512),
+        "11_beyond": _BEYOND["quick"],
     },
     "full": {
         "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
@@ -192,6 +211,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                                          observed_fractions=[0.02, 0.1, 0.5],
                                          obs_noise_stds=[0.1, 0.5], b_rank=50,
                                          var_iterations=50, n_stat_days=4096),
+        "11_beyond": _BEYOND["full"],
     },
 }
 
