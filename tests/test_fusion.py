@@ -318,3 +318,28 @@ def test_fusion_methods_embed_their_own_inference_view():
                                            augmentation=ReportAugmentation(),
                                            **TINY_METHOD).eval()
     torch.testing.assert_close(augmented.embed(x), augmented.encoder(canonical))
+
+
+def test_graph_attention_mixes_only_physical_neighbours_that_are_present():
+    from geofusion.fusion_operators import VARIABLE_EDGES, GraphAttentionFusion
+
+    torch.manual_seed(0)
+    fuse = GraphAttentionFusion(n_tokens=5, token_dim=8, out_dim=4, heads=2)
+    tokens = torch.randn(3, 5, 8)
+    present = torch.ones(3, 5, dtype=torch.bool)
+    changed = tokens.clone()
+    changed[:, 4] += 5.0  # humidity: a neighbour of temperature only
+    with torch.no_grad():
+        before, after = fuse.node_features(tokens, present), fuse.node_features(changed, present)
+    moved = (before - after).abs().amax(dim=(0, 2)) > 1e-6
+    assert moved.tolist() == [True, False, False, False, True]
+    # Geopotential absent: u now reads only itself and v.
+    present[:, 1] = False
+    changed = tokens.clone()
+    changed[:, 1] += 5.0
+    with torch.no_grad():
+        same = fuse.node_features(tokens, present)[:, [0, 2, 3, 4]]
+        torch.testing.assert_close(same, fuse.node_features(changed, present)[:, [0, 2, 3, 4]])
+    assert (2, 3) in VARIABLE_EDGES and (0, 4) in VARIABLE_EDGES
+    with pytest.raises(ValueError, match="edges"):
+        GraphAttentionFusion(n_tokens=3, token_dim=8, out_dim=4, heads=2)

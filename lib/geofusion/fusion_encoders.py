@@ -17,6 +17,9 @@ Schemes (:func:`build_encoder`, by name :func:`parse_scheme`):
   channel) gives a token per mode, ``(B, M, d)``; a fusion operator
   (:mod:`geofusion.fusion_operators`) maps the tokens to the representation. An absent mode
   never passes through its encoder.
+- **graph** fusion is late (or hybrid) fusion with the ``graph_attention`` operator: the mode
+  tokens are nodes of a graph of physical couplings, one graph-attention layer
+  (:class:`geofusion.fusion_operators.GraphAttentionFusion`), e.g. ``"late_graph_attention"``.
 - **hybrid** (Wang et al. 2025): the per-mode tokens plus the token of a *shared* ResNet over the
   stacked (zero-filled) modes, ``M + 1`` tokens fused by the same operators; the shared token is
   always present.
@@ -222,8 +225,8 @@ def build_encoder(kind: str = "early", fusion: str = "concat", in_channels: int 
 
     Args:
         kind: "early", "late" or "hybrid" (see the module docstring).
-        fusion: "concat", "self_attention" or "cross_attention"; early fusion is channel
-            concatenation, so it takes only "concat".
+        fusion: "concat", "self_attention", "cross_attention" or "graph_attention"; early
+            fusion is channel concatenation, so it takes only "concat".
         in_channels: number of modes (one per channel).
         latent_dim: representation size.
         width: base width of the early / shared ResNet (64 = ResNet-18).

@@ -22,6 +22,14 @@ is ~0.6 G multiply-adds, the operators below are < 1 M for ``d = 128``, ``T = 6`
   residual connections keep each mode's own information; masked mean over present tokens ->
   linear. Cost as self-attention with ``S = T``. A sample with a single present mode attends to
   itself (nothing else to attend to).
+- ``graph_attention`` (:class:`GraphAttentionFusion`, SPARTA's graph fusion): the tokens are
+  the nodes of a graph whose edges are physical couplings of the variables
+  (:data:`VARIABLE_EDGES`: temperature-geopotential (hypsometric thickness), u-v (one wind
+  vector), geopotential-u and geopotential-v (geostrophic balance), humidity-temperature
+  (Clausius-Clapeyron)), plus self loops and, for hybrid fusion, the shared token linked to
+  every mode; one graph-attention layer (Velickovic et al. 2018) where each node attends only
+  to its present neighbours, residual and layer norm, masked mean over present nodes, linear.
+  ``4 T d^2``-ish projections plus ``2 |E| d`` edge terms: negligible next to the encoders.
 
 Every operator has ``attention_macs(n_tokens)``: the score and value multiply-adds per sample,
 which ``torch.utils.flop_counter`` does not see on CPU
@@ -41,9 +49,16 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["FUSIONS", "OPERATORS", "ConcatFusion", "SelfAttentionFusion",
-           "CrossAttentionFusion", "masked_mean"]
+           "CrossAttentionFusion", "GraphAttentionFusion", "VARIABLE_EDGES", "masked_mean"]
 
-FUSIONS: tuple[str, ...] = ("concat", "self_attention", "cross_attention")
+FUSIONS: tuple[str, ...] = ("concat", "self_attention", "cross_attention", "graph_attention")
+
+#: Undirected edges between the modes in :data:`geofusion.data.VARIABLES` order (0
+#: 2m_temperature, 1 geopotential, 2 u_component_of_wind, 3 v_component_of_wind, 4
+#: specific_humidity): temperature-geopotential (the hypsometric equation ties layer thickness
+#: to temperature), u-v (components of one wind vector), geopotential-u and geopotential-v
+#: (geostrophic balance), humidity-temperature (Clausius-Clapeyron saturation).
+VARIABLE_EDGES: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (1, 2), (1, 3), (0, 4))
 
 
 class ConcatFusion(nn.Module):
@@ -152,6 +167,81 @@ class CrossAttentionFusion(nn.Module):
         return 2 * n_tokens * n_tokens * self.mode_embedding.shape[1]
 
 
+class GraphAttentionFusion(nn.Module):
+    """One graph-attention layer over the mode tokens on a graph of physical couplings.
+
+    Written in plain torch (dense ``T x T`` adjacency): torch-geometric installs beside torch
+    2.13 (a dry run pulls aiohttp and eight other packages, not torch), but for graphs of five
+    or six nodes a dense masked softmax is a few lines and masks absent modes per sample
+    directly, without a dependency.
+
+    Node features ``h = W (x + e_mode)`` per head (``heads`` heads of ``d / heads``); attention
+    ``alpha_ij = softmax_{j in N(i), j present} LeakyReLU(a_src . h_i + a_dst . h_j)`` over the
+    neighbours ``N(i)`` (edges and self loop); ``x_i' = x_i + W_o [sum_j alpha_ij h_j]_heads``,
+    layer norm; masked mean over the present nodes; linear to ``(B, D)``. An absent node is
+    neither attended to nor pooled, so it has no influence.
+
+    Args:
+        n_tokens: ``T``; 5 modes (late fusion) or 6 (hybrid: the shared token, last, is linked
+            to every mode) use :data:`VARIABLE_EDGES`; other sizes need ``edges``.
+        token_dim, out_dim, heads: ``d``, ``D`` and the attention heads (``d % heads == 0``).
+        edges: undirected ``(i, j)`` node pairs, or None for the default above.
+
+    Example:
+        >>> fuse = GraphAttentionFusion(n_tokens=5, token_dim=8, out_dim=4, heads=2)
+        >>> fuse.adjacency.int().tolist()[2]  # u: itself, geopotential and v
+        [0, 1, 1, 1, 0]
+    """
+
+    def __init__(self, n_tokens: int, token_dim: int, out_dim: int, heads: int = 4,
+                 edges: tuple[tuple[int, int], ...] | None = None) -> None:
+        super().__init__()
+        if token_dim % heads:
+            raise ValueError(f"token_dim={token_dim} is not divisible by heads={heads}")
+        if edges is None:
+            if n_tokens not in (5, 6):
+                raise ValueError(f"the default physical edges are for the 5 variables (6 "
+                                 f"tokens with hybrid fusion), got {n_tokens} tokens; pass "
+                                 "edges=[(i, j), ...]")
+            edges = VARIABLE_EDGES + tuple((m, 5) for m in range(5) if n_tokens == 6)
+        adjacency = torch.eye(n_tokens, dtype=torch.bool)
+        for i, j in edges:
+            if not (0 <= i < n_tokens and 0 <= j < n_tokens):
+                raise ValueError(f"edge ({i}, {j}) names a node outside 0..{n_tokens - 1}")
+            adjacency[i, j] = adjacency[j, i] = True
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.heads = heads
+        self.mode_embedding = nn.Parameter(0.02 * torch.randn(n_tokens, token_dim))
+        self.value = nn.Linear(token_dim, token_dim, bias=False)
+        self.attend_source = nn.Parameter(0.1 * torch.randn(heads, token_dim // heads))
+        self.attend_target = nn.Parameter(0.1 * torch.randn(heads, token_dim // heads))
+        self.out = nn.Linear(token_dim, token_dim)
+        self.norm = nn.LayerNorm(token_dim)
+        self.proj = nn.Linear(token_dim, out_dim)
+
+    def forward(self, tokens: Tensor, present: Tensor) -> Tensor:
+        return self.proj(masked_mean(self.node_features(tokens, present), present))
+
+    def node_features(self, tokens: Tensor, present: Tensor) -> Tensor:
+        """Node features ``(B, T, d)`` after the graph-attention layer (before pooling)."""
+        batch, n, d = tokens.shape
+        x = tokens + self.mode_embedding.to(tokens.dtype)
+        h = self.value(x).view(batch, n, self.heads, d // self.heads)
+        source = (h * self.attend_source.to(h.dtype)).sum(-1)  # (B, T, heads)
+        target = (h * self.attend_target.to(h.dtype)).sum(-1)
+        scores = nn.functional.leaky_relu(source[:, :, None] + target[:, None, :], 0.2)
+        allowed = self.adjacency[None] & present[:, None, :]  # (B, T_i, T_j)
+        # A node's self loop keeps every row non-empty (an absent node's row is never pooled).
+        allowed = allowed | torch.eye(n, dtype=torch.bool, device=tokens.device)[None]
+        scores = scores.masked_fill(~allowed[..., None], float("-inf"))
+        alpha = scores.softmax(dim=2)  # over the neighbours j
+        mixed = torch.einsum("bijh,bjhc->bihc", alpha, h).reshape(batch, n, d)
+        return self.norm(x + self.out(mixed))
+
+    def attention_macs(self, n_tokens: int) -> int:
+        return 2 * n_tokens * n_tokens * self.mode_embedding.shape[1]
+
+
 OPERATORS: dict[str, type[nn.Module]] = {
     "concat": ConcatFusion, "self_attention": SelfAttentionFusion,
-    "cross_attention": CrossAttentionFusion}
+    "cross_attention": CrossAttentionFusion, "graph_attention": GraphAttentionFusion}
