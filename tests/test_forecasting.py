@@ -358,6 +358,8 @@ def test_damped_residual_forecast_adds_the_damped_residual_of_the_init_day():
     out = forecaster.source(latents, fields)(inits, 3)
     for lead in range(3):
         torch.testing.assert_close(out[:, lead], fields[inits], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(forecaster.latent_persistence_source(latents, fields)(inits, 3),
+                               out, atol=1e-5, rtol=1e-5)
     # Any rho: decoded forecast + rho_k r_t; the ceiling variant decodes the true latent.
     rho = torch.rand(3, 5, 32, 64, generator=torch.Generator().manual_seed(0))
     forecaster.residual_rho = rho
@@ -385,6 +387,11 @@ def test_fit_residual_damping_regresses_training_residuals_only():
         residual = (x - forecaster.method(x)).numpy()
     np.testing.assert_allclose(rho.numpy(), lag_regression(residual, prepared.train_times, 3),
                                rtol=1e-3, atol=1e-4)
+    # Latents given (already encoded): the same fit without encoding again.
+    given = forecaster.fit_residual_damping(prepared, 3, latents=forecaster.encode(x))
+    torch.testing.assert_close(given, rho)
+    with pytest.raises(ValueError, match="latents"):
+        forecaster.fit_residual_damping(prepared, 3, latents=forecaster.encode(x[:5]))
     # The residual of slowly drifting fields persists: rho well above 0 at lead 1.
     assert np.median(rho[0].numpy()) > 0.5
 

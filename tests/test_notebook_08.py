@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 FORECASTERS = ["autoencoder", "barlow_twins", "sparse_barlow_twins"]
+RESIDUAL = [f"{name} + residual" for name in FORECASTERS]
+ABLATION = [f"{name} latent persistence + residual" for name in FORECASTERS]
 BASELINES = ["persistence", "climatology", "damped_persistence", "linear_regression"]
 RATIOS = [0.0, 0.5, 0.9]
 
@@ -34,7 +36,7 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
     assert results["models"]["sparse_barlow_twins"] != results["models"]["barlow_twins"]
 
     scores = pd.DataFrame(results["scores"])
-    assert set(scores.forecaster) == {*FORECASTERS, *BASELINES}
+    assert set(scores.forecaster) == {*FORECASTERS, *RESIDUAL, *ABLATION, *BASELINES}
     assert sorted(set(scores.lead)) == [1, 2, 3] and (scores.n == 48).all()
     assert (scores.rmse > 0).all()
     assert ((scores.rmse_low <= scores.rmse) & (scores.rmse <= scores.rmse_high)).all()
@@ -45,6 +47,14 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
     # Physical units: 2 m temperature errors in kelvin; persistence error grows with lead.
     assert 1 < t2m[("climatology", 1)] < 30
     assert t2m[("persistence", 1)] < t2m[("persistence", 3)]
+    z500 = scores[scores.variable == "geopotential"].set_index(["forecaster", "lead"]).rmse
+    for name in FORECASTERS:
+        # The 1-epoch decoders are poor; carrying the initial day's residual must help at lead 1.
+        assert t2m[(f"{name} + residual", 1)] < t2m[(name, 1)]
+        assert z500[(f"{name} + residual", 1)] < z500[(name, 1)]
+        stop = results["lstm_stop"][name]
+        assert stop["epochs_run"] == 1 and stop["reason"] == "epochs"
+        assert sorted(results["residual_rho_median"][name]) == ["1", "2", "3"]
     ratio = results["lead1_rmse_over_persistence"]["autoencoder"]["2m_temperature"]
     assert ratio == pytest.approx(t2m[("autoencoder", 1)] / t2m[("persistence", 1)])
     ceilings = pd.DataFrame(results["ceilings"])
@@ -60,14 +70,17 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
         values = results["mask_ratio_rmse"][name]["2m_temperature"]
         assert len(values) == len(RATIOS) and all(math.isfinite(v) for v in values)
         assert values[0] == pytest.approx(t2m[(name, 1)], rel=1e-5)
-    assert set(results["summary"]) == {*FORECASTERS, *BASELINES,
+    assert set(results["summary"]) == {*FORECASTERS, *RESIDUAL, *ABLATION, *BASELINES,
                                        *ceilings.forecaster.unique()}
 
     # Scorecard section: persistence and every model for leads "1".."3", with intervals.
     card = results["scorecard"]
     assert sorted(card["persistence_rmse"]) == ["1", "2", "3"]
     assert sorted(card["forecast_rmse"]) == sorted(
-        [*FORECASTERS, "linear_regression", "damped_persistence"])
+        [*FORECASTERS, *(f"{name}_residual" for name in FORECASTERS), "linear_regression",
+         "damped_persistence"])
+    assert card["forecast_rmse"]["autoencoder_residual"]["1"]["2m_temperature"] == \
+        pytest.approx(t2m[("autoencoder + residual", 1)])
     assert card["persistence_rmse"]["1"]["2m_temperature"] == pytest.approx(
         t2m[("persistence", 1)])
     low, high = card["intervals"]["forecast_rmse"]["damped_persistence"]["3"]["geopotential"]

@@ -426,15 +426,18 @@ class LatentForecaster:
         """Decoded forecasts ``(B, steps, C, H, W)`` standardised (see :meth:`forecast_latents`)."""
         return self.decode(self.forecast_latents(latents, inits, steps))
 
-    def fit_residual_damping(self, prepared: Any, max_lead: int, pooling: str = "gridpoint"
-                             ) -> Tensor:
+    def fit_residual_damping(self, prepared: Any, max_lead: int, pooling: str = "gridpoint",
+                             latents: Tensor | None = None) -> Tensor:
         """Fit ``rho_k`` of the decoded + damped residual forecast on the **training** days.
 
         Encodes ``prepared.train`` (:meth:`encode`), takes the decoder residual
         ``r_t = x_t - d(z_t)`` of every training day and fits
         ``rho_k = sum r_t r_{t+k} / sum r_t^2`` over pairs of training days ``k`` apart
         (:func:`geofusion.baselines.lag_regression` with ``pooling``). Only ``train`` and
-        ``train_times`` are read, so no validation day reaches ``rho``.
+        ``train_times`` are read, so no validation day reaches ``rho``. ``latents``: the
+        standardised latents of ``prepared.train`` when already encoded (e.g.
+        ``self.latents["train"]`` after :func:`fit_latent_forecaster`), to skip encoding them
+        again.
 
         Returns:
             ``rho`` ``(max_lead, C, H, W)`` float32, also kept as :attr:`residual_rho`.
@@ -445,7 +448,12 @@ class LatentForecaster:
             source = forecaster.source(latents, prepared.valid)   # d(z_hat) + rho_k r_t
         """
         x = torch.as_tensor(np.asarray(prepared.train), dtype=torch.float32)
-        residual = x - self.decode(self.encode(x))
+        if latents is None:
+            latents = self.encode(x)
+        elif latents.shape[0] != len(x):
+            raise ValueError(f"{latents.shape[0]} latents for {len(x)} training days; pass the "
+                             "latents of prepared.train (forecaster.latents['train']) or None")
+        residual = x - self.decode(latents)
         rho = lag_regression(residual.numpy(), prepared.train_times, max_lead, pooling)
         self.residual_rho = torch.from_numpy(rho)
         return self.residual_rho
@@ -488,6 +496,23 @@ class LatentForecaster:
         if fields is not None:
             self._check_residual()  # fail when the source is built, not when first scored
         return forecast
+
+    def latent_persistence_source(self, latents: Tensor,
+                                  fields: np.ndarray | Tensor | None = None) -> ForecastSource:
+        """The forecast of an LSTM that predicts no change: ``d(z_t)`` at every lead, with
+        ``fields`` plus the damped residual, ``d(z_t) + rho_k r_t`` (:meth:`source`). Scored
+        next to :meth:`source` it shows what the trained LSTM adds to the decoder and the
+        residual (with ``rho = 1`` it is field persistence)."""
+        if fields is not None:
+            self._check_residual()
+
+        def source(inits: Any, steps: int) -> Tensor:
+            inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+            decoded = self.decode(latents[torch.as_tensor(inits)])
+            out = decoded[:, None].expand(-1, steps, *decoded.shape[1:])
+            return out if fields is None else out + self._residual(latents, fields, inits,
+                                                                   steps)
+        return source
 
     def ceiling_source(self, latents: Tensor, fields: np.ndarray | Tensor | None = None
                        ) -> ForecastSource:
