@@ -34,3 +34,41 @@ def test_ablation_table_flattens_variables_and_formats_intervals():
                            {"a": {"crps": {"t": [1.0, 1.5]}}})
     assert table.loc["a", "crps: t"] == "1.235 [1, 1.5]"
     assert table.loc["a", "crps: z"] == "2" and table.loc["a", "acc"] == "0.5"
+
+
+def test_latent_ridge_forecast_is_exact_for_latents_that_evolve_linearly():
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from geofusion.ablations import latent_ridge_forecast
+    from geofusion.data import PreparedData
+    from geofusion.reconstruction_scores import LatentReconstructor
+
+    class Flat(nn.Module):
+        mask_channel = False
+
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(1))
+
+        def embed(self, fields):
+            return fields.flatten(1)
+
+    identity = nn.Linear(2, 2)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(2))
+        identity.bias.zero_()
+    decoder = nn.Sequential(identity, nn.Unflatten(1, (1, 1, 2)))
+    angles = 0.3 * np.arange(60)  # a rotation: z_{t+1} = R z_t exactly
+    days = np.stack([np.cos(angles), np.sin(angles)], axis=1).reshape(60, 1, 1, 2)
+    prepared = PreparedData(train=days[:40].astype(np.float32),
+                            valid=days[40:].astype(np.float32), train_times=np.arange(40),
+                            valid_times=np.arange(40, 60), channels=("x",),
+                            mean=np.zeros(1), std=np.ones(1), lat=np.zeros(1), lon=np.zeros(2),
+                            level=500, synthetic=True)
+    forecast = latent_ridge_forecast(LatentReconstructor(Flat(), decoder), prepared, 10,
+                                     ridge=1e-9)
+    np.testing.assert_allclose(forecast, days[41:51], atol=1e-4)
+    with pytest.raises(ValueError, match="n_days"):
+        latent_ridge_forecast(LatentReconstructor(Flat(), decoder), prepared, 20)

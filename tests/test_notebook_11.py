@@ -30,6 +30,7 @@ def test_notebook_11_writes_one_ablation_row_per_variant(run_notebook, tmp_path)
             low, high = bounds["reconstruction_rmse_50"][variable]
             assert math.isfinite(rmse) and low <= rmse <= high
         assert all(math.isfinite(v) and v > 0 for v in row["crps_diffusion"].values())
+        assert all(math.isfinite(v) and v > 0 for v in row["forecast_rmse_1day"].values())
         # physical units: kelvin, not standardised values
         assert 0.1 < row["crps_decoder"]["2m_temperature"] < 100
     assert 0.1 < card["ablations"]["climatological_ensemble"]["crps_diffusion"][

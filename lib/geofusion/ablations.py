@@ -25,6 +25,10 @@ Scores of a variant (:func:`score_variant`), all on validation days, physical un
   (:mod:`geofusion.diffusion`) sampling ``p(z | f(x_obs, m))`` on standardised latents, each
   member decoded by ``D``, scored by CRPS and spread/skill (:mod:`geofusion.ensembles`);
   ``crps_decoder``: the deterministic reconstruction (a one-member ensemble: CRPS = MAE);
+- ``forecast_rmse_1day``: RMSE per variable of a 1-day forecast in the latent space, a ridge
+  regression ``z_{t+1} = W [z_t; 1]`` on the standardised latents of consecutive training
+  days (penalty ``forecast_ridge``), decoded by ``D`` (:func:`latent_ridge_forecast`): the
+  cheapest forecast that still asks whether the latent carries the weather forward;
 - ``season_accuracy``, ``season_cross_entropy`` (:func:`geofusion.encoder_diagnostics.
   season_probe_scores`); ``latent_step``, ``latent_second_difference``
   (:func:`geofusion.encoder_diagnostics.latent_smoothness_scores`);
@@ -45,14 +49,14 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from geofusion.bootstrap import DEFAULT_BLOCK, bootstrap_mean
+from geofusion.bootstrap import DEFAULT_BLOCK, bootstrap_mean, bootstrap_rmse
 from geofusion.diffusion import LatentDenoiser, LatentDiffusion
 from geofusion.encoder_diagnostics import latent_smoothness_scores, season_probe_scores
 from geofusion.ensembles import climatological_ensemble, crps_ensemble, ensemble_scores
 from geofusion.evaluation import table_3_1
 from geofusion.forecasting import LatentStandardiser
 from geofusion.methods import observe
-from geofusion.metrics import lat_weighted_mean
+from geofusion.metrics import lat_weighted_mean, lat_weighted_mse
 from geofusion.reconstruction_scores import (
     LatentReconstructor,
     fit_frozen_decoder,
@@ -63,7 +67,7 @@ from geofusion.sparsity import Observation
 from geofusion.training import TrainConfig, fit
 
 __all__ = ["VARIANTS", "variant_settings", "score_variant", "climatological_crps",
-           "ablation_table"]
+           "ablation_table", "latent_ridge_forecast"]
 
 VARIANTS: tuple[str, ...] = ("baseline", "temporal_positives", "smoothness",
                              "time_aware_batches", "all")
@@ -117,6 +121,30 @@ def _interval(values: np.ndarray, seed: int) -> list[float]:
     return bootstrap_mean(values, block=min(DEFAULT_BLOCK, len(values)), seed=seed).pairs()
 
 
+def latent_ridge_forecast(reconstructor: LatentReconstructor, prepared: Any, n_days: int,
+                          ridge: float = 1.0) -> np.ndarray:
+    """1-day forecasts ``(n_days, C, H, W)`` (standardised) of validation days ``1..n_days``
+    from days ``0..n_days - 1``: ``D(s^-1(W [s(z_t); 1]))`` with ``s`` the per-dimension
+    standardisation of the training latents and ``W`` the ridge solution
+    ``argmin sum_t ||s(z_{t+1}) - W [s(z_t); 1]||^2 + ridge ||W||^2`` over consecutive
+    training days (the intercept unpenalised)."""
+    if not 1 <= n_days < len(prepared.valid):
+        raise ValueError(f"n_days must be in [1, {len(prepared.valid) - 1}] validation days "
+                         f"with a following day, got {n_days}")
+    train = reconstructor.latents(torch.as_tensor(prepared.train))
+    scaler = LatentStandardiser.fit(train)
+    z = scaler.transform(train).double().numpy()
+    x = np.concatenate([z[:-1], np.ones((len(z) - 1, 1))], axis=1)
+    penalty = ridge * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0
+    weights = np.linalg.solve(x.T @ x + penalty, x.T @ z[1:])
+    start = scaler.transform(reconstructor.latents(
+        torch.as_tensor(prepared.valid[:n_days]))).double().numpy()
+    predicted = np.concatenate([start, np.ones((n_days, 1))], axis=1) @ weights
+    return reconstructor.decode(scaler.inverse(torch.as_tensor(predicted,
+                                                               dtype=torch.float32))).numpy()
+
+
 def _observe(prepared: Any, days: np.ndarray, missing: float, noise_std: float,
              noise_length: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     observation = Observation.from_dict({"kind": "pixel", "min_ratio": missing,
@@ -156,7 +184,8 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
                   noise_length: float = 2.0, members: int = 8,
                   diffusion: dict[str, Any] | None = None,
                   probe_hidden: tuple[int, ...] = (128,), probe_iterations: int = 300,
-                  seed: int = 0, progress: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+                  forecast_ridge: float = 1.0, seed: int = 0, progress: bool = False
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """All ablation scores of one trained variant (module doc): ``(values, intervals)``.
 
     Args:
@@ -172,6 +201,7 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
             ``train_days`` of the latent DDPM (defaults: 256, 2, 50, 30, 64, 1e-3, 512).
         probe_hidden, probe_iterations: the season probe's MLP (hidden sizes, maximum
             iterations of :class:`sklearn.neural_network.MLPClassifier`).
+        forecast_ridge: the penalty of :func:`latent_ridge_forecast`.
         seed: seeds the decoder, the masks, the DDPM and the bootstrap.
 
     Returns:
@@ -203,6 +233,16 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
         prepared.destandardise, channels, complete_latents=complete)
     values["reconstruction_rmse_50"] = score.rmse
     intervals["reconstruction_rmse_50"] = score.rmse_interval(seed=seed).by_name(channels)
+
+    n_forecast = min(n_eval_days, len(prepared.valid) - 1)
+    forecast = np.asarray(prepared.destandardise(
+        latent_ridge_forecast(reconstructor, prepared, n_forecast, forecast_ridge)))
+    following = np.asarray(prepared.destandardise(prepared.valid[1:n_forecast + 1]))
+    daily_mse = np.asarray(lat_weighted_mse(forecast, following, prepared.lat), np.float64)
+    values["forecast_rmse_1day"] = dict(zip(channels, np.sqrt(daily_mse.mean(0)).tolist(),
+                                            strict=True))
+    intervals["forecast_rmse_1day"] = bootstrap_rmse(
+        daily_mse, block=min(DEFAULT_BLOCK, n_forecast), seed=seed).by_name(channels)
 
     # The deterministic decoder as a one-member ensemble: its CRPS is the MAE.
     deterministic = crps_ensemble(truth, reconstruction[None], member_axis=0)
