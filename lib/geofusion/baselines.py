@@ -304,8 +304,13 @@ def lag_regression(series: Any, times: Any, max_lead: int, pooling: str = "gridp
         if len(i) < 2:
             raise ValueError(f"the days hold {len(i)} pairs {k} days apart; need more "
                              "(contiguous) days or a smaller max_lead")
-        num = np.einsum("tchw,tchw->chw", a[i], a[j])
-        den = np.einsum("tchw,tchw->chw", a[i], a[i])
+        if np.array_equal(i, np.arange(i[0], i[0] + len(i))) and np.array_equal(j, i + k):
+            # Contiguous daily series (the usual case): views, not copies of the whole series.
+            ai, aj = a[i[0]:i[-1] + 1], a[j[0]:j[-1] + 1]
+        else:
+            ai, aj = a[i], a[j]
+        num = np.einsum("tchw,tchw->chw", ai, aj)
+        den = np.einsum("tchw,tchw->chw", ai, ai)
         if pooling == "latitude":
             num, den = num.sum(-1, keepdims=True), den.sum(-1, keepdims=True)
         elif pooling == "global":
