@@ -57,7 +57,7 @@ def _load(args: argparse.Namespace, cache: str) -> data.PreparedData:
 
 
 def curves(args: argparse.Namespace) -> None:
-    prepared = _load(args, tempfile.mkdtemp(prefix="quick_convergence-"))
+    prepared = _load(args, args.cache_dir or tempfile.mkdtemp(prefix="quick_convergence-"))
     train = data.FieldDataset(prepared.train, prepared.season_labels("train"))
     valid = data.FieldDataset(prepared.valid, prepared.season_labels("valid"))
     header = ["method", "width", "augmentation", "epochs run", "stop", "best epoch",
@@ -101,7 +101,7 @@ def _timed(label: str, train):
 
 
 def scores(args: argparse.Namespace) -> None:
-    prepared = _load(args, os.path.join(args.run_dir, "cache"))
+    prepared = _load(args, args.cache_dir or os.path.join(args.run_dir, "cache"))
     base = {"width": args.width, "latent_dim": 1000}
     schedule = {"batch_size": args.batch_size, "seed": 0, "device": "cpu",
                 "patience": args.patience, "lr_schedule": "cosine",
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--start", default="2000-01-01")
     parser.add_argument("--end", default="2007-12-31")
+    parser.add_argument("--cache-dir", default=None, help="prepared data (default: a temp dir)")
     scoring = parser.add_argument_group("scores")
     scoring.add_argument("--run-dir", default=None, help="models (kept; default a temp dir)")
     scoring.add_argument("--width", type=int, default=8)
