@@ -47,7 +47,7 @@ end = "2007-12-31"
 level = 500               # hPa; None takes the first level of the store (the report choice)
 
 # Model and training (the report: batch 128, 100 epochs, Adam <<REPORT_LR>>)
-epochs = 8
+epochs = 6
 batch_size = 64
 lr = 1e-3
 patience = 3              # early stopping: stop after this many epochs without a better validation loss (best weights restored); None trains all epochs

@@ -19,8 +19,10 @@ declares is an error naming the valid keys, never a silent run of the defaults.
 
 Profiles:
 
-- ``quick``: CPU, the embedded synthetic default (2000-2007), small networks and few epochs,
-  so that all notebooks run in minutes on two cores. Numbers are a smoke-level demonstration.
+- ``quick``: CPU, the embedded synthetic default (2000-2007), width-8 networks trained to a
+  plateau on native-scale views (warm-up + cosine, early stopping; autoencoder 12, encoders
+  6, decoders 6 epochs), so that all notebooks run in minutes on two cores
+  (reports/benchmarks/quick_convergence.md has the measurements and what they miss).
 - ``full``: GPU, WeatherBench 2 ERA5 64x32 1959-2022 at the store's first level (the report's
   choice), ResNet-18 at full width, batch 128, 100 epochs (autoencoder 300), the report's
   learning rates, lambda and temperatures.
@@ -84,7 +86,7 @@ _BASE = {
     # plateau (warm-up + cosine schedule, early stopping with best-weight restore) instead of
     # a fixed handful of epochs.
     "quick": {"batch_size": 64, "width": 8, "latent_dim": 1000, "proj_dim": 128,
-              "ae_epochs": 15, "ae_lr": 1e-3, "encoder_epochs": 8, "encoder_lr": 1e-3,
+              "ae_epochs": 12, "ae_lr": 1e-3, "encoder_epochs": 6, "encoder_lr": 1e-3,
               "lambd": 0.01, "augmentation": "native", "patience": 3,
               "lr_schedule": "cosine", "warmup_epochs": 1},
     # The report: ResNet-18, batch 128, Adam 1e-3 at a constant rate, autoencoder 300 epochs,
@@ -117,7 +119,7 @@ _SPARSE = {"mask_kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std"
 # Frozen-encoder decoders: notebooks 06, 07 and 08 draw the same training days, so they share
 # the decoders they train.
 _DECODER = {
-    "quick": {"decoder_epochs": 10, "decoder_lr": 1e-3, "decoder_width": 16},
+    "quick": {"decoder_epochs": 6, "decoder_lr": 1e-3, "decoder_width": 16},
     "full": {"decoder_epochs": 30, "decoder_lr": 1e-3, "decoder_width": 64},
 }
 
