@@ -81,6 +81,24 @@ def test_observation_error_cholesky_reproduces_noise_plus_representation_covaria
         ObservationError(0.0, 0.0, torch.tensor([0.0, 0.1]))
 
 
+def test_observation_error_factorises_each_observed_pattern_once():
+    rep = torch.tensor([0.1, 0.3])
+    r = ObservationError(noise_std=0.5, noise_length=1.0, representation_var=rep)
+    first = torch.zeros(H, W, dtype=torch.bool)
+    first[0, :3] = True
+    second = first.clone()
+    second[2, 5] = True
+    a = r.cholesky(first, torch.float32)
+    assert a.dtype == torch.float32
+    assert r.cholesky(first.clone(), torch.float32) is a      # same pattern: kept factor
+    b = r.cholesky(second, torch.float32)
+    assert b is not a and b.shape == (C, 4, 4)
+    torch.testing.assert_close(a, r.cholesky(first).float())  # float64 factor, same values
+    # an equal ObservationError built anew computes the same factor
+    fresh = ObservationError(noise_std=0.5, noise_length=1.0, representation_var=rep)
+    torch.testing.assert_close(fresh.cholesky(second, torch.float32), b)
+
+
 def test_gradient_of_the_cost_equals_finite_differences():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(D, 16), nn.Tanh(), nn.Linear(16, C * H * W)).double()

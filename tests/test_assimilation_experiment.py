@@ -10,7 +10,11 @@ import torch
 from test_assimilation import LinearMethod
 from torch import nn
 
-from geofusion.assimilation_experiment import SCHEMES, run_assimilation_experiment
+from geofusion.assimilation_experiment import (
+    SCHEMES,
+    draw_observations,
+    run_assimilation_experiment,
+)
 from geofusion.data import VARIABLES, PreparedData
 from geofusion.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
 from geofusion.metrics import lat_weighted_rmse
@@ -88,3 +92,27 @@ def test_bad_settings_are_refused(setting):
         run_assimilation_experiment(None, prepared, [0.0], [0.1])
     with pytest.raises(ValueError, match="validation days"):
         run_assimilation_experiment(None, prepared, [0.5], [0.1], days=10_000)
+
+
+def test_observations_rotate_through_distinct_nested_masks_with_fresh_noise():
+    truth = torch.zeros(7, 2, 8, 16)
+    experiments = [(0.25, 0.0), (0.5, 0.0), (0.5, 0.3)]
+    y, m = draw_observations(truth, experiments, distinct_masks=3, seed=4)
+    assert y.shape == (7, 3, 2, 8, 16) and m.shape == (7, 3, 8, 16)
+    np.testing.assert_allclose(m.float().mean(dim=(0, 2, 3)), [0.25, 0.5, 0.5])
+    # day t uses mask t mod 3; the three masks differ
+    assert torch.equal(m[3:6], m[0:3]) and torch.equal(m[6], m[0])
+    assert not torch.equal(m[0, 0], m[1, 0])
+    # nested across fractions, shared across noise levels
+    assert bool((m[:, 1] | ~m[:, 0]).all()) and torch.equal(m[:, 1], m[:, 2])
+    # noise-free observations of zero fields are zero; noisy ones are fresh every day and
+    # zero where missing
+    assert float(y[:, :2].abs().max()) == 0.0
+    assert float(y[:, 2][~m[:, 2, None].expand(-1, 2, -1, -1)].abs().max()) == 0.0
+    assert not torch.allclose(y[0, 2], y[3, 2])
+    assert 0.2 < float(y[:, 2][m[:, 2, None].expand(-1, 2, -1, -1)].std()) < 0.4
+    # None: a new mask every day
+    _, fresh = draw_observations(truth, experiments[:1], seed=4)
+    assert not torch.equal(fresh[3], fresh[0])
+    with pytest.raises(ValueError, match="distinct_masks"):
+        draw_observations(truth, experiments, distinct_masks=0)

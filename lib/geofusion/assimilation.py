@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -150,6 +151,19 @@ class LatentCovariance:
         return torch.cat([torch.diag(self.diagonal.sqrt()), self.factors], dim=1)
 
 
+@lru_cache(maxsize=4)
+def _noise_covariance(grid: tuple[int, int], length: float, std: float) -> Tensor:
+    """:func:`correlated_noise_covariance` of the grid, computed once per noise setting (it
+    costs ~0.2 s on 64 x 32 and a cycle asks for it every day and experiment). Read only."""
+    return correlated_noise_covariance(grid, length, std)
+
+
+#: Cholesky factors an :class:`ObservationError` keeps (one per observed pattern and dtype):
+#: enough for the distinct masks of a cycle, bounded so a cycle with a new mask every day
+#: does not hold them all (a 50 % mask on 64 x 32 with 5 channels is 20 MB in float32).
+_MAX_CACHED_FACTORS = 32
+
+
 @dataclass(frozen=True)
 class ObservationError:
     """Observation-error covariance ``R_c`` of the observed points of one day, per channel.
@@ -170,6 +184,7 @@ class ObservationError:
     noise_length: float
     representation_var: Tensor
     correlated: bool = True
+    _factors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.noise_std >= 0 or not self.noise_length >= 0:
@@ -190,16 +205,30 @@ class ObservationError:
                                                                      dtype=torch.float32),
                    correlated)
 
-    def cholesky(self, observed: Tensor) -> Tensor:
-        """Lower Cholesky factors ``(C, n, n)`` (float64) of ``R_c`` on the ``n`` observed
-        points of ``observed`` ``(H, W)`` (row-major order)."""
+    def cholesky(self, observed: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+        """Lower Cholesky factors ``(C, n, n)`` of ``R_c`` on the ``n`` observed points of
+        ``observed`` ``(H, W)`` (row-major order), factorised in float64 and returned in
+        ``dtype``.
+
+        Factors are kept per observed pattern (up to 32), so a cycle whose days share a few
+        distinct masks factorises each once. Treat the result as read only.
+        """
         if observed.ndim != 2 or observed.dtype != torch.bool:
             raise ValueError(f"observed must be a bool (H, W) mask, got {observed.dtype} "
                              f"{tuple(observed.shape)}")
+        key = (tuple(observed.shape), observed.numpy().tobytes(), dtype)
+        if key not in self._factors:
+            if len(self._factors) >= _MAX_CACHED_FACTORS:
+                self._factors.clear()
+            self._factors[key] = self._factorise(observed).to(dtype)
+        return self._factors[key]
+
+    def _factorise(self, observed: Tensor) -> Tensor:
         index = observed.reshape(-1).nonzero().squeeze(1)
         if self.noise_std > 0:
-            noise = correlated_noise_covariance(observed.shape, self.noise_length,
-                                                self.noise_std)[index][:, index]
+            full = _noise_covariance(tuple(observed.shape), float(self.noise_length),
+                                     float(self.noise_std))
+            noise = full[index[:, None], index[None, :]]
             if not self.correlated:
                 noise = torch.diag(torch.diagonal(noise))
         else:
@@ -257,7 +286,9 @@ class VariationalCost:
         flat = observation.reshape(*observation.shape[:2], -1)
         self.index = [m.reshape(-1).nonzero().squeeze(1) for m in observed]
         self.values = [flat[n][:, idx] for n, idx in enumerate(self.index)]
-        self.cholesky = [error.cholesky(m) if len(idx) else None
+        # Factors in the working dtype, made once per observed pattern (ObservationError
+        # keeps them), not converted at every cost evaluation.
+        self.cholesky = [error.cholesky(m, background.dtype) if len(idx) else None
                          for error, m, idx in zip(errors, observed, self.index, strict=True)]
 
     @property
@@ -283,8 +314,8 @@ class VariationalCost:
             if chol is None:
                 continue
             residual = decoded[n][:, self.index[n]] - self.values[n]
-            whitened = torch.linalg.solve_triangular(chol.to(residual.dtype),
-                                                     residual[..., None], upper=False)
+            whitened = torch.linalg.solve_triangular(chol, residual[..., None].to(chol.dtype),
+                                                     upper=False)
             terms[n] = 0.5 * (whitened**2).sum()
         return torch.stack(terms)
 

@@ -59,9 +59,11 @@ from geofusion.baselines import climatology, climatology_forecast, fit_optimal_i
 from geofusion.bootstrap import bootstrap_rmse
 from geofusion.data import UNITS
 from geofusion.metrics import lat_weighted_mse
-from geofusion.sparsity import Observation
+from geofusion.reconstruction_scores import observation_generator
+from geofusion.sparsity import Observation, add_noise, apply_mask, make_mask
 
-__all__ = ["SCHEMES", "LATENT_SCHEMES", "AssimilationResults", "run_assimilation_experiment"]
+__all__ = ["SCHEMES", "LATENT_SCHEMES", "AssimilationResults", "draw_observations",
+           "run_assimilation_experiment"]
 
 #: The latent schemes, cycled with the LSTM background.
 LATENT_SCHEMES: tuple[str, ...] = ("free_run", "encode_only", "latent_3dvar", "latent_blend")
@@ -202,11 +204,58 @@ def _observation(kind: str, fraction: float, noise: float, length: float) -> Obs
                        noise_length=length)
 
 
+def draw_observations(truth: torch.Tensor, experiments: Sequence[tuple[float, float]],
+                      kind: str = "pixel", noise_length: float = 2.0,
+                      distinct_masks: int | None = None, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each day's sparse noisy observation of ``truth`` ``(T, C, H, W)`` (standardised) in every
+    experiment ``(observed fraction, noise std)``.
+
+    Masks: ``distinct_masks`` ``k`` masks of ``kind`` per observed fraction, day ``t`` gets mask
+    ``t mod k`` (None: a new mask every day), nested across fractions and the same at every
+    noise level (:func:`geofusion.reconstruction_scores.observation_generator`), as a fixed
+    observing network that cycles through ``k`` configurations. Schemes that factorise a
+    covariance per observed pattern (optimal interpolation, 3D-Var's ``R``) then factorise
+    ``k`` times per experiment instead of ``T`` times. Noise:
+    :func:`geofusion.sparsity.add_noise` (correlation length ``noise_length`` grid points),
+    drawn anew for every day and experiment.
+
+    Returns:
+        ``(observations (T, E, C, H, W), observed (T, E, H, W))``, observations 0 where missing
+        (:func:`geofusion.sparsity.apply_mask`).
+
+    Example::
+
+        >>> truth = torch.zeros(5, 2, 4, 8)
+        >>> y, m = draw_observations(truth, [(0.25, 0.0), (0.5, 0.1)], distinct_masks=2)
+        >>> tuple(y.shape), m[:, 0].float().mean().item(), bool((m[2] == m[0]).all())
+        ((5, 2, 2, 4, 8), 0.25, True)
+    """
+    if truth.ndim != 4:
+        raise ValueError(f"truth must be (T, C, H, W) fields, got shape {tuple(truth.shape)}")
+    if distinct_masks is not None and distinct_masks < 1:
+        raise ValueError(f"distinct_masks must be >= 1 (or None for a new mask every day), got "
+                         f"{distinct_masks}")
+    days, (h, w) = len(truth), truth.shape[-2:]
+    k = days if distinct_masks is None else min(distinct_masks, days)
+    values, masks = [], []
+    for e, (fraction, noise) in enumerate(experiments):
+        if not 0 < fraction <= 1:
+            raise ValueError(f"observed fractions must lie in (0, 1], got {fraction}")
+        mask = make_mask((k, h, w), 1.0 - fraction, kind,
+                         observation_generator(seed, kind))[torch.arange(days) % k]
+        noisy = (add_noise(truth, noise_length, noise, torch.Generator().manual_seed(seed + e))
+                 if noise > 0 else truth)
+        values.append(apply_mask(noisy, mask))
+        masks.append(mask)
+    return torch.stack(values, dim=1), torch.stack(masks, dim=1)
+
+
 def run_assimilation_experiment(
     forecaster: Any, prepared: Any, fractions: Sequence[float], noises: Sequence[float],
     kind: str = "pixel", noise_length: float = 2.0, days: int = 60, first_day: int = 0,
-    b_rank: int = 0, var_iterations: int = 20, n_stat_days: int = 512, seed: int = 0,
-    progress: bool = True,
+    b_rank: int = 0, var_iterations: int = 20, n_stat_days: int = 512,
+    distinct_masks: int | None = None, seed: int = 0, progress: bool = True,
 ) -> AssimilationResults:
     """Cycle every scheme over ``days`` validation days for each (fraction, noise) experiment.
 
@@ -221,6 +270,8 @@ def run_assimilation_experiment(
         b_rank: rank of ``B``'s low-rank part (0 = diagonal).
         var_iterations: L-BFGS iterations per day.
         n_stat_days: training days for the encoder- and decoder-error statistics.
+        distinct_masks: masks per observed fraction the cycle days rotate through
+            (:func:`draw_observations`; None: a new mask every day).
         seed: observations and statistics draws.
 
     Returns:
@@ -252,14 +303,8 @@ def run_assimilation_experiment(
         for e, (f, s) in enumerate(experiments)]
 
     # Observations of the cycle days, one observing system per experiment
-    observed_values, masks = [], []
-    for e, (f, s) in enumerate(experiments):
-        values, mask = _observation(kind, f, s, noise_length)(
-            truth, torch.Generator().manual_seed(seed + e))
-        observed_values.append(values)
-        masks.append(mask)
-    observations = torch.stack(observed_values, dim=1)          # (T, E, C, H, W)
-    observed = torch.stack(masks, dim=1)                        # (T, E, H, W)
+    observations, observed = draw_observations(truth, experiments, kind, noise_length,
+                                               distinct_masks, seed)
     encoded = torch.stack([forecaster.encode(observations[:, e], observed[:, e])
                            for e in range(len(experiments))], dim=1)
 
@@ -304,6 +349,6 @@ def run_assimilation_experiment(
         synthetic=bool(prepared.synthetic),
         settings={"kind": kind, "noise_length": noise_length, "days": days,
                   "first_day": first_day, "b_rank": b_rank, "var_iterations": var_iterations,
-                  "n_stat_days": len(stat_days), "seed": seed,
+                  "n_stat_days": len(stat_days), "distinct_masks": distinct_masks, "seed": seed,
                   "n_background_error_samples": int(len(background_errors))},
         destandardise=prepared.destandardise)

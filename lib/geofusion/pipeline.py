@@ -193,7 +193,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "10_assimilation": _assimilation(_FORECAST["quick"], cycle_days=60,
                                          observed_fractions=[0.02, 0.1, 0.5],
                                          obs_noise_stds=[0.1, 0.5], b_rank=10,
-                                         var_iterations=20, n_stat_days=512),
+                                         var_iterations=8, n_stat_days=512,
+                                         distinct_masks=8),
         "11_beyond": _BEYOND["quick"],
     },
     "full": {
@@ -224,7 +225,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "10_assimilation": _assimilation(_FORECAST["full"], cycle_days=365,
                                          observed_fractions=[0.02, 0.1, 0.5],
                                          obs_noise_stds=[0.1, 0.5], b_rank=50,
-                                         var_iterations=50, n_stat_days=4096),
+                                         var_iterations=50, n_stat_days=4096,
+                                         distinct_masks=32),
         "11_beyond": _BEYOND["full"],
     },
 }
