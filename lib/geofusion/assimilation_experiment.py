@@ -12,7 +12,8 @@ side by side (:func:`geofusion.assimilation.run_cycle`):
 - ``latent_3dvar``: variational analysis through the decoder with ``B`` from training-period
   latent forecast errors (diagonal or low-rank plus diagonal) and ``R`` from the noise model
   plus the decoder's representation error;
-- ``latent_blend``: the Kalman-like latent blend, gains from training-year error statistics;
+- ``latent_blend``: the Kalman-like latent blend, gains and the encoder's bias correction from
+  training-year error statistics;
 
 and, as the classical reference, field-space ``optimal_interpolation``
 (:class:`geofusion.baselines.OptimalInterpolation`, day-of-year climatology background), plus
@@ -297,10 +298,14 @@ def run_assimilation_experiment(
     representation = decoder_error_variance(forecaster, stat_fields)
     b_full = shrunk_covariance(background_errors)
     complete = forecaster.encode(stat_fields)
-    gains = [LatentBlend.from_covariances(b_full, shrunk_covariance(encoder_errors(
-        forecaster, stat_fields, _observation(kind, f, s, noise_length),
-        torch.Generator().manual_seed(seed + 1000 + e), complete))).gain
-        for e, (f, s) in enumerate(experiments)]
+    gains, biases = [], []
+    for e, (f, s) in enumerate(experiments):
+        errors = encoder_errors(forecaster, stat_fields, _observation(kind, f, s, noise_length),
+                                torch.Generator().manual_seed(seed + 1000 + e), complete)
+        # The encoder's mean error is corrected before blending (LatentBlend: a gain from the
+        # covariance alone over-trusts a biased input).
+        biases.append(errors.mean(dim=0))
+        gains.append(LatentBlend.from_covariances(b_full, shrunk_covariance(errors)).gain)
 
     # Observations of the cycle days, one observing system per experiment
     observations, observed = draw_observations(truth, experiments, kind, noise_length,
@@ -321,7 +326,7 @@ def run_assimilation_experiment(
             observations, observed, differentiable_decoder(forecaster), b,
             [ObservationError(s, noise_length, representation) for _, s in experiments],
             max_iter=var_iterations),
-        "latent_blend": LatentBlend(torch.stack(gains), encoded),
+        "latent_blend": LatentBlend(torch.stack(gains), encoded, torch.stack(biases)),
     }
     analyses: dict[str, np.ndarray] = {}
     for name, scheme in schemes.items():
