@@ -396,6 +396,26 @@ def test_fit_residual_damping_regresses_training_residuals_only():
     assert np.median(rho[0].numpy()) > 0.5
 
 
+def test_residual_damping_fitted_to_the_forecast_error_matches_a_loop_reference():
+    forecaster, _ = untrained_forecaster(context=4)  # untrained: forecast d(z_t) at every lead
+    prepared = tiny_prepared(40)
+    rho = forecaster.fit_residual_damping(prepared, max_lead=2, target="forecast", stride=3)
+    x = torch.from_numpy(prepared.train).double()
+    with torch.no_grad():
+        decoded = forecaster.method(torch.from_numpy(prepared.train)).double()
+    num, den = torch.zeros(2, 5, 32, 64, dtype=torch.float64), 0.0
+    for t in range(3, len(x) - 2, 3):  # start days with 4 days of context, every 3rd
+        r = x[t] - decoded[t]
+        for k in (1, 2):
+            num[k - 1] += (x[t + k] - decoded[t]) * r
+        den = den + r * r
+    torch.testing.assert_close(rho.double(), num / den, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="target"):
+        forecaster.fit_residual_damping(prepared, 2, target="errors")
+    with pytest.raises(ValueError, match="gridpoint"):
+        forecaster.fit_residual_damping(prepared, 2, pooling="global", target="forecast")
+
+
 def test_lag_regression_recovers_ar1_damping_and_follows_dates():
     rng = np.random.default_rng(0)
     a = np.zeros((3000, 1, 2, 2))

@@ -105,14 +105,15 @@ def test_latent_lstm_valid_loss_is_the_mse_on_validation_windows(prepared, tmp_p
                                forecaster.standardiser.transform(raw_valid))
 
 
-def test_residual_damping_does_not_depend_on_the_validation_days(prepared):
+@pytest.mark.parametrize("target", ["residual", "forecast"])
+def test_residual_damping_does_not_depend_on_the_validation_days(prepared, target):
     method = frozen_autoencoder()
     rhos = []
     for data in (prepared, other_validation_days(prepared)):
         scaler = forecasting.LatentStandardiser.fit(forecasting.encode_series(method, data.train))
         forecaster = forecasting.LatentForecaster(
             method, method.decoder, forecasting.LatentSeq2Seq(TINY["latent_dim"], 4), scaler, 5)
-        rhos.append(forecaster.fit_residual_damping(data, max_lead=2))
+        rhos.append(forecaster.fit_residual_damping(data, max_lead=2, target=target))
     assert rhos[0].abs().sum() > 0
     torch.testing.assert_close(rhos[0], rhos[1], rtol=0, atol=0)
 

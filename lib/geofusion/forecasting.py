@@ -54,8 +54,11 @@ from geofusion.runs import cached_fit, data_fingerprint
 __all__ = [
     "LatentSeq2Seq", "ForecastMethod", "rollout", "make_windows", "LatentWindowDataset",
     "encode_series", "LatentStandardiser", "LatentForecaster", "fit_latent_forecaster",
-    "ForecastSource",
+    "ForecastSource", "RESIDUAL_TARGETS",
 ]
+
+#: What ``rho_k r_t`` is fitted to in :meth:`LatentForecaster.fit_residual_damping`.
+RESIDUAL_TARGETS = ("residual", "forecast")
 
 #: ``source(inits (B,) int, steps) -> (B, steps, C, H, W)`` standardised forecast fields.
 ForecastSource = Callable[[np.ndarray, int], Any]
@@ -427,17 +430,27 @@ class LatentForecaster:
         return self.decode(self.forecast_latents(latents, inits, steps))
 
     def fit_residual_damping(self, prepared: Any, max_lead: int, pooling: str = "gridpoint",
-                             latents: Tensor | None = None) -> Tensor:
+                             latents: Tensor | None = None, target: str = "residual",
+                             stride: int = 1) -> Tensor:
         """Fit ``rho_k`` of the decoded + damped residual forecast on the **training** days.
 
-        Encodes ``prepared.train`` (:meth:`encode`), takes the decoder residual
-        ``r_t = x_t - d(z_t)`` of every training day and fits
-        ``rho_k = sum r_t r_{t+k} / sum r_t^2`` over pairs of training days ``k`` apart
-        (:func:`geofusion.baselines.lag_regression` with ``pooling``). Only ``train`` and
-        ``train_times`` are read, so no validation day reaches ``rho``. ``latents``: the
-        standardised latents of ``prepared.train`` when already encoded (e.g.
-        ``self.latents["train"]`` after :func:`fit_latent_forecaster`), to skip encoding them
-        again.
+        Encodes ``prepared.train`` (:meth:`encode`) and takes the decoder residual
+        ``r_t = x_t - d(z_t)`` of every training day. ``target`` says what ``rho_k r_t``
+        is fitted to (least squares, per lead, variable and grid point):
+
+        - ``"residual"``: the residual ``k`` days later, ``rho_k = sum r_t r_{t+k} /
+          sum r_t^2`` over pairs of training days (:func:`geofusion.baselines.lag_regression`
+          with ``pooling``); what persists of the residual, whatever the LSTM does.
+        - ``"forecast"``: the error of this forecaster's own decoded forecast,
+          ``rho_k = sum r_t e_{t+k} / sum r_t^2`` with ``e_{t+k} = x_{t+k} - d(z_hat_{t+k})``
+          rolled out from every ``stride``-th training day (with a full context); the
+          MSE-optimal ``rho`` for this LSTM, at the cost of forecasting the training period.
+          One ``rho`` per grid point (``pooling="gridpoint"``).
+
+        Only ``train`` and ``train_times`` are read, so no validation day reaches ``rho``.
+        ``latents``: the standardised latents of ``prepared.train`` when already encoded
+        (e.g. ``self.latents["train"]`` after :func:`fit_latent_forecaster`), to skip encoding
+        them again.
 
         Returns:
             ``rho`` ``(max_lead, C, H, W)`` float32, also kept as :attr:`residual_rho`.
@@ -447,6 +460,10 @@ class LatentForecaster:
             forecaster.fit_residual_damping(prepared, max_lead=7)
             source = forecaster.source(latents, prepared.valid)   # d(z_hat) + rho_k r_t
         """
+        if target not in RESIDUAL_TARGETS:
+            raise ValueError(f"unknown target {target!r}; choose one of {RESIDUAL_TARGETS}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1 day, got {stride}")
         x = torch.as_tensor(np.asarray(prepared.train), dtype=torch.float32)
         if latents is None:
             latents = self.encode(x)
@@ -454,9 +471,40 @@ class LatentForecaster:
             raise ValueError(f"{latents.shape[0]} latents for {len(x)} training days; pass the "
                              "latents of prepared.train (forecaster.latents['train']) or None")
         residual = x - self.decode(latents)
-        rho = lag_regression(residual.numpy(), prepared.train_times, max_lead, pooling)
+        if target == "residual":
+            rho = lag_regression(residual.numpy(), prepared.train_times, max_lead, pooling)
+        else:
+            rho = self._forecast_error_regression(x, latents, residual, prepared.train_times,
+                                                  max_lead, pooling, stride)
         self.residual_rho = torch.from_numpy(rho)
         return self.residual_rho
+
+    def _forecast_error_regression(self, x: Tensor, latents: Tensor, residual: Tensor,
+                                   times: Any, max_lead: int, pooling: str, stride: int
+                                   ) -> np.ndarray:
+        if pooling != "gridpoint":
+            raise ValueError(f"target='forecast' fits one rho per grid point; got pooling "
+                             f"{pooling!r}, use 'gridpoint' (or target='residual')")
+        days = np.asarray(times, dtype="datetime64[D]").astype(np.int64)
+        if np.any(np.diff(days) != 1):
+            raise ValueError("target='forecast' rolls out over consecutive training days; the "
+                             "training days have gaps, use target='residual'")
+        inits = np.arange(self.context - 1, len(x) - max_lead, stride)
+        if len(inits) < 2:
+            raise ValueError(f"{len(x)} training days hold {len(inits)} start days for context "
+                             f"{self.context} and {max_lead} leads; need more training days")
+        num = torch.zeros(max_lead, *x.shape[1:], dtype=torch.float64)
+        den = torch.zeros(x.shape[1:], dtype=torch.float64)
+        for start in range(0, len(inits), self.batch_size):
+            chunk = inits[start:start + self.batch_size]
+            idx = torch.as_tensor(chunk[:, None] + np.arange(1, max_lead + 1))
+            error = (x[idx] - self.forecast(latents, chunk, max_lead)).double()
+            r0 = residual[torch.as_tensor(chunk)].double()
+            num += torch.einsum("blchw,bchw->lchw", error, r0)
+            den += (r0 * r0).sum(0)
+        # A point with no residual at all has nothing to carry forward: rho 0.
+        rho = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros(()))
+        return rho.float().numpy()
 
     def _check_residual(self) -> None:
         if self.residual_rho is None:

@@ -127,7 +127,8 @@ _DECODER = {
 def _assimilation(forecast: dict[str, Any], **own: Any) -> dict[str, Any]:
     """Notebook 10 asks for the sparse-view model, frozen decoder and LSTM of notebook 08 with
     08's settings (so they are loaded, not retrained), without 08's own evaluation keys."""
-    skip = {"ae_epochs", "ae_lr", "n_eval_days", "max_lead", "residual_pooling"}
+    skip = {"ae_epochs", "ae_lr", "n_eval_days", "max_lead", "residual_pooling",
+            "residual_target", "residual_stride"}
     return {**{k: v for k, v in forecast.items() if k not in skip}, **own}
 
 
@@ -135,15 +136,18 @@ def _assimilation(forecast: dict[str, Any], **own: Any) -> dict[str, Any]:
 # reports/benchmarks/latent_forecasting.md: on the quick representations the LSTM fits the
 # training windows after 2-3 epochs (validation loss rising), so early stopping with patience 2
 # ends it; a 10-day context forecasts as well as 30 days at a third of the cost, and a
-# multi-step (horizon 3) loss did not help. Full keeps the report's 30 days and 50 epochs.
+# multi-step (horizon 3) loss did not help. The damped residual's rho is fitted to the LSTM's own
+# training-day forecast errors (every 4th start day). Full keeps the report's 30 days and 50 epochs.
 _FORECAST = {
     "quick": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"], "n_decoder_days": 512,
               "context": 10, "lstm_hidden": 128, "forecast_epochs": 8, "forecast_patience": 2,
-              "forecast_horizon": 1, "residual_pooling": "gridpoint", "n_eval_days": 180,
+              "forecast_horizon": 1, "residual_target": "forecast", "residual_stride": 4,
+              "residual_pooling": "gridpoint", "n_eval_days": 180,
               "max_lead": 7},
     "full": {**_BASE["full"], **_SPARSE, **_DECODER["full"], "n_decoder_days": None,
              "context": 30, "lstm_hidden": 512, "forecast_epochs": 50, "forecast_patience": None,
-             "forecast_horizon": 1, "residual_pooling": "gridpoint", "n_eval_days": None,
+             "forecast_horizon": 1, "residual_target": "forecast", "residual_stride": 4,
+             "residual_pooling": "gridpoint", "n_eval_days": None,
              "max_lead": 10},
 }
 
