@@ -26,9 +26,14 @@ sweeps: $(VENV)/.installed
 
 ## Run the test suite (CPU only, well under 15 minutes on 2 cores). The browser tests
 ## (pytest -m browser) drive Debian's Chromium, installed here where apt-get runs as root.
+## One pytest-xdist worker per core (TEST_WORKERS=0: serial); --dist loadfile keeps each test
+## file on one worker, so its module-scoped fixtures (e.g. the 10-year world of
+## tests/test_synthetic.py) are built once. Every test writes under its own tmp_path and the
+## browser tests take free ports, so the workers share nothing.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	bash scripts/install_browser.sh
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lib tests benchmarks scripts notebooks
