@@ -36,23 +36,27 @@ def test_notebook_03_runs_twice_identically_and_changes_are_caught(tmp_path, mon
     state = load_checkpoint(checkpoint)
     metadata = {k: v for k, v in state.items()
                 if k not in ("format", "model", "optimizer", "best_model")}
+    # With early stopping (the quick profile's patience) the checkpoint also holds the best
+    # epoch's weights; they are re-saved unchanged.
+    best = {"best_model": state["best_model"]} if "best_model" in state else {}
 
     # Wall-clock fields are not results: changing them changes nothing.
     metadata["run"]["elapsed_s"] += 100.0
     metadata["run"]["history"][0]["seconds"] += 100.0
-    save_checkpoint(checkpoint, {"model": state["model"], "optimizer": state["optimizer"]},
+    save_checkpoint(checkpoint, {"model": state["model"], "optimizer": state["optimizer"], **best},
                     metadata)
     assert script.compare_runs(first, second)[0] == []
 
     # One weight nudged by one ulp is caught.
     name, weight = next((k, v) for k, v in state["model"].items() if v.is_floating_point())
     nudged = {**state["model"], name: torch.nextafter(weight, weight + 1)}
-    save_checkpoint(checkpoint, {"model": nudged, "optimizer": state["optimizer"]}, metadata)
+    save_checkpoint(checkpoint, {"model": nudged, "optimizer": state["optimizer"], **best},
+                    metadata)
     assert script.compare_runs(first, second)[0] == [
         f"{checkpoint.relative_to(second)}.model.{name}: tensors differ"]
 
     # A changed figure in the results is caught.
-    save_checkpoint(checkpoint, {"model": state["model"], "optimizer": state["optimizer"]},
+    save_checkpoint(checkpoint, {"model": state["model"], "optimizer": state["optimizer"], **best},
                     metadata)
     results = second / "results" / "03_barlow_twins.json"
     saved = json.loads(results.read_text())
