@@ -15,6 +15,7 @@ from geofusion.assimilation_experiment import (
     draw_observations,
     run_assimilation_experiment,
 )
+from geofusion.baselines import fit_optimal_interpolation
 from geofusion.data import VARIABLES, PreparedData
 from geofusion.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
 from geofusion.metrics import lat_weighted_rmse
@@ -69,6 +70,12 @@ def test_bounds_and_field_space_references(setting):
     table = results.table()
     mean = table.groupby(["scheme", "observed_fraction"]).rmse.mean()
     assert mean["optimal_interpolation", 0.9] < mean["climatology", 0.9]
+    # OI of each experiment equals its own analysis (the experiment stacks them in one call)
+    prepared = setting[0]
+    oi = fit_optimal_interpolation(prepared, noise_std=0.1, noise_length=2.0)
+    alone = oi.analyse(results.observations[:, 0], results.observed[:, 0], results.times)
+    np.testing.assert_allclose(results.analyses["optimal_interpolation"][:, 0], alone,
+                               rtol=1e-5, atol=1e-6)
     assert (table.low <= table.rmse + 1e-9).all() and (table.rmse <= table.high + 1e-9).all()
 
 
