@@ -92,6 +92,8 @@ def test_pipeline_renders_notebooks_and_index(notebooks, tmp_path, capfd):
     assert {"torch", "cuda", "cudnn", "deterministic_algorithms"} <= set(card["environment"])
     assert index.index('id="scorecard"') < index.index('id="notebooks"')
     assert "<td>4 [3.5, 4.5]</td>" in index
+    headline = (tmp_path / "reports" / "headline.md").read_text()
+    assert "Profile `tiny`" in headline and card["commit"] in headline
     err = capfd.readouterr().err
     assert "a real kernel complaint" in err
     assert "without encryption" not in err

@@ -860,7 +860,11 @@ def run_seeds(profile: str = "quick", n: int = 3, only: list[str] | None = None,
 
 def _finish(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float,
             overrides: dict[str, Any] | None) -> Path:
-    """Write ``results.json`` (the scorecard) and ``index.html`` after a run, ok or failed."""
+    """Write ``results.json`` (the scorecard), ``headline.md`` (each learned model against the
+    best baseline, :mod:`geofusion.headline`) and ``index.html`` after a run, ok or failed."""
+    from geofusion.headline import headline_markdown
+    from geofusion.io import atomic_write_text
+
     try:
         scorecard, notes = build_scorecard(runs, profile, seconds, overrides)
     except ScorecardError as error:
@@ -870,6 +874,7 @@ def _finish(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: fl
     for note in notes:
         print(f"[geofusion] scorecard: {note}", file=sys.stderr, flush=True)
     write_scorecard(output_dir / "results.json", scorecard)
+    atomic_write_text(output_dir / "headline.md", headline_markdown(scorecard) + "\n")
     return write_index(runs, profile, output_dir, seconds, scorecard, notes)
 
 
