@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geofusion import data, evaluation, reproducibility, runs, score_plots
+from geofusion import data, encoder_diagnostics, evaluation, reproducibility, runs, score_plots
 from geofusion.results import save_results
 from geofusion.training import TrainConfig
 
@@ -125,13 +125,29 @@ seasons = np.tile(prepared.season_labels("valid")[chosen], 2)
 evaluation.plot_projections(pairs, seasons, data.SEASONS, paired=True, seed=seed,
                             title="<<LABEL>> embeddings");
 """),
+    _cell("markdown", r"""
+## Season probe and latent smoothness
+Two diagnostics shared by every encoder of the project (`geofusion.encoder_diagnostics`;
+notebook 11 reports them for its ablations). An MLP probe fitted on the frozen embeddings of
+the training days predicts the season of each validation day: accuracy and cross-entropy
+(nats), against the chance accuracy of always answering the most frequent season; the
+report's t-SNE/UMAP question made measurable. The latent smoothness of consecutive validation
+days on unit embeddings $u_t = e_t/\lVert e_t\rVert$: the mean step
+$\lVert u_{t+1}-u_t\rVert$ and the mean second difference $\lVert u_{t+1}-2u_t+u_{t-1}\rVert$
+(small second differences: the embedding follows the weather smoothly). 95 % block-bootstrap
+intervals over validation days (7-day blocks).
+"""),
+    _cell("code", r"""
+diagnostics = encoder_diagnostics.diagnostics_summary(method, prepared, seed=seed)
+pd.Series(diagnostics).to_frame("<<LABEL>>")
+"""),
     _cell("code", r"""
 FIGURES = ("positive_cosine", "negative_cosine", "embedding_variance")
 save_results(run_dir, "<<STEM>>", {
     "reproducibility": environment, "method": "<<METHOD>>", "synthetic": prepared.synthetic, "epochs": epochs, "lr": lr,
     "<<HYPER>>": <<HYPER>>,
     "final_loss": history["loss"].iloc[-1], "final_valid_loss": history["valid_loss"].iloc[-1],
-    **table_figures, "scorecard": {"table_3_1": {"<<METHOD>>": {k: table_figures[k] for k in FIGURES}},
+    **table_figures, "diagnostics": diagnostics, "scorecard": {"table_3_1": {"<<METHOD>>": {k: table_figures[k] for k in FIGURES}},
                                    "intervals": {"table_3_1": {"<<METHOD>>": {
                                        k: [table_figures[f"{k}_low"], table_figures[f"{k}_high"]] for k in FIGURES[:2]}}}}})
 """),
@@ -156,7 +172,7 @@ The projection head is three linear layers with batch norm, ending in batch norm
 The report uses Adam at lr $10^{-3}$, batch 128, 100 epochs and picks $\lambda = 0.01$ from
 $\{0.001, 0.01, 0.1\}$ (`make sweeps` reruns that sweep).
 """,
-        "ids": ['aa8b9ee8', 'e2e80024', '23c4989f', 'c17f2510', '7f667d82', '3663a298', '9dc96db0', '7150a9eb', 'c8795ab0', 'df9cb20a', '0f3b2b0b', '9f8d7dee', '2f30eeb5'],
+        "ids": ['aa8b9ee8', 'e2e80024', '23c4989f', 'c17f2510', '7f667d82', '3663a298', '9dc96db0', '7150a9eb', 'c8795ab0', 'df9cb20a', '0f3b2b0b', '9f8d7dee', '1c6ca669', '232a9c02', '2f30eeb5'],
     },
     "04_simclr": {
         "NUMBER": "04", "TITLE": "SimCLR (NT-Xent)", "METHOD": "simclr",
@@ -178,7 +194,7 @@ The report uses the same projection head as Barlow Twins, ending in batch norm
 of the SimCLR paper, without it. The report uses Adam at lr $10^{-4}$ and finds
 $\tau = 0.3$ best in $\{0.01, 0.03, 0.05, 0.07, 0.08, 0.1, 0.3\}$.
 """,
-        "ids": ['e2993cb3', '7dc26896', 'd5927607', '452a7935', '42d62d96', '9816fc6d', '32fa7312', 'b6be0542', 'e0bd80e0', 'a5de07c0', 'c5ce391a', '496d0444', '0e2c6333'],
+        "ids": ['e2993cb3', '7dc26896', 'd5927607', '452a7935', '42d62d96', '9816fc6d', '32fa7312', 'b6be0542', 'e0bd80e0', 'a5de07c0', 'c5ce391a', '496d0444', '5b0e8d41', '7a3f9c26', '0e2c6333'],
     },
 }
 

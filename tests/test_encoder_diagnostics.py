@@ -11,7 +11,11 @@ import torch
 from torch import nn
 
 from geofusion.data import PreparedData
-from geofusion.encoder_diagnostics import latent_smoothness_scores, season_probe_scores
+from geofusion.encoder_diagnostics import (
+    diagnostics_summary,
+    latent_smoothness_scores,
+    season_probe_scores,
+)
 from geofusion.probes import season_probe
 
 
@@ -72,3 +76,25 @@ def test_season_probe_scores_read_seasons_from_the_embeddings():
     assert low <= scores["accuracy"] <= high
     with pytest.raises(ValueError, match="test_fraction"):
         season_probe_scores(_FlatMethod(), prepared, split="test")
+
+
+def test_diagnostics_summary_is_the_two_diagnostics_as_one_flat_row():
+    times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").values
+    season = (pd.DatetimeIndex(times).month.to_numpy() % 12) // 3
+    rng = np.random.default_rng(2)
+    fields = (rng.normal(size=(len(times), 1, 2, 2)) * 0.3
+              + np.eye(4)[season].reshape(-1, 1, 2, 2)).astype(np.float32)
+    n = 2 * 365
+    prepared = PreparedData(train=fields[:n], valid=fields[n:], train_times=times[:n],
+                            valid_times=times[n:], channels=("x",), mean=np.zeros(1),
+                            std=np.ones(1), lat=np.zeros(2), lon=np.zeros(2), level=500,
+                            synthetic=True)
+    row = diagnostics_summary(_FlatMethod(), prepared, seed=3)
+    probe = season_probe_scores(_FlatMethod(), prepared, seed=3, intervals=True)
+    smooth = latent_smoothness_scores(_FlatMethod(), prepared.valid, intervals=True, seed=3)
+    assert row["season_accuracy"] == pytest.approx(probe["accuracy"])
+    assert [row["season_accuracy_low"], row["season_accuracy_high"]] == pytest.approx(
+        probe["intervals"]["accuracy"])
+    assert row["latent_second_difference"] == pytest.approx(smooth["mean_second_difference"])
+    assert row["season_chance_accuracy"] == pytest.approx(probe["chance_accuracy"])
+    assert all(isinstance(v, float) for v in row.values()) and len(row) == 13

@@ -45,6 +45,10 @@ def test_autoencoder_notebook_reports_physical_rmse_and_table_figures(run_notebo
     # Scorecard entry, scored on the grid the autoencoder was trained on.
     assert saved["table_3_1_view"] == "native_grid"
     check_scorecard(saved, "autoencoder")
+    diagnostics = saved["diagnostics"]  # season probe and latent smoothness (issue 15)
+    assert 0 <= diagnostics["season_accuracy"] <= 1 and diagnostics["latent_step"] > 0
+    assert (diagnostics["season_accuracy_low"] <= diagnostics["season_accuracy"]
+            <= diagnostics["season_accuracy_high"])
     assert len(list((tmp_path / "runs" / "models").glob("autoencoder-*/checkpoint.pt"))) == 1
 
 
@@ -63,6 +67,8 @@ def test_contrastive_notebooks_and_the_comparison_table(run_notebook, tmp_path):
     for method in ("barlow_twins", "simclr", "supcon"):
         assert method in table_html
     assert "report_positive_cosine" in table_html
+    # Every encoder's season probe and latent smoothness (issue 15) reach the comparison.
+    assert "season_accuracy" in table_html and "latent_second_difference" in table_html
 
 
 def test_notebooks_03_and_04_are_generated_from_one_template():

@@ -33,7 +33,7 @@ from geofusion.forecasting import encode_series
 from geofusion.probes import season_probe
 from geofusion.smoothness import latent_smoothness_per_day
 
-__all__ = ["season_probe_scores", "latent_smoothness_scores"]
+__all__ = ["season_probe_scores", "latent_smoothness_scores", "diagnostics_summary"]
 
 
 def season_probe_scores(method: nn.Module, prepared: PreparedData, split: str = "valid",
@@ -93,3 +93,26 @@ def latent_smoothness_scores(method: nn.Module, fields: np.ndarray, intervals: b
                                                      n_resamples=n_resamples,
                                                      seed=seed).pairs()}
     return scores
+
+
+def diagnostics_summary(method: nn.Module, prepared: PreparedData, seed: int = 0,
+                        split: str = "valid") -> dict[str, float]:
+    """Both diagnostics of ``method`` as one flat row, the form notebooks 02-05 save and
+    compare: ``season_accuracy``, ``season_cross_entropy`` (nats), ``season_chance_accuracy``,
+    ``latent_step``, ``latent_second_difference``, each mean with its 95 % block-bootstrap
+    interval as ``<name>_low`` / ``<name>_high`` (the chance accuracy has none).
+
+    The probe is fitted on ``prepared.train``; both are scored on ``split``.
+    """
+    probe = season_probe_scores(method, prepared, split=split, seed=seed, intervals=True)
+    smooth = latent_smoothness_scores(method, prepared.fields(split), intervals=True, seed=seed)
+    row = {"season_accuracy": probe["accuracy"], "season_cross_entropy": probe["cross_entropy"],
+           "season_chance_accuracy": probe["chance_accuracy"],
+           "latent_step": smooth["mean_step"],
+           "latent_second_difference": smooth["mean_second_difference"]}
+    for name, source, key in (("season_accuracy", probe, "accuracy"),
+                              ("season_cross_entropy", probe, "cross_entropy"),
+                              ("latent_step", smooth, "mean_step"),
+                              ("latent_second_difference", smooth, "mean_second_difference")):
+        row[f"{name}_low"], row[f"{name}_high"] = source["intervals"][key]
+    return {k: float(v) for k, v in row.items()}
