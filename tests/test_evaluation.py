@@ -236,3 +236,18 @@ def test_cosine_intervals_are_the_block_bootstrap_of_the_per_day_cosines():
         assert out[f"{name}_low"] == pytest.approx(float(ci.low), abs=1e-9)
         assert out[f"{name}_high"] == pytest.approx(float(ci.high), abs=1e-9)
         assert out[f"{name}_low"] <= out[name] <= out[f"{name}_high"]
+
+
+def test_umap_projection_saves_its_compiled_functions_to_numba_disk_cache():
+    # Each notebook kernel would otherwise recompile umap's numba functions (~15 s).
+    from pathlib import Path
+
+    embeddings = np.random.default_rng(1).normal(size=(20, 6)).astype("float32")
+    evaluation.project_2d(embeddings, "umap", seed=0)
+    import umap.layouts
+
+    epoch = umap.layouts._nb_optimize_layout_euclidean_single_epoch  # a numba dispatcher
+    assert type(epoch._cache).__name__ == "FunctionCache"  # not numba's NullCache
+    index = Path(epoch._cache._cache_path)
+    assert any(p.name.startswith("layouts._optimize_layout_euclidean_single_epoch")
+               and p.suffix == ".nbi" for p in index.iterdir())

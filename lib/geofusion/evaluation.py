@@ -15,7 +15,9 @@ on validation data:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -198,6 +200,30 @@ def table_3_1(method: nn.Module, fields: np.ndarray | Tensor, generator: torch.G
                              intervals=intervals, seed=seed)
 
 
+def _umap_with_disk_cache() -> Any:
+    """The ``umap`` module with numba's on-disk cache enabled for its jitted functions.
+
+    umap-learn compiles its numba functions without ``cache=True``, so every fresh kernel
+    (each notebook) compiled them again on its first projection: ~15 s on two cores, most of
+    a UMAP of 128 points. :meth:`numba.core.dispatcher.Dispatcher.enable_caching` (what
+    ``cache=True`` calls) makes numba save the compiled code beside umap's sources (or in the
+    user's cache when those are read-only) and reload it in later processes; the machine code,
+    hence the projection, is the same. Dispatchers already caching (pynndescent's) are left
+    alone.
+    """
+    import umap
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "umap" or name.startswith("umap.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, CPUDispatcher) and isinstance(value._cache, NullCache):
+                value.enable_caching()
+    return umap
+
+
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """Project (N, D) embeddings to (N, 2) by "pca", "tsne" or "umap"."""
     # The projection libraries are imported on use, not at module level: importing umap
@@ -217,8 +243,7 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
         return TSNE(n_components=2, perplexity=perplexity, init="pca",
                     random_state=seed).fit_transform(embeddings)
     if method == "umap":
-        import umap
-
+        umap = _umap_with_disk_cache()
         reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed,
                             n_jobs=1)
         return reducer.fit_transform(embeddings)
