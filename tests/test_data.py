@@ -287,3 +287,35 @@ def test_interrupted_prepare_resumes_from_finished_blocks(small, tmp_path, monke
     # Small sources stay quiet by default (progress=None).
     data.prepare(small, level=850)
     assert "preparing daily means" not in capsys.readouterr().err
+
+
+def _as_block(ds, level=500):
+    import xarray as xr
+
+    return xr.Dataset({name: (ds[name].sel(level=level, drop=True) if "level" in ds[name].dims
+                              else ds[name]).transpose("time", "latitude", "longitude")
+                       for name in data.VARIABLES})
+
+
+def test_regular_daily_means_are_the_resampled_means_bit_for_bit(small):
+    block = _as_block(small)
+    block["2m_temperature"][5, 3, 7] = np.nan  # a NaN spoils its day, as with skipna=False
+    values, times = data._regular_daily_means(block)
+    resampled = block.resample(time="1D").mean(skipna=False)
+    np.testing.assert_array_equal(times, resampled["time"].values.astype("datetime64[ns]"))
+    for name in data.VARIABLES:
+        assert values[name].dtype == np.float32 and values[name].shape == (20, 32, 64)
+        np.testing.assert_array_equal(values[name], resampled[name].values.astype(np.float32))
+    assert np.isnan(values["2m_temperature"][1, 3, 7])
+    assert np.isnan(values["2m_temperature"]).sum() == 1
+
+
+def test_irregular_blocks_take_the_resample_path(small):
+    block = _as_block(small)
+    # A missing step (3 steps on day 2) and a missing day: no reshape, resample semantics.
+    assert data._regular_daily_means(block.drop_isel(time=[5])) is None
+    assert data._regular_daily_means(block.drop_isel(time=[4, 5, 6, 7])) is None
+    values, times, _ = data._compute_block(_as_block(small).drop_isel(time=[5]), 0, 79)
+    assert len(times) == 20
+    kept = small["2m_temperature"].values.transpose(0, 2, 1)[[4, 6, 7]].mean(0)
+    np.testing.assert_allclose(values["2m_temperature"][1], kept, rtol=1e-6)

@@ -406,11 +406,44 @@ def _progress_bar(total_bytes: int, show: bool | None, desc: str) -> Any:
                disable=not show, mininterval=1.0)
 
 
+def _regular_daily_means(block: xr.Dataset
+                         ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Daily means of ``block`` (variables ``(time, ...)``) by a reshape, or None.
+
+    Only for consecutive calendar days with the same number of steps each (e.g. the 6-hourly
+    default): then ``values.reshape(days, steps, ...).mean(axis=1)`` is what
+    ``block.resample(time="1D").mean(skipna=False)`` computes (the same float additions in the
+    same order, NaN propagated), without xarray's per-day group loop (about a fifth of the
+    synthetic default's preparation). Any other block (missing steps, gaps) returns None and
+    takes the resample path.
+    """
+    days = np.asarray(block["time"].values).astype("datetime64[D]")
+    if len(days) == 0:
+        return None
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    counts = np.diff(np.r_[starts, len(days)])
+    unique = days[starts]
+    if (counts != counts[0]).any() or (np.diff(unique) != np.timedelta64(1, "D")).any():
+        return None
+    values = {}
+    for name in block.data_vars:
+        array = block[name]
+        if array.dims[0] != "time":
+            return None
+        raw = np.asarray(array.values)
+        daily = raw.reshape(len(unique), int(counts[0]), *raw.shape[1:]).mean(axis=1)
+        values[name] = np.asarray(daily, dtype=np.float32)
+    return values, unique.astype("datetime64[ns]")
+
+
 def _compute_block(ds_sel: xr.Dataset, first: int, last: int
                    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
     """Daily means of the steps ``[first, last)`` (whole days): arrays, days, NaN counts."""
     block = ds_sel.isel(time=slice(first, last)).compute()  # dask reads chunks concurrently
     n_nan = {name: int(block[name].isnull().sum()) for name in ds_sel.data_vars}
+    fast = _regular_daily_means(block)
+    if fast is not None:
+        return fast[0], fast[1], n_nan
     # skipna=False: a NaN must not silently vanish into a daily mean.
     daily = block.resample(time="1D").mean(skipna=False)
     values = {name: np.asarray(daily[name].values, dtype=np.float32) for name in ds_sel.data_vars}
