@@ -5,6 +5,9 @@ a step spent in the augmentations, and the achieved FLOP/s as a fraction of this
 matrix-multiply peak measured in the same run; with several presets, the speed-up of each over
 the first. Not a test: run it and record the table with the machine.
 
+The augmentations' budget is under 10 % of a training step ("augment share"; its arithmetic is
+checked, untimed, by tests/test_augment.py); the run ends by naming any row over it.
+
     python benchmarks/train_step.py                      # CPU defaults sized for 2 cores
     python benchmarks/train_step.py --device cuda --batch-size 128 --width 64 --steps 20
     python benchmarks/train_step.py --augmentation report native --width 8 --batch-size 64
@@ -25,6 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from geofusion.augment import AUGMENTATION_PRESETS, augmentation_preset, two_views
 from geofusion.methods import build_method
 from geofusion.training import resolve_device
+
+#: The augmentations may take at most this share of a training step.
+AUGMENT_BUDGET = 0.10
 
 
 def synchronize(device: torch.device) -> None:
@@ -125,13 +131,18 @@ def main() -> None:
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     step_ms: dict[tuple[str, str], float] = {}
+    over_budget = []
     for preset in args.augmentation:
         for method in args.methods:
             row = bench_method(method, preset, args, device)
             row["of peak"] = row["achieved TFLOP/s"] * 1e12 / peak
             step_ms[preset, method] = row["step ms"]
+            if row["augment share"] >= AUGMENT_BUDGET:
+                over_budget.append(f"{preset} {method} ({row['augment share']:.1%})")
             print(" | ".join(f"{row[h]:.3g}" if isinstance(row[h], float) else str(row[h])
                              for h in header), flush=True)
+    print(f"\naugment share budget {AUGMENT_BUDGET:.0%} of a step: "
+          + (f"over in {', '.join(over_budget)}" if over_budget else "every row within"))
     if len(args.augmentation) > 1:
         base = args.augmentation[0]
         print(f"\nspeed-up of a training step over {base!r} (its step time / this one's):")
