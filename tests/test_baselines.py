@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from geofusion import forecasting
+from geofusion import baselines, forecasting
 from geofusion.baselines import (
     _lag_pairs,
     _ridge_cv_errors,
@@ -441,3 +441,26 @@ def test_oi_keeps_subgrid_signal_of_dense_observations():
     gaussian_only = dataclasses.replace(oi, correlated_fraction=np.ones(1))
     smoothed = gaussian_only.analyse(y, np.ones(GRID, bool), prepared.valid_times[:8])
     assert rmse(smoothed) > 1.5 * rmse(analysis)
+
+
+def test_oi_builds_its_covariances_once_and_never_serves_stale_ones(oi_setting, monkeypatch):
+    prepared, oi, _ = oi_setting
+    mask = np.random.default_rng(3).random((3, *GRID)) < 0.6
+    y, times = prepared.valid[:3], prepared.valid_times[:3]
+    baselines._COVARIANCES.clear()
+    first = oi.analyse(y, mask, times)
+    built = []
+    real = baselines.chordal_distance_km
+    monkeypatch.setattr(baselines, "chordal_distance_km",
+                        lambda *a: built.append(1) or real(*a))
+    noisier = dataclasses.replace(oi, noise_std=0.6)  # the same B, another R: B not rebuilt
+    assert not np.array_equal(noisier.analyse(y, mask, times), first)
+    np.testing.assert_array_equal(oi.analyse(y, mask, times), first)
+    assert built == []
+    # Other statistics (a refit) get their own B, and the result of a cold cache.
+    wider = dataclasses.replace(oi, length_scale_km=oi.length_scale_km * 2)
+    warm = wider.analyse(y, mask, times)
+    assert built == [1]
+    baselines._COVARIANCES.clear()
+    np.testing.assert_array_equal(warm, wider.analyse(y, mask, times))
+    assert not np.allclose(warm, first)

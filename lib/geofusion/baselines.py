@@ -41,6 +41,8 @@ standardised fields; a baseline's output is in the units of its input).
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -792,6 +794,36 @@ class OptimalInterpolation:
             self.background_std[channel] ** 2))
         return r
 
+    def _covariances(self) -> tuple[Tensor, Tensor]:
+        """``B`` and ``B + R`` of every variable on all grid points, float64 ``(C, H W, H W)``
+        each (:meth:`background_covariance`, :meth:`observation_covariance`), memoised across
+        calls and across copies that differ only in the noise (``dataclasses.replace``, as the
+        sparsity evaluation does per observation): building them costs more than a small
+        analysis. Keyed by the contents of the statistics, so a refit is never served stale
+        matrices."""
+        stats = (self.background_std, self.length_scale_km, self.correlated_fraction,
+                 self.lat, self.lon)
+        b_key = ("B", _contents_key(*stats))
+
+        def build_b() -> Tensor:
+            distance = chordal_distance_km(self.lat, self.lon)
+            return torch.from_numpy(np.stack([self.background_covariance(ch, distance)
+                                              for ch in range(len(self.background_std))]))
+
+        b = _memoised(b_key, build_b)
+
+        def build_b_plus_r() -> Tensor:
+            r_noise = correlated_noise_covariance(self.grid, self.noise_length,
+                                                  self.noise_std, self.periodic_lon).numpy()
+            r = torch.from_numpy(np.stack([self._with_nugget(r_noise, ch)
+                                           for ch in range(len(b))]))
+            return b + r
+
+        b_plus_r = _memoised((b_key, "B+R", self.grid, float(self.noise_length),
+                              float(self.noise_std), bool(self.periodic_lon),
+                              float(self.nugget)), build_b_plus_r)
+        return b, b_plus_r
+
     def analyse(self, observations: Any, observed: Any, times: Any) -> np.ndarray:
         """Analyses of every day and variable, float32 ``(T, C, H, W)``.
 
@@ -826,12 +858,7 @@ class OptimalInterpolation:
         flat_mask = mask.reshape(t, -1)
         if not flat_mask.any():
             return out.astype(np.float32)
-        distance = chordal_distance_km(self.lat, self.lon)
-        b = torch.from_numpy(np.stack([self.background_covariance(ch, distance)
-                                       for ch in range(c)]))
-        r_noise = correlated_noise_covariance(self.grid, self.noise_length, self.noise_std,
-                                              self.periodic_lon).numpy()
-        r = torch.from_numpy(np.stack([self._with_nugget(r_noise, ch) for ch in range(c)]))
+        b, b_plus_r = self._covariances()
         innovation = (y - xb).reshape(t, c, -1)
         patterns, which = np.unique(flat_mask, axis=0, return_inverse=True)
         which = which.reshape(-1)
@@ -841,7 +868,7 @@ class OptimalInterpolation:
                 continue
             days = np.flatnonzero(which == p)
             o = torch.from_numpy(obs)
-            s = b[:, o][:, :, o] + r[:, o][:, :, o]                # (C, m, m) = H B H^T + R
+            s = b_plus_r[:, o[:, None], o[None, :]]                # (C, m, m) = H B H^T + R
             chol = _cholesky_with_nugget(s)
             d = torch.from_numpy(np.ascontiguousarray(
                 innovation[days][:, :, obs].transpose(1, 2, 0)))  # (C, m, days)
@@ -851,6 +878,34 @@ class OptimalInterpolation:
             incr = (b @ weights).numpy()                           # (C, n, days)
             out[days] += incr.transpose(2, 0, 1).reshape(len(days), c, h, w)
         return out.astype(np.float32)
+
+
+# The covariance matrices of the latest optimal interpolations (float64 (C, n, n), 160 MB
+# each on the 32x64 grid), least recently used first.
+_COVARIANCES: OrderedDict[Any, Tensor] = OrderedDict()
+_COVARIANCES_KEPT = 3
+
+
+def _contents_key(*arrays: Any) -> str:
+    """A digest of the arrays' shapes, dtypes and bytes (a cache key)."""
+    digest = hashlib.sha1()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _memoised(key: Any, build: Callable[[], Tensor]) -> Tensor:
+    """``build()``, kept in :data:`_COVARIANCES` under ``key`` (the last few only)."""
+    if key in _COVARIANCES:
+        _COVARIANCES.move_to_end(key)
+        return _COVARIANCES[key]
+    value = build()
+    _COVARIANCES[key] = value
+    while len(_COVARIANCES) > _COVARIANCES_KEPT:
+        _COVARIANCES.popitem(last=False)
+    return value
 
 
 def _cholesky_with_nugget(s: Tensor) -> Tensor:
