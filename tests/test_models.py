@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from geofusion.methods import build_method
 from geofusion.models import (
+    ENCODER_POOLS,
+    ENCODER_STEMS,
     Autoencoder,
     FieldDecoder,
     ProjectionHead,
@@ -59,6 +62,86 @@ def test_gradients_reach_first_conv() -> None:
     encoder(torch.randn(2, 5, 32, 64)).pow(2).sum().backward()
     grad = encoder.conv1.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def _final_map(encoder: ResNetEncoder, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's last feature map (before pooling or flattening)."""
+    seen: list[torch.Tensor] = []
+    handle = encoder.layer4.register_forward_hook(lambda m, i, o: seen.append(o))
+    encoder(x)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize(("stem", "final"), [("imagenet", (1, 2)), ("cifar_stride2", (2, 4)),
+                                             ("cifar", (4, 8))])
+def test_stems_set_the_final_map(stem: str, final: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    encoder = ResNetEncoder(width=2, latent_dim=6, stem=stem)
+    assert tuple(_final_map(encoder, torch.randn(2, 5, 32, 64)).shape) == (2, 16, *final)
+    # An odd grid: every stride-2 step maps n to ceil(n / 2).
+    flat = ResNetEncoder(width=2, latent_dim=6, stem=stem, pool="flatten", grid=(20, 30))
+    out_map = _final_map(flat, torch.randn(2, 5, 20, 30))
+    assert tuple(out_map.shape[-2:]) == flat.final_map
+    assert flat.fc.in_features == 16 * flat.final_map[0] * flat.final_map[1]
+    assert flat(torch.randn(2, 5, 20, 30)).shape == (2, 6)
+
+
+def test_flatten_lifts_the_latent_rank_above_the_channels() -> None:
+    # Global pooling over 16 final channels confines the (centred) latents to 16 dimensions,
+    # whatever latent_dim; flattening the final map does not.
+    torch.manual_seed(0)
+    x = torch.randn(64, 5, 32, 64)
+    ranks = {}
+    for pool in ENCODER_POOLS:
+        torch.manual_seed(0)
+        encoder = ResNetEncoder(width=2, latent_dim=48, stem="cifar_stride2", pool=pool,
+                                grid=(32, 64)).eval()
+        with torch.no_grad():
+            z = encoder(x).double()
+        ranks[pool] = int(torch.linalg.matrix_rank(z - z.mean(0), rtol=1e-7))
+    assert ranks["mean"] <= 16
+    assert ranks["flatten"] > 16
+
+
+def test_stage_channels_widen_one_stage() -> None:
+    torch.manual_seed(0)
+    encoder = ResNetEncoder(width=2, latent_dim=6, stage_channels=(2, 4, 8, 32))
+    assert _final_map(encoder, torch.randn(2, 5, 32, 64)).shape[1] == 32
+    assert encoder.fc.in_features == 32
+    # The default is width * (1, 2, 4, 8): same parameters as not passing it.
+    assert (count_parameters(ResNetEncoder(width=2, latent_dim=6, stage_channels=(2, 4, 8, 16)))
+            == count_parameters(ResNetEncoder(width=2, latent_dim=6)))
+
+
+def test_encoder_options_reject_unknown_or_missing_values() -> None:
+    with pytest.raises(ValueError, match="unknown stem"):
+        ResNetEncoder(width=2, stem="vit")
+    with pytest.raises(ValueError, match="unknown pool"):
+        ResNetEncoder(width=2, pool="max")
+    with pytest.raises(ValueError, match="needs the input grid"):
+        ResNetEncoder(width=2, pool="flatten")
+    with pytest.raises(ValueError, match="stage_channels"):
+        ResNetEncoder(width=2, stage_channels=(2, 4, 8))
+    flat = ResNetEncoder(width=2, latent_dim=6, pool="flatten", grid=(32, 64))
+    with pytest.raises(ValueError, match="takes only the grid"):
+        flat(torch.randn(2, 5, 36, 72))
+    assert set(ENCODER_STEMS) == {"imagenet", "cifar", "cifar_stride2"}
+
+
+def test_build_method_passes_encoder_options() -> None:
+    torch.manual_seed(0)
+    ae = build_method("autoencoder", grid=(32, 64), width=2, latent_dim=8,
+                      encoder_stem="cifar_stride2", encoder_pool="flatten",
+                      encoder_stage_channels=(2, 4, 8, 8))
+    assert (ae.encoder.stem, ae.encoder.pool, ae.encoder.stage_channels) == (
+        "cifar_stride2", "flatten", (2, 4, 8, 8))
+    assert ae.encoder.fc.in_features == 8 * 2 * 4
+    assert ae(torch.randn(2, 5, 32, 64)).shape == (2, 5, 32, 64)
+    default = build_method("autoencoder", width=2, latent_dim=8).encoder
+    assert (default.stem, default.pool) == ("imagenet", "mean")
+    with pytest.raises(ValueError, match="unknown pool"):
+        build_method("autoencoder", width=2, latent_dim=8, encoder_pool="attention")
 
 
 @pytest.mark.parametrize("grid", [(32, 64), (121, 240), (20, 30)])

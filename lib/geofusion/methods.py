@@ -29,6 +29,7 @@ autoencoder (masked, noisy input, complete target).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -379,6 +380,9 @@ def build_method(
     observation: dict[str, Any] | None = None,
     augmentation: str = "report",
     proj_final_batchnorm: bool | None = None,
+    encoder_stem: str = "imagenet",
+    encoder_pool: str = "mean",
+    encoder_stage_channels: Sequence[int] | None = None,
     **loss_params: float,
 ) -> nn.Module:
     """Build a method by name with the report's architecture.
@@ -407,6 +411,10 @@ def build_method(
             (the head of the SimCLR paper; NT-Xent normalises each projection itself). True for
             SimCLR / SupCon follows the report (3.3.2: "the same projection network as in
             Barlow Twins"); the full profile uses it.
+        encoder_stem, encoder_pool, encoder_stage_channels: the encoder's ``stem``, ``pool``
+            and ``stage_channels`` (:class:`geofusion.models.ResNetEncoder`); the defaults are
+            the report's ResNet-18. ``encoder_pool="flatten"`` fixes the encoder's input grid
+            to ``grid``, so it is for the autoencoder, which encodes only the native grid.
         **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon); for the
             contrastive methods also ``temporal_positives`` and ``smoothness_weight``
             (:class:`ContrastiveMethod`).
@@ -419,7 +427,9 @@ def build_method(
     """
     sparse = Observation.from_dict(observation) if observation is not None else None
     encoder_channels = in_channels + (1 if sparse is not None else 0)
-    encoder = ResNetEncoder(in_channels=encoder_channels, latent_dim=latent_dim, width=width)
+    encoder = ResNetEncoder(in_channels=encoder_channels, latent_dim=latent_dim, width=width,
+                            stem=encoder_stem, pool=encoder_pool, grid=grid,
+                            stage_channels=encoder_stage_channels)
     views = augmentation_preset(augmentation)  # unknown presets raise here
     if name != "autoencoder":
         loss_params = {**loss_params, "augmentation": views}

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from geofusion.data import VARIABLES
 
 __all__ = [
+    "ENCODER_POOLS",
+    "ENCODER_STEMS",
     "Autoencoder",
     "BasicBlock",
     "FieldDecoder",
@@ -90,6 +92,21 @@ def check_no_nan(x: Tensor) -> None:
         "mask_channel=True, such as SparseViewMethod)")
 
 
+#: Stems of :class:`ResNetEncoder`: the report's, and two for small grids (CIFAR-style).
+ENCODER_STEMS: tuple[str, ...] = ("imagenet", "cifar", "cifar_stride2")
+#: How :class:`ResNetEncoder` turns its final map into the latent.
+ENCODER_POOLS: tuple[str, ...] = ("mean", "flatten")
+
+
+def _final_size(n: int, stem: str) -> int:
+    """Size of one grid dimension ``n`` after ``stem`` and the three stride-2 stages (every
+    stride-2 convolution or pool here pads so that it maps ``n`` to ``ceil(n / 2)``)."""
+    halvings = {"imagenet": 2, "cifar": 0, "cifar_stride2": 1}[stem] + 3
+    for _ in range(halvings):
+        n = math.ceil(n / 2)
+    return n
+
+
 class ResNetEncoder(nn.Module):
     """ResNet with basic blocks (ResNet-18 at the defaults): ``(B, C, H, W) -> (B, latent_dim)``.
 
@@ -104,13 +121,25 @@ class ResNetEncoder(nn.Module):
         width: base channel width; the four stages have ``width * (1, 2, 4, 8)`` channels
             (64 = ResNet-18; smaller for tests and quick runs).
         blocks: basic blocks per stage ((2, 2, 2, 2) = ResNet-18).
+        stem: ``"imagenet"`` (the report: 7x7 stride-2 convolution + 3x3 stride-2 max pool, the
+            grid divided by 4), ``"cifar"`` (one 3x3 stride-1 convolution, no pool: the grid
+            kept) or ``"cifar_stride2"`` (one 3x3 stride-2 convolution, no pool: halved).
+        pool: ``"mean"`` (the report: global average pooling, so the latent has rank at most
+            ``stage_channels[-1]``) or ``"flatten"`` (the final map flattened into the linear
+            layer, keeping where things are; needs ``grid`` and then accepts only that grid).
+        grid: ``(H, W)`` of the input, required by ``pool="flatten"``.
+        stage_channels: channels of the four stages; default ``width * (1, 2, 4, 8)``
+            (e.g. ``(8, 16, 32, 128)`` widens only the last stage).
 
-    The stem divides the grid by 4 and stages 2-4 by 2 each, so (32, 64) reaches (1, 2) before
-    global average pooling; any ``H, W >= 16`` works.
+    Stages 2-4 divide the grid by 2 each (``ceil``), so with the report's stem (32, 64) reaches
+    (1, 2) before pooling, with ``"cifar"`` (4, 8) and with ``"cifar_stride2"`` (2, 4).
+    With ``pool="mean"`` any ``H, W >= 16`` works.
     """
 
     def __init__(self, in_channels: int = 5, latent_dim: int = 1000, width: int = 64,
-                 blocks: Sequence[int] = (2, 2, 2, 2)) -> None:
+                 blocks: Sequence[int] = (2, 2, 2, 2), stem: str = "imagenet",
+                 pool: str = "mean", grid: tuple[int, int] | None = None,
+                 stage_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         if in_channels < 1 or latent_dim < 1 or width < 1:
             raise ValueError(
@@ -119,24 +148,51 @@ class ResNetEncoder(nn.Module):
         if len(blocks) != 4 or any(b < 1 for b in blocks):
             raise ValueError(
                 f"blocks must be four positive counts, e.g. (2, 2, 2, 2); got {blocks}")
+        if stem not in ENCODER_STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {ENCODER_STEMS}")
+        if pool not in ENCODER_POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {ENCODER_POOLS}")
+        channels = (tuple(int(c) for c in stage_channels) if stage_channels is not None
+                    else tuple(width * 2**i for i in range(4)))
+        if len(channels) != 4 or any(c < 1 for c in channels):
+            raise ValueError(f"stage_channels must be four positive counts, got {stage_channels}")
+        if pool == "flatten":
+            if grid is None or len(grid) != 2 or any(int(g) < 1 for g in grid):
+                raise ValueError(f"pool='flatten' needs the input grid (H, W), got {grid}")
+            grid = (int(grid[0]), int(grid[1]))
         self.in_channels = in_channels
         self.latent_dim = latent_dim
         self.width = width
-        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.stem = stem
+        self.pool = pool
+        self.grid = grid
+        self.stage_channels = channels
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, channels[0], 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            stride = 1 if stem == "cifar" else 2
+            self.conv1 = nn.Conv2d(in_channels, channels[0], 3, stride=stride, padding=1,
+                                   bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(channels[0])
         stages = []
-        in_planes = width
+        in_planes = channels[0]
         for i, n in enumerate(blocks):
-            planes = width * 2**i
+            planes = channels[i]
             stride = 1 if i == 0 else 2
             layers = [BasicBlock(in_planes, planes, stride)]
             layers += [BasicBlock(planes, planes) for _ in range(n - 1)]
             stages.append(nn.Sequential(*layers))
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(in_planes, latent_dim)
+        features = in_planes
+        if pool == "flatten":
+            assert grid is not None
+            self.final_map = tuple(_final_size(g, stem) for g in grid)
+            features = in_planes * self.final_map[0] * self.final_map[1]
+        self.fc = nn.Linear(features, latent_dim)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -154,9 +210,15 @@ class ResNetEncoder(nn.Module):
             raise ValueError(
                 f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
                 "check in_channels (one more with a mask channel)")
+        if self.pool == "flatten" and tuple(x.shape[-2:]) != self.grid:
+            raise ValueError(
+                f"this encoder flattens its final map and takes only the grid {self.grid}, got "
+                f"{tuple(x.shape[-2:])}; use pool='mean' for inputs of any size")
         check_no_nan(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        if self.pool == "flatten":
+            return self.fc(x.flatten(1))
         # Global average pool as a mean: the same numbers as nn.AdaptiveAvgPool2d(1), whose CUDA
         # backward has no deterministic implementation (it raises under
         # torch.use_deterministic_algorithms, see geofusion.reproducibility).
