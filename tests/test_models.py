@@ -11,6 +11,7 @@ from geofusion.models import (
     ENCODER_STEMS,
     Autoencoder,
     FieldDecoder,
+    LinearFieldDecoder,
     ProjectionHead,
     ResNetEncoder,
     count_parameters,
@@ -144,6 +145,34 @@ def test_build_method_passes_encoder_options() -> None:
         build_method("autoencoder", width=2, latent_dim=8, encoder_pool="attention")
 
 
+def test_linear_decoder_spans_an_affine_subspace_of_latent_dim() -> None:
+    torch.manual_seed(0)
+    decoder = LinearFieldDecoder(latent_dim=6, out_channels=5, grid=(20, 30))
+    assert count_parameters(decoder) == 6 * 5 * 20 * 30 + 5 * 20 * 30
+    out = decoder(torch.randn(40, 6))
+    assert out.shape == (40, 5, 20, 30)
+    centred = (out - out.mean(0)).flatten(1).double()
+    assert int(torch.linalg.matrix_rank(centred, rtol=1e-7)) == 6
+    with pytest.raises(ValueError, match="expected latents"):
+        decoder(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="positive"):
+        LinearFieldDecoder(latent_dim=0)
+
+
+def test_build_method_autoencoder_decoder_options() -> None:
+    linear = build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8, ae_decoder="linear")
+    assert isinstance(linear.decoder, LinearFieldDecoder)
+    assert linear(torch.randn(2, 5, 16, 32)).shape == (2, 5, 16, 32)
+    conv = build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8)
+    wide = build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8, ae_decoder_width=4)
+    assert isinstance(conv.decoder, FieldDecoder)
+    assert (conv.decoder.coarse_channels, wide.decoder.coarse_channels) == (16, 32)
+    with pytest.raises(ValueError, match="unknown ae_decoder"):
+        build_method("autoencoder", width=2, latent_dim=8, ae_decoder="transformer")
+    with pytest.raises(ValueError, match="has no decoder"):
+        build_method("barlow_twins", width=2, latent_dim=8, ae_decoder="linear")
+
+
 @pytest.mark.parametrize("grid", [(32, 64), (121, 240), (20, 30)])
 def test_decoder_shapes(grid: tuple[int, int]) -> None:
     decoder = FieldDecoder(latent_dim=16, out_channels=5, grid=grid, width=4)
@@ -191,3 +220,29 @@ def test_projection_head(final_batchnorm: bool) -> None:
 def test_projection_head_default_sizes() -> None:
     head = ProjectionHead(final_batchnorm=True)
     assert head(torch.randn(4, 1000)).shape == (4, 128)
+
+
+def test_autoencoder_channel_weights_weigh_the_per_channel_errors() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16, 32)
+    weights = [1.0, 0.0, 2.0, 0.0, 1.0]
+    ae = build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8,
+                      ae_channel_weights=weights).eval()
+    with torch.no_grad():
+        loss, _ = ae.loss((x,))
+        per_channel = (ae(x) - x).pow(2).mean(dim=(0, 2, 3))
+    expected = (per_channel * torch.tensor(weights)).sum() / sum(weights)
+    assert torch.allclose(loss, expected)
+    # Scaling every weight changes nothing; the unweighted loss is the plain MSE.
+    scaled = build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8,
+                          ae_channel_weights=[10 * w for w in weights])
+    scaled.load_state_dict(ae.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(scaled.eval().loss((x,))[0], loss)
+        plain = build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8).eval()
+        assert torch.allclose(plain.loss((x,))[0], (plain(x) - x).pow(2).mean())
+    with pytest.raises(ValueError, match="non-negative"):
+        build_method("autoencoder", width=2, latent_dim=8, ae_channel_weights=[1, -1, 1, 1, 1])
+    with pytest.raises(ValueError, match="channel_weights for"):
+        build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8,
+                     ae_channel_weights=[1, 1]).loss((x,))

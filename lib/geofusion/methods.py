@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from geofusion.augment import ReportAugmentation, augmentation_preset, two_views
 from geofusion.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
-from geofusion.models import FieldDecoder, ProjectionHead, ResNetEncoder
+from geofusion.models import FieldDecoder, LinearFieldDecoder, ProjectionHead, ResNetEncoder
 from geofusion.smoothness import latent_smoothness_loss
 from geofusion.sparsity import Observation, apply_mask
 
@@ -50,15 +50,27 @@ class AutoencoderMethod(nn.Module):
     Args:
         encoder: (B, C, H, W) -> (B, latent_dim).
         decoder: (B, latent_dim) -> (B, C, H, W).
+        channel_weights: None (the report: every channel alike) or C non-negative weights,
+            ``L = sum_c w_c MSE_c / sum_c w_c`` (e.g. the inverse of each channel's
+            climatology error, so that no channel's residual is negligible in the loss).
     """
 
     #: Whether the encoder takes the observation mask as an extra input channel.
     mask_channel = False
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module,
+                 channel_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.channel_weights: Tensor | None
+        self.register_buffer("channel_weights", None)
+        if channel_weights is not None:
+            weights = torch.as_tensor([float(w) for w in channel_weights])
+            if weights.dim() != 1 or (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError(f"channel_weights must be non-negative with a positive sum, "
+                                 f"got {list(channel_weights)}")
+            self.register_buffer("channel_weights", weights / weights.sum())
 
     def forward(self, fields: Tensor) -> Tensor:
         """Reconstruct ``fields`` (B, C, H, W) -> (B, C, H, W)."""
@@ -76,8 +88,13 @@ class AutoencoderMethod(nn.Module):
              ) -> tuple[Tensor, dict[str, float]]:
         fields = batch[0]
         reconstruction = self(fields)
-        loss = nn.functional.mse_loss(reconstruction.float(), fields.float())
-        return loss, {}
+        if self.channel_weights is None:
+            return nn.functional.mse_loss(reconstruction.float(), fields.float()), {}
+        per_channel = (reconstruction.float() - fields.float()).pow(2).mean(dim=(0, 2, 3))
+        if per_channel.shape != self.channel_weights.shape:
+            raise ValueError(f"{len(self.channel_weights)} channel_weights for "
+                             f"{per_channel.shape[0]} channels")
+        return (per_channel * self.channel_weights).sum(), {}
 
 
 class ContrastiveMethod(nn.Module):
@@ -367,6 +384,8 @@ def embed_observed(method: nn.Module, fields: Tensor, observed: Tensor | None = 
 
 
 METHODS = ("autoencoder", "barlow_twins", "simclr", "supcon")
+#: Decoders of the autoencoder: the convolutional FieldDecoder (the report's) or one linear map.
+AE_DECODERS = ("conv", "linear")
 
 
 def build_method(
@@ -383,6 +402,9 @@ def build_method(
     encoder_stem: str = "imagenet",
     encoder_pool: str = "mean",
     encoder_stage_channels: Sequence[int] | None = None,
+    ae_decoder: str = "conv",
+    ae_decoder_width: int | None = None,
+    ae_channel_weights: Sequence[float] | None = None,
     **loss_params: float,
 ) -> nn.Module:
     """Build a method by name with the report's architecture.
@@ -432,6 +454,9 @@ def build_method(
                             stage_channels=encoder_stage_channels)
     views = augmentation_preset(augmentation)  # unknown presets raise here
     if name != "autoencoder":
+        if ae_decoder != "conv" or ae_decoder_width is not None or ae_channel_weights:
+            raise ValueError(f"ae_decoder and ae_decoder_width are the autoencoder's; {name!r} "
+                             "has no decoder")
         loss_params = {**loss_params, "augmentation": views}
     elif augmentation != "report":
         raise ValueError(f"the autoencoder trains on the native grid without augmentation; "
@@ -439,11 +464,20 @@ def build_method(
     if name == "autoencoder":
         if loss_params:
             raise ValueError(f"the autoencoder takes no loss parameters, got {loss_params}")
-        decoder = FieldDecoder(latent_dim=latent_dim, out_channels=in_channels, grid=grid,
-                               width=width)
+        if ae_decoder not in AE_DECODERS:
+            raise ValueError(f"unknown ae_decoder {ae_decoder!r}; choose one of {AE_DECODERS}")
+        decoder: nn.Module
+        if ae_decoder == "linear":
+            decoder = LinearFieldDecoder(latent_dim=latent_dim, out_channels=in_channels,
+                                         grid=grid)
+        else:
+            decoder = FieldDecoder(latent_dim=latent_dim, out_channels=in_channels, grid=grid,
+                                   width=width if ae_decoder_width is None else ae_decoder_width)
         if sparse is not None:
+            if ae_channel_weights is not None:
+                raise ValueError("ae_channel_weights is for the plain autoencoder")
             return DenoisingAutoencoderMethod(encoder, decoder, sparse)
-        return AutoencoderMethod(encoder, decoder)
+        return AutoencoderMethod(encoder, decoder, channel_weights=ae_channel_weights)
     if name == "barlow_twins":
         final_bn = True if proj_final_batchnorm is None else bool(proj_final_batchnorm)
         projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim,
