@@ -24,8 +24,8 @@ from geofusion.sparsity import correlated_noise
 C, H, W, D = 5, 4, 8, 6
 
 
-@pytest.fixture(scope="module")
-def setting():
+def tiny_world() -> tuple[PreparedData, LatentForecaster]:
+    """Three synthetic years on a 4 x 8 grid and an untrained linear latent forecaster."""
     times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").to_numpy()
     seasonal = np.sin(2 * np.pi * np.arange(len(times)) / 365.25)[:, None, None, None]
     # spatially smooth anomalies (optimal interpolation fits their length scale)
@@ -39,9 +39,33 @@ def setting():
     forecaster = LatentForecaster(method, decoder, LatentSeq2Seq(D, 8),
                                   LatentStandardiser(torch.zeros(D), torch.ones(D)), context=3)
     forecaster.latents = {"train": forecaster.encode(prepared.train)}
+    return prepared, forecaster
+
+
+@pytest.fixture(scope="module")
+def setting():
+    prepared, forecaster = tiny_world()
     results = run_assimilation_experiment(forecaster, prepared, [0.2, 0.9], [0.1], days=10,
                                           n_stat_days=200, var_iterations=5, progress=False)
     return prepared, results
+
+
+def test_optimal_interpolation_is_fitted_once_for_every_noise_level(monkeypatch):
+    from geofusion import assimilation_experiment
+
+    prepared, forecaster = tiny_world()
+    fits = []
+    monkeypatch.setattr(assimilation_experiment, "fit_optimal_interpolation",
+                        lambda *a, **k: fits.append(k) or fit_optimal_interpolation(*a, **k))
+    results = run_assimilation_experiment(forecaster, prepared, [0.5], [0.1, 0.5], days=4,
+                                          n_stat_days=100, var_iterations=1, progress=False)
+    assert len(fits) == 1
+    for e, (_, noise) in enumerate(results.experiments):
+        own = fit_optimal_interpolation(prepared, noise_std=noise, noise_length=2.0)
+        np.testing.assert_allclose(
+            results.analyses["optimal_interpolation"][:, e],
+            own.analyse(results.observations[:, e], results.observed[:, e], results.times),
+            rtol=1e-5, atol=1e-6)
 
 
 def test_every_scheme_is_scored_on_every_day_and_experiment(setting):
