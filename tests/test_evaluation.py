@@ -251,3 +251,19 @@ def test_umap_projection_saves_its_compiled_functions_to_numba_disk_cache():
     index = Path(epoch._cache._cache_path)
     assert any(p.name.startswith("layouts._optimize_layout_euclidean_single_epoch")
                and p.suffix == ".nbi" for p in index.iterdir())
+
+
+def test_umap_projection_runs_uncached_where_numba_cannot_write_a_cache(monkeypatch):
+    import umap.layouts
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    def nowhere(self):
+        raise RuntimeError("cannot cache function: no locator available")
+
+    epoch = umap.layouts._nb_optimize_layout_euclidean_single_epoch
+    monkeypatch.setattr(epoch, "_cache", NullCache())
+    monkeypatch.setattr(Dispatcher, "enable_caching", nowhere)
+    embeddings = np.random.default_rng(2).normal(size=(20, 6)).astype("float32")
+    assert evaluation.project_2d(embeddings, "umap", seed=0).shape == (20, 2)
+    assert isinstance(epoch._cache, NullCache)

@@ -209,7 +209,7 @@ def _umap_with_disk_cache() -> Any:
     ``cache=True`` calls) makes numba save the compiled code beside umap's sources (or in the
     user's cache when those are read-only) and reload it in later processes; the machine code,
     hence the projection, is the same. Dispatchers already caching (pynndescent's) are left
-    alone.
+    alone; where numba finds no writable cache directory, umap runs uncached as before.
     """
     import umap
     from numba.core.caching import NullCache
@@ -220,7 +220,10 @@ def _umap_with_disk_cache() -> Any:
             continue
         for value in list(vars(module).values()):
             if isinstance(value, CPUDispatcher) and isinstance(value._cache, NullCache):
-                value.enable_caching()
+                try:
+                    value.enable_caching()
+                except RuntimeError:  # nowhere writable to cache: compile in memory as before
+                    return umap
     return umap
 
 
