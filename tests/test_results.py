@@ -35,8 +35,12 @@ def full_card():
                                        "embedding_variance": 0.4},
                       "simclr": None},
         "assimilation": {"latent_3dvar": {"0.1": vars2(1.5, 150.0)}},
-        "ablations": {"width": {"8": {"rmse": 1.0}}},
-        "intervals": {"climatology_rmse": {T2M: [2.7, 2.9]},
+        "ablations": {"baseline": {"season_accuracy": 0.9,
+                                   "crps_diffusion": vars2(1.2, 150.0)},
+                      "all": None},
+        "intervals": {"ablations": {"baseline": {"season_accuracy": [0.85, 0.95],
+                                                 "crps_diffusion": {T2M: [1.1, 1.3]}}},
+                      "climatology_rmse": {T2M: [2.7, 2.9]},
                       "forecast_rmse": {"autoencoder": {"1": {T2M: [2.0, 2.2], Z: None}}},
                       "table_3_1": {"barlow_twins": {"positive_cosine": [0.88, 0.92]}}},
     }
@@ -67,6 +71,12 @@ def test_a_complete_card_in_the_documented_schema_is_valid_and_complete():
     (lambda c: c["intervals"].update(skill={}), r"intervals are kept for the sections"),
     (lambda c: c.update(synthetic="yes"), r"\['synthetic'\]: expected bool"),
     (lambda c: c.update(seconds=True), r"\['seconds'\]: expected"),
+    (lambda c: c["ablations"]["baseline"].update(crps=1.0), r"'crps' is not an ablation score"),
+    (lambda c: c["ablations"]["baseline"].update(crps_decoder={"t2m": 1.0}),
+     r"\['crps_decoder'\]\['t2m'\]: 't2m' is not a variable"),
+    (lambda c: c["ablations"].update(baseline=1.0), r"\['baseline'\]: expected an object"),
+    (lambda c: c["intervals"]["ablations"]["baseline"].update(season_accuracy=0.9),
+     r"\[low, high\]"),
 ])
 def test_the_validator_names_the_bad_key(mutate, message):
     card = full_card()

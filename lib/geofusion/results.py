@@ -71,9 +71,24 @@ SCORECARD_SECTIONS: dict[str, tuple[str, ...]] = {
     "forecast_rmse": ("name", "lead", "variable"),
     "table_3_1": ("name", "figure"),
     "assimilation": ("name", "fraction", "variable"),
-    # Notebook 11 (later): any nesting of names ending in values.
-    "ablations": (),
+    # Notebook 11: {row: {score: number or {variable: number}}}, scores of ABLATION_SCORES.
+    "ablations": ("name", "ablation_score", "variable?"),
 }
+#: The scores a row of ``ablations`` may hold (notebook 11, :mod:`geofusion.ablations`); the
+#: ones marked (v) are ``{variable: number}``, the others numbers. Table 3.1 figures (the
+#: three of :data:`TABLE_3_1_FIGURES`); (v) ``reconstruction_rmse_50``, ``crps_decoder``,
+#: ``crps_diffusion``, ``spread_skill_diffusion``, ``forecast_rmse_1day``,
+#: ``crps_forecast_deterministic``, ``crps_forecast_diffusion``,
+#: ``spread_skill_forecast_diffusion``; ``season_accuracy``, ``season_cross_entropy``,
+#: ``latent_step``, ``latent_second_difference``, ``seconds_per_epoch``.
+ABLATION_SCORES: tuple[str, ...] = (
+    "positive_cosine", "negative_cosine", "embedding_variance",
+    "reconstruction_rmse_50", "crps_decoder", "crps_diffusion", "spread_skill_diffusion",
+    "forecast_rmse_1day", "crps_forecast_deterministic", "crps_forecast_diffusion",
+    "spread_skill_forecast_diffusion",
+    "season_accuracy", "season_cross_entropy", "latent_step", "latent_second_difference",
+    "seconds_per_epoch",
+)
 #: Keys the pipeline writes (provenance), with their JSON types.
 SCORECARD_PROVENANCE: dict[str, tuple[type, ...]] = {
     "profile": (str,), "synthetic": (bool,), "commit": (str,), "seconds": (int, float),
@@ -102,8 +117,13 @@ def _check_key(kind: str, key: Any, path: tuple[str, ...]) -> None:
     from geofusion.data import VARIABLES
 
     where = _where((*path, key))
+    kind = kind.rstrip("?")
     if not isinstance(key, str) or not key:
         raise ScorecardError(f"{where}: keys are non-empty strings")
+    if kind == "ablation_score" and key not in ABLATION_SCORES:
+        raise ScorecardError(f"{where}: {key!r} is not an ablation score; the scores are "
+                             f"{list(ABLATION_SCORES)} (register a new one in "
+                             "geofusion.results.ABLATION_SCORES and the README)")
     if kind == "variable" and key not in VARIABLES:
         raise ScorecardError(f"{where}: {key!r} is not a variable; use the WeatherBench 2 "
                              f"names {list(VARIABLES)}")
@@ -148,7 +168,8 @@ def _check_tree(node: Any, levels: tuple[str, ...], path: tuple[str, ...],
     leaf = _check_interval if interval else _check_number
     if node is None:  # a model (or anything below it) that does not apply
         return
-    if not levels and not isinstance(node, dict):
+    # A level marked "?" is optional: a value may stand where its object would.
+    if not isinstance(node, dict) and (not levels or levels[0].endswith("?")):
         leaf(node, path)
         return
     if not isinstance(node, dict):
