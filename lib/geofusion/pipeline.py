@@ -155,15 +155,15 @@ _FORECAST = {
 # Notebook 11's ablation (issue 15): its own sparse-view Barlow Twins per variant. Quick: tiny
 # models on native-scale views, two epochs, each addition alone (the "all" row only in full);
 # the latents decoded by the closed-form ridge decoder (a two-epoch convolutional decoder
-# scored worse than the training mean), the DDPMs trained on every training day long enough
-# that their ensembles are not worse than the linear-Gaussian reference (measured in
-# reports/benchmarks/ablation_scoring.md).
+# scored worse than the training mean), the DDPMs trained on 1024 training days (480 Adam
+# steps) and sampled in 100 steps: the old 160 training steps and 50 sampling steps gave
+# ensembles 10-50x worse than the climatological one (reports/benchmarks/ablation_scoring.md).
 _BEYOND = {
     "quick": {"epochs": 2, "batch_size": 64, "width": 4, "latent_dim": 64, "proj_dim": 32,
               "proj_hidden_dim": 128, "augmentation": "native", "easy_min": 1000,
               "decoder": "ridge", "n_eval_days": 64, "members": 8, "diffusion_steps": 100,
-              "diffusion_epochs": 100, "diffusion_batch_size": 256, "diffusion_lr": 2e-3,
-              "diffusion_hidden": 256, "diffusion_train_days": None, "probe_hidden": [64],
+              "diffusion_epochs": 120, "diffusion_batch_size": 256, "diffusion_lr": 3e-3,
+              "diffusion_hidden": 128, "diffusion_train_days": 1024, "probe_hidden": [64],
               "probe_iterations": 100,
               "variants": ["baseline", "temporal_positives", "smoothness", "time_aware_batches"]},
     "full": {"epochs": 100, "batch_size": 128, "width": 64, "latent_dim": 1000,
