@@ -22,6 +22,7 @@ from geofusion.assimilation import (
     latent_3dvar,
     latent_forecast_errors,
     run_cycle,
+    shrunk_covariance,
 )
 from geofusion.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
 from geofusion.metrics import lat_weighted_rmse
@@ -300,3 +301,17 @@ def test_cycle_rmse_is_the_per_day_latitude_weighted_rmse_in_physical_units():
         for ch in range(C):
             expected = lat_weighted_rmse((a[day, ch] - t[day, ch]) * std[ch], 0.0 * a[day, ch], lat)
             assert scores[day, ch] == pytest.approx(float(expected))
+
+
+def test_shrunk_covariance_is_the_ledoit_wolf_shrinkage_of_the_sample_covariance():
+    # N < D: the sample covariance is singular, the shrunk one (1 - d) S + d mu I is not.
+    x = np.random.default_rng(0).normal(size=(20, 30)) * np.linspace(0.5, 2.0, 30)
+    cov = shrunk_covariance(torch.as_tensor(x))
+    centred = x - x.mean(0)
+    sample = centred.T @ centred / len(x)
+    mu = np.trace(sample) / 30
+    off = cov - sample
+    shrinkage = 1 - (cov[0, 1] / sample[0, 1])  # the same factor on every off-diagonal entry
+    assert 0 < shrinkage < 1
+    np.testing.assert_allclose(off, shrinkage * (mu * np.eye(30) - sample), atol=1e-10)
+    assert np.linalg.eigvalsh(cov).min() > 0 and np.linalg.matrix_rank(sample) < 30

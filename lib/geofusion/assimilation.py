@@ -617,7 +617,9 @@ def cycle_rmse(fields: Tensor | np.ndarray, truth: Tensor | np.ndarray, lat: np.
 def shrunk_covariance(samples: np.ndarray | Tensor) -> np.ndarray:
     """Ledoit-Wolf shrinkage covariance ``(D, D)`` of error samples ``(N, D)`` (well conditioned
     when ``N`` is not much above ``D``; :class:`sklearn.covariance.LedoitWolf`)."""
-    return LedoitWolf().fit(_as_2d(samples, "samples")).covariance_
+    # store_precision=False: only the covariance is used; its pseudo-inverse (an eigh of the
+    # D x D matrix, ~1 s for D = 1000) is not computed.
+    return LedoitWolf(store_precision=False).fit(_as_2d(samples, "samples")).covariance_
 
 
 def latent_forecast_errors(forecaster: Any, latents: Tensor, inits: Sequence[int] | None = None
