@@ -63,17 +63,23 @@ def climatology_weights(prepared: data.PreparedData, climatology: np.ndarray) ->
 
 
 def rmse_ratios(method: torch.nn.Module, prepared: data.PreparedData,
-                climatology: np.ndarray) -> dict[str, tuple[float, float]]:
+                climatology: np.ndarray, anomaly: bool = False
+                ) -> dict[str, tuple[float, float]]:
     """Per variable ``(model RMSE, climatology RMSE)`` in physical units on every validation
-    day, latitude-weighted (the root after the time mean)."""
+    day, latitude-weighted (the root after the time mean). ``anomaly``: the model encodes and
+    reconstructs the departure from the climatology, which is added back."""
+    clim_valid = torch.as_tensor(
+        baselines.climatology_forecast(climatology, prepared.valid_times), dtype=torch.float32)
+    fields = torch.as_tensor(prepared.valid)
+    inputs = fields - clim_valid if anomaly else fields
     with torch.no_grad():
-        fields = torch.as_tensor(prepared.valid)
-        recon = torch.cat([method(chunk) for chunk in fields.split(256)])
+        recon = torch.cat([method(chunk) for chunk in inputs.split(256)])
+    if anomaly:
+        recon = recon + clim_valid
     truth = prepared.destandardise(fields).numpy()
     model = metrics.lat_weighted_rmse(prepared.destandardise(recon).numpy(), truth,
                                       prepared.lat, time_axis=0)
-    clim = prepared.destandardise(torch.as_tensor(
-        baselines.climatology_forecast(climatology, prepared.valid_times))).numpy()
+    clim = prepared.destandardise(clim_valid).numpy()
     base = metrics.lat_weighted_rmse(clim, truth, prepared.lat, time_axis=0)
     return {c: (float(m), float(b)) for c, m, b in
             zip(prepared.channels, np.asarray(model), np.asarray(base), strict=True)}
@@ -93,6 +99,10 @@ def main() -> None:
     parser.add_argument("--end", default="2007-12-31")
     parser.add_argument("--cache-dir", default=None, help="prepared data (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--anomaly", action="store_true",
+                        help="train and score on departures from the training-day climatology "
+                             "(the reconstruction adds it back): what a decoder "
+                             "climatology(day) + D(z) with an anomaly input would reach")
     args = parser.parse_args()
 
     cache = args.cache_dir or tempfile.mkdtemp(prefix="quick_autoencoder-")
@@ -102,8 +112,14 @@ def main() -> None:
           f"valid {prepared.valid.shape}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load before {os.getloadavg()[0]:.1f}")
     climatology = baselines.training_climatology(prepared)
-    train = data.FieldDataset(prepared.train, prepared.season_labels("train"))
-    valid = data.FieldDataset(prepared.valid, prepared.season_labels("valid"))
+    train_x, valid_x = prepared.train, prepared.valid
+    if args.anomaly:
+        train_x = (train_x - baselines.climatology_forecast(
+            climatology, prepared.train_times)).astype(np.float32)
+        valid_x = (valid_x - baselines.climatology_forecast(
+            climatology, prepared.valid_times)).astype(np.float32)
+    train = data.FieldDataset(train_x, prepared.season_labels("train"))
+    valid = data.FieldDataset(valid_x, prepared.season_labels("valid"))
     names = list(prepared.channels)
     header = ["variant", "params", "s/epoch", "epochs (best)", "best valid MSE",
               *(f"{c} ratio" for c in names), "load"]
@@ -124,8 +140,8 @@ def main() -> None:
         history = fit(method, train, config, valid_set=valid, progress=False)
         seconds = time.perf_counter() - tic
         method.eval()
-        scores = rmse_ratios(method, prepared, climatology)
-        row = {"variant": variant, "options": options,
+        scores = rmse_ratios(method, prepared, climatology, anomaly=args.anomaly)
+        row = {"variant": variant + (" (anomaly)" if args.anomaly else ""), "options": options,
                "params": count_parameters(method), "seconds": seconds,
                "epochs": len(history), "best_epoch": int(history.attrs["best_epoch"]),
                "best_valid": float(history.attrs["best_valid_loss"]),
@@ -134,7 +150,7 @@ def main() -> None:
                "climatology_rmse": {c: scores[c][1] for c in names},
                "load": os.getloadavg()[0]}
         rows.append(row)
-        cells = [variant, f"{row['params']:,}", f"{seconds / len(history):.1f}",
+        cells = [row["variant"], f"{row['params']:,}", f"{seconds / len(history):.1f}",
                  f"{len(history)} ({row['best_epoch']})", f"{row['best_valid']:.4f}",
                  *(f"{scores[c][0] / scores[c][1]:.3f}" for c in names), f"{row['load']:.1f}"]
         print(" | ".join(cells), flush=True)
