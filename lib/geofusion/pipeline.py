@@ -892,10 +892,118 @@ def _report_partial_overrides(names: list[str], overrides: dict[str, Any]) -> No
                   f"{', '.join(skipped)} (they keep the profile's value)", flush=True)
 
 
+#: What each notebook (by number) needs finished before it starts when notebooks run side by
+#: side (``--jobs``): the notebooks whose trained models it requests from ``run_dir``
+#: (:mod:`geofusion.runs`; two kernels must never train the same model at once) or whose
+#: results it reads. 01 builds the prepared-data cache every other notebook reads; 05's
+#: comparison table reads the results of 02-04; 06-08 and 10 share the autoencoder, the Barlow
+#: Twins, the sparse-view model, its decoder and LSTM; 09 and 11 train only their own models.
+NOTEBOOK_PREREQUISITES: dict[str, tuple[str, ...]] = {
+    "01": (), "02": ("01",), "03": ("01",), "04": ("01",), "05": ("02", "03", "04"),
+    "06": ("02", "03"), "07": ("06",), "08": ("07",), "09": ("01",), "10": ("08",),
+    "11": ("01",),
+}
+
+
+def execution_waves(names: list[str], jobs: int) -> list[list[str]]:
+    """The order :func:`run_pipeline` starts ``names`` with ``jobs`` kernels, as a dry run
+    with every notebook taking the same time: each wave holds up to ``jobs`` notebooks whose
+    prerequisites (:data:`NOTEBOOK_PREREQUISITES`, restricted to ``names``) are done,
+    lowest number first. For the README and tests; the real schedule starts a notebook as
+    soon as a kernel is free.
+
+    Example:
+        >>> execution_waves(["01_a", "02_b", "05_c", "09_d"], jobs=2)
+        [['01_a'], ['02_b', '09_d'], ['05_c']]
+    """
+    done: set[str] = set()
+    waves = []
+    pending = list(names)
+    while pending:
+        wave = [n for n in pending if _ready(n, names, done)][:max(jobs, 1)]
+        if not wave:
+            raise UsageError(f"circular prerequisites among {pending}")
+        waves.append(wave)
+        done.update(n[:2] for n in wave)
+        pending = [n for n in pending if n not in wave]
+    return waves
+
+
+def _ready(name: str, names: list[str], done: set[str]) -> bool:
+    selected = {n[:2] for n in names}
+    return all(p in done for p in NOTEBOOK_PREREQUISITES.get(name[:2], ()) if p in selected)
+
+
+def _execute_side_by_side(names: list[str], planned: dict[str, dict[str, Any]], jobs: int,
+                          profile: str, output_dir: Path) -> list[NotebookRun]:
+    """Run ``names`` on ``jobs`` kernels at once, each started when its prerequisites are
+    done (lowest number first); after a failure start nothing new, let the running ones
+    finish, then raise the first failure. Returns the runs in notebook order."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    runs = {name: NotebookRun(name, planned[name]) for name in names}
+    done: set[str] = set()
+    pending = list(names)
+    failure: PipelineError | None = None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Any, str] = {}
+        while pending or running:
+            while failure is None and len(running) < jobs:
+                ready = [n for n in pending if _ready(n, names, done)]
+                if not ready:
+                    break
+                name = ready[0]
+                pending.remove(name)
+                print(f"[geofusion] {name} ({profile}) ...", flush=True)
+                runs[name].started = time.time()
+                running[pool.submit(execute, name, planned[name], output_dir)] = name
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                try:
+                    runs[name] = future.result()
+                except PipelineError as error:
+                    runs[name].status, runs[name].error = "failed", str(error)
+                    if (output_dir / f"{name}.html").exists():
+                        runs[name].outputs = [f"{name}.html"]
+                    failure = failure or error
+                    continue
+                done.add(name[:2])
+                print(f"[geofusion] {name} done in {runs[name].seconds:.0f} s", flush=True)
+    ordered = [runs[n] for n in names if runs[n].started]  # those that started
+    if failure is not None:
+        raise _PartialRun(ordered, failure)
+    return ordered
+
+
+class _PartialRun(Exception):
+    """A side-by-side run that stopped at a failure: the runs so far and the failure."""
+
+    def __init__(self, runs: list[NotebookRun], failure: PipelineError) -> None:
+        super().__init__(str(failure))
+        self.runs, self.failure = runs, failure
+
+
+def kernel_threads(jobs: int) -> int:
+    """Threads each kernel's torch gets when ``jobs`` notebooks run at once: the machine's
+    cores shared out (at least 1), so kernels do not oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
+
 def run_pipeline(profile: str = "quick", only: list[str] | None = None,
                  overrides: dict[str, Any] | None = None,
-                 output_dir: Path = REPO / "reports") -> list[NotebookRun]:
-    """Execute the numbered notebooks in order; write HTML and the index; stop at a failure.
+                 output_dir: Path = REPO / "reports", jobs: int = 1) -> list[NotebookRun]:
+    """Execute the numbered notebooks; write HTML and the index; stop at a failure.
+
+    With ``jobs = 1`` the notebooks run one after another in number order. With ``jobs > 1``
+    up to ``jobs`` kernels run at once, each notebook starting when the notebooks it depends
+    on (:data:`NOTEBOOK_PREREQUISITES`) are done, and each kernel gets
+    :func:`kernel_threads` threads through ``OMP_NUM_THREADS`` (unless it is set already):
+    on a CPU much of a notebook is single-threaded Python (plots, bootstrap, probes), so two
+    one-thread kernels keep two cores busier than one two-thread kernel. The scorecard
+    merges the notebooks in number order either way.
 
     Every parameter is checked against the notebooks' ``parameters`` cells before the first
     notebook starts (:func:`checked_parameters`), so a typo fails in a second, not after the
@@ -909,8 +1017,26 @@ def run_pipeline(profile: str = "quick", only: list[str] | None = None,
     names = notebook_names(only)
     planned = checked_parameters(profile, names, overrides)
     _report_partial_overrides(names, overrides or {})
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
     runs: list[NotebookRun] = []
     tic = time.perf_counter()
+    if jobs > 1 and len(names) > 1:
+        threads_set = "OMP_NUM_THREADS" in os.environ
+        if not threads_set:
+            os.environ["OMP_NUM_THREADS"] = str(kernel_threads(jobs))
+        try:
+            runs = _execute_side_by_side(names, planned, jobs, profile, output_dir)
+        except _PartialRun as partial:
+            _finish(partial.runs, profile, output_dir, time.perf_counter() - tic, overrides)
+            raise partial.failure from None
+        finally:
+            if not threads_set:
+                del os.environ["OMP_NUM_THREADS"]
+        index = _finish(runs, profile, output_dir, time.perf_counter() - tic, overrides)
+        print(f"[geofusion] reports and {output_dir / 'results.json'} written; open {index}",
+              flush=True)
+        return runs
     try:
         for name in names:
             print(f"[geofusion] {name} ({profile}) ...", flush=True)
@@ -1004,6 +1130,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="number of seeds (with `seeds`; seed, seed+1, ...)")
     parser.add_argument("--output-dir", type=Path, default=REPO / "reports",
                         help="where reports go (default: reports/; sweeps in its sweeps/)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="`run`: notebooks executed at once, each started when the ones it "
+                             "depends on are done (NOTEBOOK_PREREQUISITES); `make reports` "
+                             "uses 2 (default: %(default)s, one after another)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check every notebook and parameter, print the plan, run nothing")
     args = parser.parse_args(argv)
@@ -1018,8 +1148,12 @@ def main(argv: list[str] | None = None) -> int:
                 _report_partial_overrides(list(planned), overrides)
                 for name, params in planned.items():
                     print(f"[geofusion] would run {name} with {json.dumps(params)}")
+                if args.jobs > 1:
+                    for wave in execution_waves(list(planned), args.jobs):
+                        print(f"[geofusion] side by side ({kernel_threads(args.jobs)} "
+                              f"thread(s) each): {', '.join(wave)}")
             else:
-                run_pipeline(args.profile, only, overrides, args.output_dir)
+                run_pipeline(args.profile, only, overrides, args.output_dir, jobs=args.jobs)
         elif args.command == "sweep":
             if len(args.notebooks) != 1 or args.only or not args.grid:
                 raise UsageError("sweep needs one notebook and --grid KEY=V1,V2, e.g. "
