@@ -896,21 +896,43 @@ def _report_partial_overrides(names: list[str], overrides: dict[str, Any]) -> No
 #: side (``--jobs``): the notebooks whose trained models it requests from ``run_dir``
 #: (:mod:`geofusion.runs`; two kernels must never train the same model at once) or whose
 #: results it reads. 01 builds the prepared-data cache every other notebook reads; 05's
-#: comparison table reads the results of 02-04; 06-08 and 10 share the autoencoder, the Barlow
-#: Twins, the sparse-view model, its decoder and LSTM; 09 and 11 train only their own models.
+#: comparison table reads the results of 02-04; 06 trains the sparse-view model and the frozen
+#: decoders that 07, 08 and 10 load (07 then trains only its joint decoders, 08 its LSTMs);
+#: 10 loads 08's LSTM; 09 and 11 train only their own models.
 NOTEBOOK_PREREQUISITES: dict[str, tuple[str, ...]] = {
     "01": (), "02": ("01",), "03": ("01",), "04": ("01",), "05": ("02", "03", "04"),
-    "06": ("02", "03"), "07": ("06",), "08": ("07",), "09": ("01",), "10": ("08",),
+    "06": ("02", "03"), "07": ("06",), "08": ("06",), "09": ("01",), "10": ("08",),
     "11": ("01",),
 }
+
+#: Seconds each notebook took in the quick profile run one after another on 2 idle cores
+#: (README, "Measured `make reports`"). Only the order of a side-by-side run uses them: among
+#: the notebooks ready to start, the one with the longest remaining chain of work (its own
+#: cost plus that of the costliest chain of notebooks waiting for it) starts first, so the
+#: chain 02 -> 06 -> 08 -> 10 is never left waiting behind a notebook nothing depends on.
+NOTEBOOK_COST_HINT: dict[str, float] = {
+    "01": 80, "02": 96, "03": 51, "04": 48, "05": 49, "06": 146, "07": 98, "08": 115,
+    "09": 186, "10": 94, "11": 117,
+}
+
+
+@functools.cache
+def _remaining_work(prefix: str) -> float:
+    """Cost hint of ``prefix`` plus the costliest chain of notebooks that need it."""
+    later = [n for n, needs in NOTEBOOK_PREREQUISITES.items() if prefix in needs]
+    return NOTEBOOK_COST_HINT.get(prefix, 0.0) + max(map(_remaining_work, later), default=0.0)
+
+
+def _start_order(ready: list[str]) -> list[str]:
+    return sorted(ready, key=lambda n: (-_remaining_work(n[:2]), n))
 
 
 def execution_waves(names: list[str], jobs: int) -> list[list[str]]:
     """The order :func:`run_pipeline` starts ``names`` with ``jobs`` kernels, as a dry run
     with every notebook taking the same time: each wave holds up to ``jobs`` notebooks whose
-    prerequisites (:data:`NOTEBOOK_PREREQUISITES`, restricted to ``names``) are done,
-    lowest number first. For the README and tests; the real schedule starts a notebook as
-    soon as a kernel is free.
+    prerequisites (:data:`NOTEBOOK_PREREQUISITES`, restricted to ``names``) are done, the
+    longest remaining chain of work first (:data:`NOTEBOOK_COST_HINT`). For the README and
+    tests; the real schedule starts a notebook as soon as a kernel is free.
 
     Example:
         >>> execution_waves(["01_a", "02_b", "05_c", "09_d"], jobs=2)
@@ -920,7 +942,7 @@ def execution_waves(names: list[str], jobs: int) -> list[list[str]]:
     waves = []
     pending = list(names)
     while pending:
-        wave = [n for n in pending if _ready(n, names, done)][:max(jobs, 1)]
+        wave = _start_order([n for n in pending if _ready(n, names, done)])[:max(jobs, 1)]
         if not wave:
             raise UsageError(f"circular prerequisites among {pending}")
         waves.append(wave)
@@ -937,8 +959,8 @@ def _ready(name: str, names: list[str], done: set[str]) -> bool:
 def _execute_side_by_side(names: list[str], planned: dict[str, dict[str, Any]], jobs: int,
                           profile: str, output_dir: Path) -> list[NotebookRun]:
     """Run ``names`` on ``jobs`` kernels at once, each started when its prerequisites are
-    done (lowest number first); after a failure start nothing new, let the running ones
-    finish, then raise the first failure. Returns the runs in notebook order."""
+    done (longest remaining chain of work first); after a failure start nothing new, let the
+    running ones finish, then raise the first failure. Returns the runs in notebook order."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     runs = {name: NotebookRun(name, planned[name]) for name in names}
@@ -949,7 +971,7 @@ def _execute_side_by_side(names: list[str], planned: dict[str, dict[str, Any]], 
         running: dict[Any, str] = {}
         while pending or running:
             while failure is None and len(running) < jobs:
-                ready = [n for n in pending if _ready(n, names, done)]
+                ready = _start_order([n for n in pending if _ready(n, names, done)])
                 if not ready:
                     break
                 name = ready[0]
