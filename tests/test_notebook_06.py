@@ -40,6 +40,8 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert description["params"]["observation"] == observation
     assert (sparse_dir / "checkpoint.pt").exists()
     assert results["model_dirs"]["barlow_twins"] != results["model_dirs"]["sparse_barlow_twins"]
+    diagnostics = results["sparse_diagnostics"]  # season probe and smoothness (issue 15)
+    assert 0 <= diagnostics["season_accuracy"] <= 1 and diagnostics["latent_step"] > 0
 
     curves = pd.DataFrame(results["curves"])
     clean = curves[curves.noise_std == 0]
