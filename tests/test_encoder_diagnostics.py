@@ -32,6 +32,20 @@ class _FlatMethod(nn.Module):
         return fields.flatten(1)
 
 
+def _seasonal_days(seed: int) -> PreparedData:
+    """Three years of 2x2 one-channel days whose season is one hot pixel, plus noise."""
+    times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").values
+    season = (pd.DatetimeIndex(times).month.to_numpy() % 12) // 3
+    rng = np.random.default_rng(seed)
+    fields = (rng.normal(size=(len(times), 1, 2, 2)) * 0.3
+              + np.eye(4)[season].reshape(-1, 1, 2, 2)).astype(np.float32)
+    n = 2 * 365
+    return PreparedData(train=fields[:n], valid=fields[n:], train_times=times[:n],
+                        valid_times=times[n:], channels=("x",), mean=np.zeros(1),
+                        std=np.ones(1), lat=np.zeros(2), lon=np.zeros(2), level=500,
+                        synthetic=True)
+
+
 def test_per_day_probe_terms_average_to_the_reported_scores():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, 300)
@@ -59,16 +73,7 @@ def test_latent_smoothness_of_a_great_circle_walk_and_its_interval():
 
 
 def test_season_probe_scores_read_seasons_from_the_embeddings():
-    times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").values
-    season = (pd.DatetimeIndex(times).month.to_numpy() % 12) // 3
-    rng = np.random.default_rng(0)
-    fields = (rng.normal(size=(len(times), 1, 2, 2)) * 0.3
-              + np.eye(4)[season].reshape(-1, 1, 2, 2)).astype(np.float32)
-    n = 2 * 365
-    prepared = PreparedData(train=fields[:n], valid=fields[n:], train_times=times[:n],
-                            valid_times=times[n:], channels=("x",), mean=np.zeros(1),
-                            std=np.ones(1), lat=np.zeros(2), lon=np.zeros(2), level=500,
-                            synthetic=True)
+    prepared = _seasonal_days(seed=0)
     scores = season_probe_scores(_FlatMethod(), prepared, hidden=(8,), max_iter=200,
                                  intervals=True, n_resamples=50)
     assert scores["accuracy"] > 0.95 and scores["n_classes"] == 4
@@ -79,16 +84,7 @@ def test_season_probe_scores_read_seasons_from_the_embeddings():
 
 
 def test_diagnostics_summary_is_the_two_diagnostics_as_one_flat_row():
-    times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").values
-    season = (pd.DatetimeIndex(times).month.to_numpy() % 12) // 3
-    rng = np.random.default_rng(2)
-    fields = (rng.normal(size=(len(times), 1, 2, 2)) * 0.3
-              + np.eye(4)[season].reshape(-1, 1, 2, 2)).astype(np.float32)
-    n = 2 * 365
-    prepared = PreparedData(train=fields[:n], valid=fields[n:], train_times=times[:n],
-                            valid_times=times[n:], channels=("x",), mean=np.zeros(1),
-                            std=np.ones(1), lat=np.zeros(2), lon=np.zeros(2), level=500,
-                            synthetic=True)
+    prepared = _seasonal_days(seed=2)
     row = diagnostics_summary(_FlatMethod(), prepared, seed=3)
     probe = season_probe_scores(_FlatMethod(), prepared, seed=3, intervals=True)
     smooth = latent_smoothness_scores(_FlatMethod(), prepared.valid, intervals=True, seed=3)

@@ -246,3 +246,11 @@ def test_autoencoder_channel_weights_weigh_the_per_channel_errors() -> None:
     with pytest.raises(ValueError, match="channel_weights for"):
         build_method("autoencoder", grid=(16, 32), width=2, latent_dim=8,
                      ae_channel_weights=[1, 1]).loss((x,))
+
+
+def test_decoders_name_the_size_that_is_not_positive():
+    with pytest.raises(ValueError, match=r"width must be positive, got grid=\(32, 64\), "
+                                         r"latent_dim=8, out_channels=5, width=0"):
+        FieldDecoder(latent_dim=8, out_channels=5, grid=(32, 64), width=0)
+    with pytest.raises(ValueError, match=r"got grid=\(0, 64\), latent_dim=8, out_channels=5$"):
+        LinearFieldDecoder(latent_dim=8, out_channels=5, grid=(0, 64))

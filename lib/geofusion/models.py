@@ -244,6 +244,15 @@ class _LonPeriodicConv(nn.Module):
         return self.conv(F.pad(x, (1, 1, 0, 0), mode="circular"))
 
 
+def _decoder_grid(grid: tuple[int, int], **sizes: int) -> tuple[int, int]:
+    """``grid`` as ints, after checking it and every size in ``sizes`` is positive."""
+    h, w = (int(g) for g in grid)
+    if h < 1 or w < 1 or any(v < 1 for v in sizes.values()):
+        given = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ValueError(f"grid, {', '.join(sizes)} must be positive, got grid={grid}, {given}")
+    return h, w
+
+
 class FieldDecoder(nn.Module):
     """Decoder ``(B, latent_dim) -> (B, out_channels, H, W)`` for any target ``grid = (H, W)``.
 
@@ -267,11 +276,7 @@ class FieldDecoder(nn.Module):
     def __init__(self, latent_dim: int = 1000, out_channels: int = 5,
                  grid: tuple[int, int] = (32, 64), width: int = 64) -> None:
         super().__init__()
-        h, w = (int(g) for g in grid)
-        if h < 1 or w < 1 or latent_dim < 1 or out_channels < 1 or width < 1:
-            raise ValueError(
-                f"grid, latent_dim, out_channels and width must be positive, got grid={grid}, "
-                f"latent_dim={latent_dim}, out_channels={out_channels}, width={width}")
+        h, w = _decoder_grid(grid, latent_dim=latent_dim, out_channels=out_channels, width=width)
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.grid = (h, w)
@@ -319,11 +324,7 @@ class LinearFieldDecoder(nn.Module):
     def __init__(self, latent_dim: int = 1000, out_channels: int = 5,
                  grid: tuple[int, int] = (32, 64)) -> None:
         super().__init__()
-        h, w = (int(g) for g in grid)
-        if h < 1 or w < 1 or latent_dim < 1 or out_channels < 1:
-            raise ValueError(
-                f"grid, latent_dim and out_channels must be positive, got grid={grid}, "
-                f"latent_dim={latent_dim}, out_channels={out_channels}")
+        h, w = _decoder_grid(grid, latent_dim=latent_dim, out_channels=out_channels)
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.grid = (h, w)
