@@ -31,6 +31,8 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
         row = results["summary"][name]
         assert -1 <= row["missing-mode cosine (worst)"] <= row["missing-mode cosine (mean)"] <= 1
         assert row["recon RMSE / climatology"] > 0 and math.isfinite(row["MFLOPs/sample"])
+        # Season probe and smoothness of every fusion encoder (issue 15).
+        assert 0 <= row["season accuracy"] <= 1 and row["latent second difference"] >= 0
     # The mode-dropout twin shares its architecture with the plain scheme: same cost.
     plain, twin = results["summary"]["late_cross_attention"], \
         results["summary"]["late_cross_attention+dropout"]
