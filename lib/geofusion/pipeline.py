@@ -956,11 +956,12 @@ def _ready(name: str, names: list[str], done: set[str]) -> bool:
     return all(p in done for p in NOTEBOOK_PREREQUISITES.get(name[:2], ()) if p in selected)
 
 
-def _execute_side_by_side(names: list[str], planned: dict[str, dict[str, Any]], jobs: int,
-                          profile: str, output_dir: Path) -> list[NotebookRun]:
+def _execute(names: list[str], planned: dict[str, dict[str, Any]], jobs: int, profile: str,
+             output_dir: Path) -> tuple[list[NotebookRun], PipelineError | None]:
     """Run ``names`` on ``jobs`` kernels at once, each started when its prerequisites are
-    done (longest remaining chain of work first); after a failure start nothing new, let the
-    running ones finish, then raise the first failure. Returns the runs in notebook order."""
+    done (one kernel: in number order; more: longest remaining chain of work first); after a
+    failure start nothing new and let the running ones finish. Returns the runs that started,
+    in notebook order, and the first failure (None if every notebook ran)."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     runs = {name: NotebookRun(name, planned[name]) for name in names}
@@ -971,7 +972,8 @@ def _execute_side_by_side(names: list[str], planned: dict[str, dict[str, Any]], 
         running: dict[Any, str] = {}
         while pending or running:
             while failure is None and len(running) < jobs:
-                ready = _start_order([n for n in pending if _ready(n, names, done)])
+                ready = [n for n in pending if _ready(n, names, done)]
+                ready = _start_order(ready) if jobs > 1 else ready
                 if not ready:
                     break
                 name = ready[0]
@@ -994,18 +996,7 @@ def _execute_side_by_side(names: list[str], planned: dict[str, dict[str, Any]], 
                     continue
                 done.add(name[:2])
                 print(f"[geofusion] {name} done in {runs[name].seconds:.0f} s", flush=True)
-    ordered = [runs[n] for n in names if runs[n].started]  # those that started
-    if failure is not None:
-        raise _PartialRun(ordered, failure)
-    return ordered
-
-
-class _PartialRun(Exception):
-    """A side-by-side run that stopped at a failure: the runs so far and the failure."""
-
-    def __init__(self, runs: list[NotebookRun], failure: PipelineError) -> None:
-        super().__init__(str(failure))
-        self.runs, self.failure = runs, failure
+    return [runs[n] for n in names if runs[n].started], failure
 
 
 def kernel_threads(jobs: int) -> int:
@@ -1041,37 +1032,18 @@ def run_pipeline(profile: str = "quick", only: list[str] | None = None,
     _report_partial_overrides(names, overrides or {})
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
-    runs: list[NotebookRun] = []
     tic = time.perf_counter()
-    if jobs > 1 and len(names) > 1:
-        threads_set = "OMP_NUM_THREADS" in os.environ
-        if not threads_set:
-            os.environ["OMP_NUM_THREADS"] = str(kernel_threads(jobs))
-        try:
-            runs = _execute_side_by_side(names, planned, jobs, profile, output_dir)
-        except _PartialRun as partial:
-            _finish(partial.runs, profile, output_dir, time.perf_counter() - tic, overrides)
-            raise partial.failure from None
-        finally:
-            if not threads_set:
-                del os.environ["OMP_NUM_THREADS"]
-        index = _finish(runs, profile, output_dir, time.perf_counter() - tic, overrides)
-        print(f"[geofusion] reports and {output_dir / 'results.json'} written; open {index}",
-              flush=True)
-        return runs
+    threads_set = jobs == 1 or "OMP_NUM_THREADS" in os.environ
+    if not threads_set:
+        os.environ["OMP_NUM_THREADS"] = str(kernel_threads(jobs))
     try:
-        for name in names:
-            print(f"[geofusion] {name} ({profile}) ...", flush=True)
-            runs.append(NotebookRun(name, planned[name]))
-            runs[-1] = execute(name, planned[name], output_dir)
-            print(f"[geofusion] {name} done in {runs[-1].seconds:.0f} s", flush=True)
-    except PipelineError as error:
-        runs[-1].status, runs[-1].error = "failed", str(error)
-        if (output_dir / f"{runs[-1].name}.html").exists():
-            runs[-1].outputs = [f"{runs[-1].name}.html"]
-        _finish(runs, profile, output_dir, time.perf_counter() - tic, overrides)
-        raise
+        runs, failure = _execute(names, planned, jobs, profile, output_dir)
+    finally:
+        if not threads_set:
+            del os.environ["OMP_NUM_THREADS"]
     index = _finish(runs, profile, output_dir, time.perf_counter() - tic, overrides)
+    if failure is not None:
+        raise failure
     print(f"[geofusion] reports and {output_dir / 'results.json'} written; open {index}",
           flush=True)
     return runs
