@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from geofusion.data import UNITS, VARIABLES
+from geofusion.results import lookup
 
 #: Baselines of each section, in the order they are tried (a missing one is skipped).
 BASELINES: dict[str, tuple[str, ...]] = {
@@ -50,14 +51,6 @@ DEFAULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("forecast_rmse", "1"), ("forecast_rmse", "3"), ("assimilation", "0.1"))
 
 
-def _lookup(tree: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
 def baseline_rmse(card: dict[str, Any], section: str, column: str, baseline: str,
                   variable: str) -> tuple[float | None, list[float] | None]:
     """``(value, [low, high] or None)`` of one baseline's RMSE in a column of the card.
@@ -73,7 +66,7 @@ def baseline_rmse(card: dict[str, Any], section: str, column: str, baseline: str
         path = ("persistence_rmse", column, variable)
     else:
         path = (section, baseline, column, variable)
-    return _lookup(card, *path), _lookup(intervals, *path)
+    return lookup(card, *path), lookup(intervals, *path)
 
 
 def headline_table(card: dict[str, Any], section: str, column: str,
@@ -113,8 +106,8 @@ def headline_table(card: dict[str, Any], section: str, column: str,
         candidates = [(b, v) for b, v in candidates if v]
         best, best_value = min(candidates, key=lambda c: c[1]) if candidates else (None, None)
         for model in models:
-            value = _lookup(rows_of_section, model, column, variable)
-            interval = _lookup(intervals, section, model, column, variable) or [None, None]
+            value = lookup(rows_of_section, model, column, variable)
+            interval = lookup(intervals, section, model, column, variable) or [None, None]
             ratio = (value / best_value if value is not None and best_value
                      else float("nan"))
             records.append({"model": model, "variable": variable,

@@ -63,6 +63,7 @@ from geofusion.results import (
     TABLE_3_1_FIGURES,
     ScorecardError,
     _plain,
+    lookup,
     merge_scorecards,
     missing_entries,
     seed_spread,
@@ -629,14 +630,6 @@ def _leaf_rows(tree: Any, depth: int, path: tuple[str, ...] = ()
     return [(path, tree)]
 
 
-def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
 _ROW_LABELS = {"persistence_rmse": "lead (days)", "reconstruction_rmse": "model / missing fraction",
                "forecast_rmse": "model / lead (days)", "table_3_1": "method",
                "assimilation": "scheme / observed fraction", "ablations": "entry"}
@@ -674,7 +667,7 @@ def scorecard_tables_html(card: dict[str, Any]) -> str:
             if column not in columns:
                 columns.append(column)
             text = _number(value)
-            interval = _lookup(intervals, path)
+            interval = lookup(intervals, *path)
             if isinstance(interval, list) and None not in interval:
                 text += f" [{_number(interval[0])}, {_number(interval[1])}]"
             rows.setdefault(row, {})[column] = text

@@ -31,6 +31,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def lookup(tree: Any, *path: str) -> Any:
+    """``tree[path[0]][path[1]]...``, or None where a key is absent or a level is not a dict.
+
+    Example:
+        >>> lookup({"a": {"b": 1.0}}, "a", "b"), lookup({"a": None}, "a", "b")
+        (1.0, None)
+    """
+    for key in path:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
 def save_results(run_dir: str | os.PathLike, name: str, results: dict[str, Any]) -> Path:
     """Write ``results`` to ``<run_dir>/results/<name>.json`` atomically; return the path."""
     path = Path(run_dir) / "results" / f"{name}.json"
