@@ -34,14 +34,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from geofusion import ablations, data, runs
-from geofusion.baselines import climatology_forecast, training_climatology
-from geofusion.ensembles import climatological_ensemble, ensemble_scores
-from geofusion.forecasting import LatentStandardiser
-from geofusion.metrics import lat_weighted_mse
-from geofusion.reconstruction_scores import LatentReconstructor, fit_frozen_decoder
-from geofusion.ridge_decoder import fit_ridge_decoder
-from geofusion.training import TrainConfig
+from geofusion import data
+from geofusion.downstream.forecasting import LatentStandardiser
+from geofusion.downstream.reconstruction import LatentReconstructor, fit_frozen_decoder
+from geofusion.experiments import ablations
+from geofusion.learning import model_cache
+from geofusion.learning.training import TrainConfig
+from geofusion.models.ridge_decoder import fit_ridge_decoder
+from geofusion.verification.baselines import climatology_forecast, training_climatology
+from geofusion.verification.ensembles import climatological_ensemble, ensemble_scores
+from geofusion.verification.metrics import lat_weighted_mse
 
 DDPM_SETTINGS = [  # (label, train pairs (None: all), epochs, batch, lr, sampling steps, hidden)
     ("old quick: 512 pairs, 20 ep, batch 64, 50 steps, h256", 512, 20, 64, 1e-3, 50, 256),
@@ -74,7 +76,7 @@ def main() -> None:
     config = TrainConfig(epochs=2, batch_size=64, lr=1e-3, seed=0, device="cpu")
     observation = {"kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std": 0.1,
                    "noise_length": 2.0, "both_views": False}
-    method, _, model_dir = runs.pretrained(
+    method, _, model_dir = model_cache.pretrained(
         "barlow_twins", prepared, args.run_dir, config, seed=0, width=4, latent_dim=64,
         proj_dim=32, proj_hidden_dim=128, lambd=0.01, augmentation="native",
         observation=observation, progress=False)

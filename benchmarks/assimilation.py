@@ -1,6 +1,6 @@
 """Benchmark: seconds per scheme and observed fraction of notebook 10's assimilation cycle.
 
-Times every scheme of :mod:`geofusion.assimilation_experiment` on the quick profile's shapes
+Times every scheme of :mod:`geofusion.experiments.assimilation_study` on the quick profile's shapes
 (32 x 64 grid, five variables, the sparse-view Barlow Twins encoder of width 8 and latent size
 1000, a width-16 frozen decoder, an LSTM of 128 units reading 10 days), cycled over ``--days``
 days at each observed fraction with the two noise levels side by side (two experiments), as
@@ -37,7 +37,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from geofusion.assimilation import (
+from geofusion.data import PreparedData
+from geofusion.data.observations import correlated_noise
+from geofusion.downstream.assimilation import (
     EncodeOnly,
     FreeRun,
     Latent3DVar,
@@ -47,13 +49,12 @@ from geofusion.assimilation import (
     differentiable_decoder,
     run_cycle,
 )
-from geofusion.assimilation_experiment import draw_observations
-from geofusion.baselines import fit_optimal_interpolation
-from geofusion.data import VARIABLES, PreparedData
-from geofusion.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
-from geofusion.methods import build_method
-from geofusion.models import FieldDecoder
-from geofusion.sparsity import correlated_noise
+from geofusion.downstream.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
+from geofusion.experiments.assimilation_study import draw_observations
+from geofusion.learning.methods import build_method
+from geofusion.models.resnet import FieldDecoder
+from geofusion.variables import VARIABLES
+from geofusion.verification.baselines import fit_optimal_interpolation
 
 GRID, C, D = (32, 64), 5, 1000
 

@@ -1,4 +1,5 @@
-"""Benchmark: fit and scoring times of the field-space baselines (:mod:`geofusion.baselines`).
+"""Benchmark: fit and scoring times of the field-space baselines
+(:mod:`geofusion.verification.baselines`).
 
 On the project's prepared data (default: the embedded synthetic ERA5-like fields, 2000-2007,
 32 x 64 grid, five variables; labelled synthetic in the output), it times
@@ -28,7 +29,9 @@ import time
 import numpy as np
 import torch
 
-from geofusion import baselines, data, sparsity
+from geofusion import data
+from geofusion.data import observations
+from geofusion.verification import baselines
 
 
 def timed(fn):
@@ -84,7 +87,7 @@ def main() -> None:
     quality = []
     total_oi = 0.0
     for fraction in (0.0, 0.5, 0.9):
-        observe = sparsity.Observation(kind="pixel", min_ratio=fraction, max_ratio=fraction,
+        observe = observations.Observation(kind="pixel", min_ratio=fraction, max_ratio=fraction,
                                        noise_std=args.noise_std,
                                        noise_length=args.noise_length)
         noisy, observed = observe(fields, torch.Generator().manual_seed(0))

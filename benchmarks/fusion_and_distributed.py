@@ -29,10 +29,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from geofusion import distributed
-from geofusion.fusion_encoders import fusion_cost, parse_scheme
-from geofusion.fusion_methods import build_fusion_method
-from geofusion.training import resolve_device
+from geofusion.learning import distributed
+from geofusion.learning.fusion_methods import build_fusion_method
+from geofusion.learning.training import resolve_device
+from geofusion.models.fusion_encoders import fusion_cost, parse_scheme
 
 SCHEMES = ("early", "late_concat", "late_self_attention", "late_cross_attention",
            "hybrid_self_attention")

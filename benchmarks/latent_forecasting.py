@@ -1,8 +1,10 @@
 """Latent forecasting on the quick profile: decoder ceiling, LSTM variants, cost and skill.
 
-Trains (or loads, through :func:`geofusion.runs.pretrained`) the quick profile's autoencoder,
+Trains (or loads, through :func:`geofusion.learning.model_cache.pretrained`) the quick profile's
+autoencoder,
 then for every LSTM variant given (context, training horizon, epochs, patience, hidden size)
-trains a latent LSTM with :func:`geofusion.forecasting.fit_latent_forecaster` and scores, on
+trains a latent LSTM with :func:`geofusion.downstream.forecasting.fit_latent_forecaster` and
+scores, on
 notebook 08's forecast start days (the first ``--n-eval-days`` validation days), the
 **decoded** forecast ``d(z_hat)`` and the **decoded + damped residual** forecast
 ``d(z_hat_{t+k}) + rho_k (x_t - d(z_t))`` against persistence, the day-of-year climatology and
@@ -33,8 +35,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geofusion import baselines, data, forecast_scores, forecasting, runs
-from geofusion.training import TrainConfig, describe_stop
+from geofusion import data
+from geofusion.downstream import forecast_scores, forecasting
+from geofusion.learning import model_cache
+from geofusion.learning.training import TrainConfig, describe_stop
+from geofusion.verification import baselines
 
 VARIANT_KEYS = {"context": int, "horizon": int, "epochs": int, "patience": int, "hidden": int,
                 "lr": float, "weight_decay": float}
@@ -81,7 +86,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; load {os.getloadavg()[0]:.1f}")
     ae_config = TrainConfig(epochs=args.ae_epochs, batch_size=64, lr=1e-3, seed=0, device="cpu",
                             patience=args.ae_patience, lr_schedule="cosine", warmup_epochs=1)
-    ae, ae_history, ae_dir = runs.pretrained("autoencoder", prepared, run_dir, ae_config,
+    ae, ae_history, ae_dir = model_cache.pretrained("autoencoder", prepared, run_dir, ae_config,
                                              seed=0, progress=False, width=args.width,
                                              latent_dim=1000)
     print(f"autoencoder {ae_dir.name}: {describe_stop(ae_history)}")

@@ -6,7 +6,7 @@ the quick profile's data (the SYNTHETIC default, 2000-2007, 500 hPa) and prints 
 variant: parameters, seconds per epoch, epochs run (and the best epoch), and per variable the
 latitude-weighted RMSE on every validation day divided by the day-of-year climatology's RMSE
 (fitted on the training days; below 1 beats it). The variants are encoder options of
-:class:`geofusion.models.ResNetEncoder` (``stem``, ``pool``, ``stage_channels``).
+:class:`geofusion.models.resnet.ResNetEncoder` (``stem``, ``pool``, ``stage_channels``).
 
 Not a test: run it and record the table with the machine and its load. Time ratios count only
 between variants run back to back under the same load.
@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from geofusion import baselines, data, metrics
-from geofusion.methods import build_method
-from geofusion.models import count_parameters
-from geofusion.training import TrainConfig, fit
+from geofusion import data
+from geofusion.learning.methods import build_method
+from geofusion.learning.training import TrainConfig, fit
+from geofusion.models.resnet import count_parameters
+from geofusion.verification import baselines, metrics
 
 #: Encoder options per variant (``build_method``'s ``encoder_*`` arguments).
 VARIANTS: dict[str, dict[str, Any]] = {

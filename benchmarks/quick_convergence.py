@@ -6,7 +6,8 @@ Two parts, both on the quick profile's data (the synthetic default, 2000-2007, 5
   schedule and prints one row per run: epochs run, why it stopped, the best validation loss
   and its epoch, seconds per epoch, and the validation-loss curve.
 - ``scores``: trains the models of notebook 06 exactly as the notebooks request them
-  (:func:`geofusion.runs.pretrained` and :func:`geofusion.reconstruction_scores.fit_frozen_decoder`
+  (:func:`geofusion.learning.model_cache.pretrained` and
+  :func:`geofusion.downstream.reconstruction.fit_frozen_decoder`
   into ``--run-dir``, so a second call with other decoder settings reuses the encoders), then
   prints, per model and variable, the latitude-weighted RMSE (physical units) of the
   reconstruction on the evaluation days of notebook 06 (complete input, and 50 % of the pixels
@@ -33,17 +34,19 @@ import time
 import numpy as np
 import torch
 
-from geofusion import baselines, data, runs
-from geofusion.methods import build_method
-from geofusion.reconstruction_scores import (
+from geofusion import data
+from geofusion.downstream.reconstruction import (
     LatentReconstructor,
     SparsityEvaluation,
     climatology_reconstructor,
     fit_frozen_decoder,
 )
-from geofusion.training import TrainConfig, describe_stop, fit
+from geofusion.learning import model_cache
+from geofusion.learning.methods import build_method
+from geofusion.learning.training import TrainConfig, describe_stop, fit
+from geofusion.verification import baselines
 
-# The sparse views of notebook 06 (geofusion.pipeline._SPARSE).
+# The sparse views of notebook 06 (geofusion.reporting.pipeline._SPARSE).
 SPARSE_OBSERVATION = {"kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std": 0.1,
                       "noise_length": 2.0, "both_views": False}
 
@@ -109,14 +112,15 @@ def scores(args: argparse.Namespace) -> None:
     ae_config = TrainConfig(epochs=args.ae_epochs, lr=args.ae_lr, **schedule)
     encoder_config = TrainConfig(epochs=args.encoder_epochs, lr=args.encoder_lr, **schedule)
     contrastive = {**base, "proj_dim": 128, "lambd": 0.01, "augmentation": args.augmentation}
-    ae, _, _ = _timed("autoencoder", lambda: runs.pretrained(
+    ae, _, _ = _timed("autoencoder", lambda: model_cache.pretrained(
         "autoencoder", prepared, args.run_dir, ae_config, progress=False, **base))
     encoders = {}
     if not args.skip_contrastive:
-        encoders["barlow_twins"] = _timed("barlow_twins", lambda: runs.pretrained(
+        encoders["barlow_twins"] = _timed("barlow_twins", lambda: model_cache.pretrained(
             "barlow_twins", prepared, args.run_dir, encoder_config, progress=False,
             **contrastive))
-        encoders["sparse_barlow_twins"] = _timed("sparse_barlow_twins", lambda: runs.pretrained(
+        encoders["sparse_barlow_twins"] = _timed("sparse_barlow_twins", lambda:
+        model_cache.pretrained(
             "barlow_twins", prepared, args.run_dir, encoder_config, progress=False,
             observation=SPARSE_OBSERVATION, **contrastive))
     decoder_config = TrainConfig(epochs=args.decoder_epochs, lr=args.decoder_lr,

@@ -25,7 +25,7 @@ BUDGET_S_PER_8_YEARS = 180.0
 CHILD = r"""
 import json, resource, sys, time
 import pandas as pd
-from geofusion import atmosphere, synthetic
+from geofusion.world import atmosphere, synthetic
 days = float(sys.argv[1])
 end = (pd.Timestamp("2000-01-01") + pd.Timedelta(days=days) - pd.Timedelta(hours=6))
 spent = {"model": 0.0}

@@ -25,9 +25,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from geofusion.augment import AUGMENTATION_PRESETS, augmentation_preset, two_views
-from geofusion.methods import build_method
-from geofusion.training import resolve_device
+from geofusion.learning.augment import AUGMENTATION_PRESETS, augmentation_preset, two_views
+from geofusion.learning.methods import build_method
+from geofusion.learning.training import resolve_device
 
 #: The augmentations may take at most this share of a training step.
 AUGMENT_BUDGET = 0.10
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=["barlow_twins", "simclr", "supcon"])
     parser.add_argument("--augmentation", nargs="*", default=["report"],
                         choices=sorted(AUGMENTATION_PRESETS),
-                        help="presets to compare (geofusion.augment.AUGMENTATION_PRESETS)")
+                        help="presets to compare (geofusion.learning.augment.AUGMENTATION_PRESETS)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

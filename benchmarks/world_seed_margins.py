@@ -26,8 +26,8 @@ import time
 CHILD = r"""
 import json, sys, time
 import numpy as np
-from geofusion import world_calibration
-from geofusion.synthetic import synthetic_era5
+from geofusion.experiments import world_calibration
+from geofusion.world.synthetic import synthetic_era5
 seed, years = int(sys.argv[1]), int(sys.argv[2])
 t = time.perf_counter()
 ds = synthetic_era5(start="2000-01-01", end=f"{1999 + years}-12-31", seed=seed)
@@ -51,7 +51,7 @@ print(json.dumps({"seed": seed, "generated_s": generated, "values": values}))
 """
 
 # Bounds of the magnitude and stability checks in tests/test_synthetic.py (the calibration
-# targets come from geofusion.world_calibration.TARGETS).
+# targets come from geofusion.experiments.world_calibration.TARGETS).
 EXTRA_BOUNDS = {
     "Z500 max, first two years (m2/s2)": (None, 6.1e4),
     "Z500 min, first two years (m2/s2)": (4.5e4, None),
@@ -79,7 +79,7 @@ def margin(value: float, low: float | None, high: float | None) -> float | None:
 
 
 def main() -> None:
-    from geofusion.world_calibration import TARGETS
+    from geofusion.experiments.world_calibration import TARGETS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -3,7 +3,8 @@
     python scripts/check_reproducible.py --notebook 03 --device cpu
     python scripts/check_reproducible.py --notebook 03 --device cuda --keep /tmp/repro
 
-Each run goes through :func:`geofusion.pipeline.execute` (papermill, as ``make reports`` does)
+Each run goes through :func:`geofusion.reporting.pipeline.execute` (papermill, as ``make reports``
+does)
 into its own temporary directory (own ``run_dir``, own prepared-data cache), with the quick
 profile's parameters, the chosen device and a tiny budget (:data:`TINY`: one epoch of a narrow
 network on one year of data; only the keys the notebook's ``parameters`` cell declares are
@@ -37,8 +38,9 @@ from typing import Any
 import papermill
 import torch
 
-from geofusion import pipeline, reproducibility
-from geofusion.training import load_checkpoint
+from geofusion import reproducibility
+from geofusion.learning.training import load_checkpoint
+from geofusion.reporting import pipeline
 
 #: Tiny-budget parameters, applied where the notebook's parameters cell declares the key.
 TINY: dict[str, Any] = {"start": "2000-01-01", "end": "2000-12-31", "epochs": 1,

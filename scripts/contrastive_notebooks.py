@@ -34,7 +34,7 @@ TEMPLATE: list[dict[str, Any]] = [
 <<INTRO>>
 """),
     _cell("code", r"""
-# Data and run (papermill overrides these, see geofusion.pipeline.PROFILES)
+# Data and run (papermill overrides these, see geofusion.reporting.pipeline.PROFILES)
 data_path = None          # None: the embedded synthetic ERA5-like default; else a WB2 zarr path or URL
 profile = "quick"         # quick (CPU, small) or full (GPU, the report settings)
 seed = 0
@@ -65,9 +65,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geofusion import data, encoder_diagnostics, evaluation, reproducibility, runs, score_plots
-from geofusion.results import save_results
-from geofusion.training import TrainConfig
+from geofusion import data, reproducibility
+from geofusion.downstream import embeddings, encoder_diagnostics
+from geofusion.experiments.scorecard import save_results
+from geofusion.learning import model_cache
+from geofusion.learning.training import TrainConfig
+from geofusion.reporting import score_plots
 
 environment = reproducibility.configure(seed, deterministic, device)
 """),
@@ -84,16 +87,16 @@ print(f"train {prepared.train.shape} {str(prepared.train_times[0])[:10]}..{str(p
 """),
     _cell("markdown", r"""
 ## Training
-Two views per day from the `augmentation` preset (`geofusion.augment.augmentation_preset`): `"report"` resizes to 80x160, crops 72x144 at random and applies a 5x5 mean filter per channel (the report's augmentations); `"native"` (the quick profile) is the same at the native scale, resize 36x72, crop 32x64, 3x3 filter: the same crop fraction and relative filter size on 5x fewer pixels.
+Two views per day from the `augmentation` preset (`geofusion.learning.augment.augmentation_preset`): `"report"` resizes to 80x160, crops 72x144 at random and applies a 5x5 mean filter per channel (the report's augmentations); `"native"` (the quick profile) is the same at the native scale, resize 36x72, crop 32x64, 3x3 filter: the same crop fraction and relative filter size on 5x fewer pixels.
 
-With `patience` set, training stops when the validation loss has not improved for `patience` epochs and keeps the weights of the best epoch; `lr_schedule = "cosine"` warms the learning rate up over `warmup_epochs` and decays it to 0 over `epochs` (`geofusion.training.TrainConfig`). The loss curve marks the best epoch and says why the run stopped.
+With `patience` set, training stops when the validation loss has not improved for `patience` epochs and keeps the weights of the best epoch; `lr_schedule = "cosine"` warms the learning rate up over `warmup_epochs` and decays it to 0 over `epochs` (`geofusion.learning.training.TrainConfig`). The loss curve marks the best epoch and says why the run stopped.
 
-`runs.pretrained` trains through the shared loop (progress bar, checkpoint every epoch, resume) into `run_dir/models/<name>-<hash>`, keyed by method, parameters, training settings and data; later notebooks asking for the same model load it instead of retraining.
+`model_cache.pretrained` trains through the shared loop (progress bar, checkpoint every epoch, resume) into `run_dir/models/<name>-<hash>`, keyed by method, parameters, training settings and data; later notebooks asking for the same model load it instead of retraining.
 """),
     _cell("code", r"""
 config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                      patience=patience, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs)
-method, history, model_dir = runs.pretrained(
+method, history, model_dir = model_cache.pretrained(
     "<<METHOD>>", prepared, run_dir, config, seed=seed, width=width,
     latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>><<HEAD_ARG>>, augmentation=augmentation)
 print(f"model directory: {model_dir}")
@@ -105,10 +108,10 @@ score_plots.plot_histories({"<<LABEL>>": history}, ("loss", "valid_loss"), "loss
 """),
     _cell("markdown", r"""
 ## Embedding quality (report Table 3.1)
-On validation days (`evaluation.embedding_metrics`), with $u = e/\lVert e\rVert$ the unit embeddings of the two views of each day: the mean cosine similarity of positive pairs, $\frac1N\sum_i u^1_i\cdot u^2_i$ (two augmentations of a day), of negative pairs over **all** $N(N-1)$ ordered pairs of different days, $\frac{1}{N(N-1)}\sum_{i\neq j} u^1_i\cdot u^2_j$ (not within batches of consecutive days, whose similar weather would inflate it), and the mean per-dimension variance of the 1000-d embeddings. The figures go to the scorecard (`table_3_1`), the cosines with their 95 % block-bootstrap intervals over the validation days (blocks of 7 days; for the negatives, day $i$'s mean cosine to all other days).
+On validation days (`embeddings.embedding_metrics`), with $u = e/\lVert e\rVert$ the unit embeddings of the two views of each day: the mean cosine similarity of positive pairs, $\frac1N\sum_i u^1_i\cdot u^2_i$ (two augmentations of a day), of negative pairs over **all** $N(N-1)$ ordered pairs of different days, $\frac{1}{N(N-1)}\sum_{i\neq j} u^1_i\cdot u^2_j$ (not within batches of consecutive days, whose similar weather would inflate it), and the mean per-dimension variance of the 1000-d embeddings. The figures go to the scorecard (`table_3_1`), the cosines with their 95 % block-bootstrap intervals over the validation days (blocks of 7 days; for the negatives, day $i$'s mean cosine to all other days).
 """),
     _cell("code", r"""
-table_figures = evaluation.table_3_1(method, prepared.valid, torch.Generator().manual_seed(seed),
+table_figures = embeddings.table_3_1(method, prepared.valid, torch.Generator().manual_seed(seed),
                                      intervals=True, seed=seed)
 pd.Series(table_figures).to_frame("<<METHOD>>" + (" (synthetic)" if prepared.synthetic else ""))
 """),
@@ -119,15 +122,15 @@ Two views of each of a random batch of validation days, projected by PCA, t-SNE 
     _cell("code", r"""
 rng = np.random.default_rng(seed)
 chosen = rng.choice(len(prepared.valid), size=min(n_embed, len(prepared.valid)), replace=False)
-pairs = evaluation.pair_embeddings(method.encoder, prepared.valid[chosen], method.augmentation,
+pairs = embeddings.pair_embeddings(method.encoder, prepared.valid[chosen], method.augmentation,
                                    torch.Generator().manual_seed(seed + 1))
 seasons = np.tile(prepared.season_labels("valid")[chosen], 2)
-evaluation.plot_projections(pairs, seasons, data.SEASONS, paired=True, seed=seed,
+embeddings.plot_projections(pairs, seasons, data.SEASONS, paired=True, seed=seed,
                             title="<<LABEL>> embeddings");
 """),
     _cell("markdown", r"""
 ## Season probe and latent smoothness
-Two diagnostics shared by every encoder of the project (`geofusion.encoder_diagnostics`;
+Two diagnostics shared by every encoder of the project (`geofusion.downstream.encoder_diagnostics`;
 notebook 11 reports them for its ablations). An MLP probe fitted on the frozen embeddings of
 the training days predicts the season of each validation day: accuracy and cross-entropy
 (nats), against the chance accuracy of always answering the most frequent season; the

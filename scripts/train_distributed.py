@@ -9,7 +9,7 @@ evenly over the processes; the contrastive losses use the global batch
 (``gather_distributed``), so a run on N processes optimises the same objective as a
 single-process run with the same batch size. Rank 0 prepares the data cache first (the others
 wait and then read it) and writes checkpoints under ``--run-dir`` (resumable by rerunning the
-same command, or by ``geofusion.training.fit``).
+same command, or by ``geofusion.learning.training.fit``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import os
 
 import torch
 
-from geofusion import data, distributed
-from geofusion.fusion_encoders import FUSIONS, KINDS
-from geofusion.fusion_methods import FUSION_METHODS, build_fusion_method
-from geofusion.training import TrainConfig
+from geofusion import data
+from geofusion.learning import distributed
+from geofusion.learning.fusion_methods import FUSION_METHODS, build_fusion_method
+from geofusion.learning.training import TrainConfig
+from geofusion.models.fusion_encoders import FUSIONS, KINDS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

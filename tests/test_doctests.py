@@ -1,7 +1,7 @@
-"""Every usage example in the library's docstrings runs and prints what it says (issue 14:
-public entry points carry an example, run as a doctest).
+"""Every usage example in the library's docstrings runs and prints what it says: every module
+of every subpackage (``pkgutil.walk_packages``), so a module moved into a layer stays doctested.
 
-``pipeline`` and ``results`` run theirs in their own test files."""
+``reporting.pipeline`` and ``experiments.scorecard`` run theirs in their own test files."""
 
 from __future__ import annotations
 
@@ -16,14 +16,21 @@ import geofusion
 
 matplotlib.use("Agg")
 
-OWN_TESTS = {"pipeline", "results"}
-MODULES = sorted(info.name for info in pkgutil.iter_modules(geofusion.__path__)
+OWN_TESTS = {"geofusion.reporting.pipeline", "geofusion.experiments.scorecard"}
+MODULES = sorted(info.name for info in pkgutil.walk_packages(geofusion.__path__, "geofusion.")
                  if info.name not in OWN_TESTS)
+
+
+def test_every_layer_is_collected():
+    """walk_packages reaches into every subpackage (iter_modules would stop at the root)."""
+    layers = {name.split(".")[1] for name in MODULES if name.count(".") >= 2}
+    assert {"models", "world", "data", "learning", "verification", "downstream",
+            "experiments", "reporting"} <= layers
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
-    module = importlib.import_module(f"geofusion.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
                              verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"

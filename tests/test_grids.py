@@ -7,8 +7,8 @@ import pytest
 import xarray as xr
 
 from geofusion import data, grids
-from geofusion.streaming import prepare_out_of_core
-from geofusion.synthetic import synthetic_era5
+from geofusion.data.streaming import prepare_out_of_core
+from geofusion.world.synthetic import synthetic_era5
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Each test changes only the validation days of a copy of the data, or inspects what a fit
 receives, so it fails as soon as a validation day reaches training: the latent LSTM's windows or
-standardiser, the encoders of ``runs.pretrained``, the LSTM's logged ``valid_loss``, and the
+standardiser, the encoders of ``model_cache.pretrained``, the LSTM's logged ``valid_loss``, and the
 day-of-year climatology of the forecasting notebooks.
 """
 
@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 import torch
 
-from geofusion import forecasting, runs
 from geofusion.data import PreparedData
-from geofusion.forecasting import fit_latent_forecaster, make_windows
-from geofusion.methods import build_method
-from geofusion.training import TrainConfig
+from geofusion.downstream import forecasting
+from geofusion.downstream.forecasting import fit_latent_forecaster, make_windows
+from geofusion.learning import model_cache
+from geofusion.learning.methods import build_method
+from geofusion.learning.training import TrainConfig
 
 TINY = dict(latent_dim=8, width=4, proj_dim=4, proj_hidden_dim=8)
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -121,16 +122,16 @@ def test_residual_damping_does_not_depend_on_the_validation_days(prepared, targe
 def test_pretrained_encoders_see_the_training_days_only(prepared, tmp_path, monkeypatch):
     config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cpu")
     received = []
-    real_fit = runs.fit
+    real_fit = model_cache.fit
 
     def recording_fit(method, train_set, *args, **kwargs):
         received.append(train_set)
         return real_fit(method, train_set, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "fit", recording_fit)
-    first, _, _ = runs.pretrained("barlow_twins", prepared, tmp_path / "a", config,
+    monkeypatch.setattr(model_cache, "fit", recording_fit)
+    first, _, _ = model_cache.pretrained("barlow_twins", prepared, tmp_path / "a", config,
                                   progress=False, **TINY)
-    second, _, _ = runs.pretrained("barlow_twins", other_validation_days(prepared),
+    second, _, _ = model_cache.pretrained("barlow_twins", other_validation_days(prepared),
                                    tmp_path / "b", config, progress=False, **TINY)
     assert_same_weights(first, second)  # weights and batch-norm statistics
     # The dataset the fit received is exactly the training days, in order, with their seasons.

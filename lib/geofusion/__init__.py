@@ -21,7 +21,7 @@ Modules, one concept each (README, "Library", has the same map):
   ``pipeline``.
 
 Array layout everywhere: ``(time or batch, channel, lat, lon)``, float32, channels in
-``geofusion.data.VARIABLES`` order, latitude ascending (south to north), longitude 0..360 east.
+``geofusion.variables.VARIABLES`` order, latitude ascending (south to north), longitude 0..360 east.
 """
 
 __version__ = "0.1.0"

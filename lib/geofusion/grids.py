@@ -4,7 +4,7 @@ r"""Latitude-longitude grids: the one orientation, cell geometry, conservative r
 ``[0, 360)`` degrees east. :func:`normalise_orientation` is the only place where other
 orientations are turned into this one: ERA5 from the Climate Data Store runs from 90 N down to
 90 S and often from -180 to 180; every reader (:func:`geofusion.data.open_era5`) and every
-preparation (:func:`geofusion.data.prepare`, :func:`geofusion.streaming.prepare_out_of_core`)
+preparation (:func:`geofusion.data.prepare`, :func:`geofusion.data.streaming.prepare_out_of_core`)
 goes through it, so flipped arrays cannot reach a model.
 
 **Cells.** A grid point stands for the cell between the midpoints to its neighbours; the first

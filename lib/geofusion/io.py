@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 
@@ -50,3 +51,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def package_resource(*parts: str) -> Path:
+    """Path of a data file shipped inside the package, ``geofusion/resources/<parts>``.
+
+    Resolved through :mod:`importlib.resources` (not the calling module's ``__file__``), so it
+    does not depend on where in the package the caller lives; the package is installed as
+    files (setuptools, editable or not), so the result is a real path.
+
+    Example:
+        >>> package_resource("natural_earth").name
+        'natural_earth'
+    """
+    return Path(str(resources.files("geofusion").joinpath("resources", *parts)))
+
+
+def repository_root() -> Path:
+    """The checkout that holds this package (``<root>/lib/geofusion``): where ``notebooks/``,
+    ``reports/`` and ``runs/`` live. Raises ``FileNotFoundError`` (with the fix) when the
+    package is installed without its repository, since the pipeline needs the notebooks.
+
+    Example:
+        >>> (repository_root() / "notebooks").is_dir()
+        True
+    """
+    root = Path(str(resources.files("geofusion"))).resolve().parents[1]
+    if not (root / "notebooks").is_dir():
+        raise FileNotFoundError(f"no notebooks/ next to the installed package ({root}): install "
+                                "geofusion editable from its repository (pip install -e .)")
+    return root

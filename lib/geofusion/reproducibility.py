@@ -19,7 +19,7 @@ identical weights and results when, before any model or tensor touches the devic
 :func:`configure` does all of that; :func:`describe` returns the versions and settings in
 force, which the pipeline stores as ``environment`` in ``reports/results.json``.
 
-Mixed precision (:data:`AUTOCAST_POLICY`): :func:`geofusion.training.fit` runs the forward
+Mixed precision (:data:`AUTOCAST_POLICY`): :func:`geofusion.learning.training.fit` runs the forward
 pass and loss under ``torch.autocast(dtype=torch.bfloat16)`` on CUDA only, when
 ``TrainConfig.amp`` is True; the losses are computed in float32 (the methods cast to float
 first), there is no gradient scaler (bfloat16 has float32's range), and parameters and
@@ -84,7 +84,8 @@ def _check_seed(seed: Any) -> int:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    # geofusion.training.resolve_device's rule; not imported, as training imports this module.
+    # geofusion.learning.training.resolve_device's rule; not imported, as training imports this
+    # module.
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -1,0 +1,201 @@
+"""geofusion.downstream.reconstruction: scores against independent per-day loops, nested masks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from geofusion.data.observations import apply_mask, make_mask
+from geofusion.downstream.reconstruction import (
+    FunctionReconstructor,
+    LatentReconstructor,
+    SparsityEvaluation,
+    score_reconstruction,
+)
+from geofusion.experiments.scorecard import validate_scorecard
+from geofusion.learning.methods import build_method
+
+CHANNELS = ["2m_temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
+            "specific_humidity"]
+GRID = (8, 16)
+LAT = np.linspace(-78.75, 78.75, GRID[0])
+SCALE = np.array([10.0, 500.0, 5.0, 4.0, 0.002])[:, None, None]
+OFFSET = np.array([280.0, 5.5e4, 0.0, 0.0, 0.004])[:, None, None]
+
+
+def to_physical(x):
+    return x * SCALE + OFFSET
+
+
+@pytest.fixture(scope="module")
+def autoencoder():
+    torch.manual_seed(0)
+    method = build_method("autoencoder", grid=GRID, width=2, latent_dim=6)
+    return method.eval()
+
+
+@pytest.fixture(scope="module")
+def days():
+    return torch.randn(6, 5, *GRID, generator=torch.Generator().manual_seed(1))
+
+
+def loop_reference(method, fields, observed, truth):
+    """Per-day loop: embed the masked day, decode, area-weighted squared error per variable."""
+    weights = np.cos(np.deg2rad(LAT))
+    weights = weights / weights.mean()
+    daily, centred, raw = [], [], []
+    with torch.no_grad():
+        full = [method.encoder(fields[n:n + 1])[0].numpy() for n in range(len(fields))]
+        mu = np.mean(full, axis=0)
+        for n in range(len(fields)):
+            x = apply_mask(fields[n:n + 1], observed[n:n + 1])
+            z = method.encoder(x)[0]
+            recon = to_physical(method.decoder(z[None])[0].numpy().astype(np.float64))
+            err = (recon - truth[n]) ** 2 * weights[None, :, None]
+            daily.append(err.mean(axis=(1, 2)))
+            a, b = z.numpy() - mu, full[n] - mu
+            centred.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+            raw.append(z.numpy() @ full[n] / np.linalg.norm(z.numpy()) / np.linalg.norm(full[n]))
+    return np.array(daily), np.mean(centred), np.mean(raw)
+
+
+def test_scores_match_a_per_day_loop(autoencoder, days):
+    observed = make_mask((len(days), *GRID), 0.5, "patch", torch.Generator().manual_seed(3))
+    truth = to_physical(days.numpy().astype(np.float64))
+    fields = days * observed[:, None]
+    model = LatentReconstructor(autoencoder, autoencoder.decoder, batch_size=4)
+    with pytest.raises(ValueError, match="pass model.latents\\(complete_fields\\)"):
+        score_reconstruction(model, fields, observed, truth, LAT, to_physical, CHANNELS)
+    score, reconstruction = score_reconstruction(model, fields, observed, truth, LAT,
+                                                 to_physical, CHANNELS,
+                                                 complete_latents=model.latents(days))
+    daily, centred, raw = loop_reference(autoencoder, days, observed, truth)
+    np.testing.assert_allclose(score.daily_mse, daily, rtol=1e-4)
+    expected = np.sqrt(daily.mean(axis=0))
+    np.testing.assert_allclose([score.rmse[c] for c in CHANNELS], expected, rtol=1e-4)
+    assert score.centred_cosine == pytest.approx(centred, abs=1e-5)
+    assert score.cosine == pytest.approx(raw, abs=1e-5)
+    assert reconstruction.shape == days.shape
+
+
+def test_baseline_without_latent_is_scored_on_its_fields(days):
+    truth = to_physical(days.numpy().astype(np.float64))
+    perfect = FunctionReconstructor(lambda fields, observed, times, noise_std: days.clone())
+    shifted = FunctionReconstructor(lambda fields, observed, times, noise_std: days + 1.0)
+    observed = make_mask((len(days), *GRID), 0.9, "pixel", torch.Generator().manual_seed(0))
+    score, _ = score_reconstruction(perfect, days * observed[:, None], observed, truth, LAT,
+                                    to_physical, CHANNELS)
+    assert max(score.rmse.values()) < 1e-3 and math.isnan(score.centred_cosine)
+    score, _ = score_reconstruction(shifted, days, None, truth, LAT, to_physical, CHANNELS)
+    # A shift of one standardised unit is one training std of each variable.
+    np.testing.assert_allclose([score.rmse[c] for c in CHANNELS], SCALE.ravel(), rtol=1e-5)
+    with pytest.raises(ValueError, match="same \\(N, C, H, W\\) shape"):
+        bad = FunctionReconstructor(lambda fields, observed, times, noise_std: fields[:, :2])
+        score_reconstruction(bad, days, None, truth, LAT, to_physical, CHANNELS)
+
+
+def test_evaluation_masks_are_nested_and_shared_by_day_subsets(autoencoder, days):
+    times = np.arange("2001-01-01", "2001-01-07", dtype="datetime64[D]")
+    ev = SparsityEvaluation({"ae": LatentReconstructor(autoencoder, autoencoder.decoder)},
+                            days, times, LAT, to_physical, CHANNELS, seed=4)
+    for kind in ("pixel", "patch", "swath"):
+        _, low = ev.observe(kind, 0.3)
+        _, high = ev.observe(kind, 0.6)
+        assert bool((high <= low).all()) and int((~high[0]).sum()) == round(0.6 * 128)
+    full, mask = ev.observe("swath", 0.5, noise_std=0.3)
+    part, part_mask = ev.observe("swath", 0.5, noise_std=0.3, days=[2])
+    torch.testing.assert_close(part[0], full[2])
+    assert torch.equal(part_mask[0], mask[2])
+    assert float(full[~mask[:, None].expand_as(full)].abs().max()) == 0.0  # missing = 0
+    # Nothing missing and no noise: the complete day, cosine 1.
+    assert ev.scores("pixel", 0.0)["ae"].centred_cosine == pytest.approx(1.0, abs=1e-5)
+    # Scores are those of score_reconstruction on the same observation.
+    direct, _ = score_reconstruction(ev.models["ae"], *ev.observe("patch", 0.6), ev.truth, LAT,
+                                     to_physical, CHANNELS,
+                                     complete_latents=ev.models["ae"].latents(days))
+    assert ev.scores("patch", 0.6)["ae"].rmse == pytest.approx(direct.rmse)
+    table = ev.curves(["pixel", "patch"], [0.0, 0.6], [0.0, 0.3])
+    assert len(table) == 2 * 2 * 2 * 5
+    row = table[(table.kind == "patch") & (table.missing_fraction == 0.6)
+                & (table.noise_std == 0.0) & (table.variable == "geopotential")]
+    assert float(row.rmse.iloc[0]) == pytest.approx(direct.rmse["geopotential"])
+    recon, observation, day_mask = ev.reconstruct_days("ae", [1], "patch", 0.6)
+    assert np.isnan(observation[0][:, ~day_mask[0]]).all()
+    assert ev.day_cosine("ae", 1, "patch", 0.6) == pytest.approx(
+        float(ev.scores("patch", 0.6)["ae"].daily_centred_cosine[1]), abs=1e-5)
+
+
+def test_distinct_masks_cycle_over_days_and_stay_nested(autoencoder, days):
+    times = np.arange(6).astype("datetime64[D]")
+    model = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder)}
+    cycled = SparsityEvaluation(model, days, times, LAT, to_physical, CHANNELS, seed=1,
+                                distinct_masks=2)
+    _, masks = cycled.observe("patch", 0.5)
+    assert torch.equal(masks[0], masks[2]) and torch.equal(masks[1], masks[5])
+    assert not torch.equal(masks[0], masks[1])
+    assert bool((cycled.observe("patch", 0.7)[1] <= masks).all())
+    with pytest.raises(ValueError, match="distinct_masks must be >= 1"):
+        SparsityEvaluation(model, days, times, LAT, to_physical, CHANNELS, distinct_masks=0)
+
+
+def test_bad_inputs_say_what_to_pass(autoencoder, days):
+    model = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder)}
+    times = np.arange(6).astype("datetime64[D]")
+    with pytest.raises(ValueError, match="times of the evaluation days"):
+        SparsityEvaluation(model, days, times[:3], LAT, to_physical, CHANNELS)
+    with pytest.raises(ValueError, match="no models"):
+        SparsityEvaluation({}, days, times, LAT, to_physical, CHANNELS)
+    ev = SparsityEvaluation(model, days, times, LAT, to_physical, CHANNELS)
+    with pytest.raises(ValueError, match="mask kind must be one of"):
+        ev.observe("stripes", 0.5)
+
+
+def test_intervals_scorecard_and_best_baseline(autoencoder, days):
+    from geofusion.downstream.reconstruction import versus_best_baseline
+    from geofusion.verification.bootstrap import bootstrap_rmse
+
+    times = np.arange("2001-01-01", "2001-01-07", dtype="datetime64[D]")
+    noise_seen = []
+
+    def shrunk(fields, observed, times, noise_std):  # a baseline that records the noise std
+        noise_seen.append(noise_std)
+        return 0.5 * fields
+
+    models = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder),
+              "half": FunctionReconstructor(shrunk),
+              "climatology": FunctionReconstructor(lambda f, o, t, s: torch.zeros_like(f))}
+    ev = SparsityEvaluation(models, days, times, LAT, to_physical, CHANNELS, seed=2)
+    curves = ev.curves(["pixel"], [0.0, 0.5], [0.0, 0.25])
+    assert sorted(set(noise_seen)) == [0.0, 0.25]
+    score = ev.scores("pixel", 0.5)["ae"]
+    expected = bootstrap_rmse(score.daily_mse, block=6, seed=2)
+    row = curves[(curves.model == "ae") & (curves.missing_fraction == 0.5)
+                 & (curves.noise_std == 0) & (curves.variable == "geopotential")].iloc[0]
+    assert row.rmse_low == pytest.approx(expected.low[1])
+    assert row.rmse_high == pytest.approx(expected.high[1])
+    assert (curves.rmse_low <= curves.rmse + 1e-9).all()
+    assert (curves.rmse <= curves.rmse_high + 1e-9).all()
+    # Best baseline, against a loop over settings and variables.
+    table = versus_best_baseline(curves, ["half", "climatology"])
+    for (model, kind, ratio, std), got in table.iterrows():
+        rows = curves[(curves.kind == kind) & (curves.missing_fraction == ratio)
+                      & (curves.noise_std == std)].set_index(["model", "variable"])["rmse"]
+        relative = {b: np.mean([rows[(b, v)] / rows[("climatology", v)] for v in CHANNELS])
+                    for b in ("half", "climatology")}
+        best = min(relative, key=relative.get)
+        ratios = [rows[(model, v)] / rows[(best, v)] for v in CHANNELS]
+        assert got.best_baseline == best
+        assert got.rmse_over_best_baseline == pytest.approx(np.mean(ratios))
+        assert got.variables_better == sum(r < 1 for r in ratios)
+    card = ev.scorecard([0.0, 0.5])
+    assert validate_scorecard(card) is card  # the schema of reports/results.json
+    assert sorted(card["reconstruction_rmse"]) == ["ae", "half"]
+    assert sorted(card["reconstruction_rmse"]["ae"]) == ["0", "0.5"]
+    assert card["reconstruction_rmse"]["ae"]["0.5"] == pytest.approx(score.rmse)
+    assert card["climatology_rmse"] == pytest.approx(ev.scores("pixel", 0.0)["climatology"].rmse)
+    low, high = card["intervals"]["reconstruction_rmse"]["ae"]["0.5"]["geopotential"]
+    assert (low, high) == pytest.approx((expected.low[1], expected.high[1]))
+    assert sorted(card["intervals"]["climatology_rmse"]) == sorted(CHANNELS)

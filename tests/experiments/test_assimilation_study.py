@@ -1,0 +1,150 @@
+"""The cycling experiment of notebook 10 on a tiny hand-built dataset: shapes, bookkeeping,
+scores that equal their definitions, and the bounds the schemes must respect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from geofusion.data import PreparedData
+from geofusion.data.observations import correlated_noise
+from geofusion.downstream.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
+from geofusion.experiments.assimilation_study import (
+    SCHEMES,
+    draw_observations,
+    run_assimilation_experiment,
+)
+from geofusion.variables import VARIABLES
+from geofusion.verification.baselines import fit_optimal_interpolation
+from geofusion.verification.metrics import lat_weighted_rmse
+from tests.downstream.test_assimilation import LinearMethod
+
+C, H, W, D = 5, 4, 8, 6
+
+
+def tiny_world() -> tuple[PreparedData, LatentForecaster]:
+    """Three synthetic years on a 4 x 8 grid and an untrained linear latent forecaster."""
+    times = pd.date_range("2000-01-01", periods=3 * 365, freq="D").to_numpy()
+    seasonal = np.sin(2 * np.pi * np.arange(len(times)) / 365.25)[:, None, None, None]
+    # spatially smooth anomalies (optimal interpolation fits their length scale)
+    weather = correlated_noise((len(times), C, H, W), 1.5, 0.3, torch.Generator().manual_seed(0))
+    fields = (seasonal + weather.numpy()).astype(np.float32)
+    prepared = PreparedData(fields[:900], fields[900:], times[:900], times[900:], VARIABLES,
+                            np.full(C, 10.0, np.float32), np.full(C, 2.0, np.float32),
+                            np.linspace(-67.5, 67.5, H), np.arange(W) * 45.0, 500, True)
+    method = LinearMethod((C, H, W), D)
+    decoder = nn.Sequential(nn.Linear(D, C * H * W), nn.Unflatten(1, (C, H, W)))
+    forecaster = LatentForecaster(method, decoder, LatentSeq2Seq(D, 8),
+                                  LatentStandardiser(torch.zeros(D), torch.ones(D)), context=3)
+    forecaster.latents = {"train": forecaster.encode(prepared.train)}
+    return prepared, forecaster
+
+
+@pytest.fixture(scope="module")
+def setting():
+    prepared, forecaster = tiny_world()
+    results = run_assimilation_experiment(forecaster, prepared, [0.2, 0.9], [0.1], days=10,
+                                          n_stat_days=200, var_iterations=5, progress=False)
+    return prepared, results
+
+
+def test_optimal_interpolation_is_fitted_once_for_every_noise_level(monkeypatch):
+    from geofusion.experiments import assimilation_study
+
+    prepared, forecaster = tiny_world()
+    fits = []
+    monkeypatch.setattr(assimilation_study, "fit_optimal_interpolation",
+                        lambda *a, **k: fits.append(k) or fit_optimal_interpolation(*a, **k))
+    results = run_assimilation_experiment(forecaster, prepared, [0.5], [0.1, 0.5], days=4,
+                                          n_stat_days=100, var_iterations=1, progress=False)
+    assert len(fits) == 1
+    for e, (_, noise) in enumerate(results.experiments):
+        own = fit_optimal_interpolation(prepared, noise_std=noise, noise_length=2.0)
+        np.testing.assert_allclose(
+            results.analyses["optimal_interpolation"][:, e],
+            own.analyse(results.observations[:, e], results.observed[:, e], results.times),
+            rtol=1e-5, atol=1e-6)
+
+
+def test_every_scheme_is_scored_on_every_day_and_experiment(setting):
+    prepared, results = setting
+    assert list(results.analyses) == list(SCHEMES)
+    assert results.experiments == [(0.2, 0.1), (0.9, 0.1)]
+    for name in SCHEMES:
+        assert results.analyses[name].shape == (10, 2, C, H, W)
+        assert results.mse[name].shape == (10, 2, C)
+    # observations hit their observed fractions
+    np.testing.assert_allclose(results.observed.mean(axis=(0, 2, 3)), [0.2, 0.9], atol=0.02)
+    # scores are the lat-weighted RMSE of the analyses in physical units
+    e, name = 1, "latent_3dvar"
+    expected = lat_weighted_rmse(prepared.destandardise(results.analyses[name][:, e]),
+                                 prepared.destandardise(results.truth), prepared.lat)
+    np.testing.assert_allclose(np.sqrt(results.mse[name][:, e]), expected, rtol=1e-5)
+    assert len(results.costs) == 10
+
+
+def test_bounds_and_field_space_references(setting):
+    _, results = setting
+    # the free run never sees an observation: the same analysis in both experiments
+    np.testing.assert_allclose(results.analyses["free_run"][:, 0],
+                               results.analyses["free_run"][:, 1])
+    # the climatology is the same in every experiment, OI improves on it with dense data
+    table = results.table()
+    mean = table.groupby(["scheme", "observed_fraction"]).rmse.mean()
+    assert mean["optimal_interpolation", 0.9] < mean["climatology", 0.9]
+    # OI of each experiment equals its own analysis (the experiment stacks them in one call)
+    prepared = setting[0]
+    oi = fit_optimal_interpolation(prepared, noise_std=0.1, noise_length=2.0)
+    alone = oi.analyse(results.observations[:, 0], results.observed[:, 0], results.times)
+    np.testing.assert_allclose(results.analyses["optimal_interpolation"][:, 0], alone,
+                               rtol=1e-5, atol=1e-6)
+    assert (table.low <= table.rmse + 1e-9).all() and (table.rmse <= table.high + 1e-9).all()
+
+
+def test_scorecard_section_follows_the_schema(setting):
+    _, results = setting
+    card = results.scorecard(0.1)
+    assert set(card) == {"assimilation", "intervals"}
+    assert set(card["assimilation"]) == set(SCHEMES)
+    assert set(card["assimilation"]["latent_blend"]) == {"0.2", "0.9"}
+    entry = card["assimilation"]["latent_blend"]["0.9"]
+    assert set(entry) == set(VARIABLES)
+    low, high = card["intervals"]["assimilation"]["latent_blend"]["0.9"]["geopotential"]
+    assert low <= entry["geopotential"] <= high
+    with pytest.raises(ValueError, match="no experiment"):
+        results.experiment(0.5, 0.1)
+
+
+def test_bad_settings_are_refused(setting):
+    prepared, results = setting
+    with pytest.raises(ValueError, match="observed fractions"):
+        run_assimilation_experiment(None, prepared, [0.0], [0.1])
+    with pytest.raises(ValueError, match="validation days"):
+        run_assimilation_experiment(None, prepared, [0.5], [0.1], days=10_000)
+
+
+def test_observations_rotate_through_distinct_nested_masks_with_fresh_noise():
+    truth = torch.zeros(7, 2, 8, 16)
+    experiments = [(0.25, 0.0), (0.5, 0.0), (0.5, 0.3)]
+    y, m = draw_observations(truth, experiments, distinct_masks=3, seed=4)
+    assert y.shape == (7, 3, 2, 8, 16) and m.shape == (7, 3, 8, 16)
+    np.testing.assert_allclose(m.float().mean(dim=(0, 2, 3)), [0.25, 0.5, 0.5])
+    # day t uses mask t mod 3; the three masks differ
+    assert torch.equal(m[3:6], m[0:3]) and torch.equal(m[6], m[0])
+    assert not torch.equal(m[0, 0], m[1, 0])
+    # nested across fractions, shared across noise levels
+    assert bool((m[:, 1] | ~m[:, 0]).all()) and torch.equal(m[:, 1], m[:, 2])
+    # noise-free observations of zero fields are zero; noisy ones are fresh every day and
+    # zero where missing
+    assert float(y[:, :2].abs().max()) == 0.0
+    assert float(y[:, 2][~m[:, 2, None].expand(-1, 2, -1, -1)].abs().max()) == 0.0
+    assert not torch.allclose(y[0, 2], y[3, 2])
+    assert 0.2 < float(y[:, 2][m[:, 2, None].expand(-1, 2, -1, -1)].std()) < 0.4
+    # None: a new mask every day
+    _, fresh = draw_observations(truth, experiments[:1], seed=4)
+    assert not torch.equal(fresh[3], fresh[0])
+    with pytest.raises(ValueError, match="distinct_masks"):
+        draw_observations(truth, experiments, distinct_masks=0)

@@ -1,0 +1,146 @@
+"""Scoring of fusion schemes (notebook 09's library): references, intervals, transfer."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from geofusion.data import PreparedData
+from geofusion.experiments import fusion_study
+from geofusion.verification import metrics
+from geofusion.verification.baselines import climatology
+
+matplotlib.use("Agg")
+CHANNELS = ("2m_temperature", "geopotential")
+
+
+def prepared_data() -> PreparedData:
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2000-01-01", periods=400, freq="D").values
+    season = np.sin(2 * np.pi * np.arange(400) / 365.25)[:, None, None, None]
+    fields = (season + 0.3 * rng.normal(size=(400, 2, 4, 8))).astype("float32")
+    return PreparedData(train=fields[:365], valid=fields[365:], train_times=times[:365],
+                        valid_times=times[365:], channels=CHANNELS,
+                        mean=np.array([280.0, 5000.0], dtype="float32"),
+                        std=np.array([2.0, 50.0], dtype="float32"),
+                        lat=np.linspace(-67.5, 67.5, 4), lon=np.arange(8) * 45.0, level=500,
+                        synthetic=True)
+
+
+class Identity(nn.Module):
+    """A 'reconstruction' that returns its input exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x, observed=None):
+        return self.w * x
+
+
+def test_fusion_runs_names_and_rejects_unknown_schemes():
+    runs = fusion_study.fusion_runs(["early", "late_concat"], "late_concat", 0.2,
+                                     "late_cross_attention")
+    assert runs == [("early", "early", 0.0, "barlow_twins"),
+                    ("late_concat", "late_concat", 0.0, "barlow_twins"),
+                    ("late_concat+dropout", "late_concat", 0.2, "barlow_twins"),
+                    ("late_cross_attention+mode_group", "late_cross_attention", 0.0,
+                     "mode_group")]
+    with pytest.raises(ValueError, match="unknown fusion scheme"):
+        fusion_study.fusion_runs(["middle"])
+
+
+def test_reconstruction_scores_use_the_day_of_year_climatology_and_name_the_training_mean():
+    prepared = prepared_data()
+    clim = climatology(prepared.train, prepared.train_times)
+    table = fusion_study.reconstruction_scores({"perfect": Identity()}, prepared.valid,
+                                                prepared.valid_times, prepared, clim,
+                                                n_resamples=200)
+    assert list(table.index) == ["perfect", "day-of-year climatology", "training mean"]
+    np.testing.assert_allclose(table.loc["perfect", "rmse"], 0, atol=1e-3)
+    truth = prepared.destandardise(prepared.valid)
+    doy = pd.DatetimeIndex(prepared.valid_times).day_of_year.to_numpy() - 1
+    by_hand = metrics.lat_weighted_rmse(prepared.destandardise(clim[doy]), truth, prepared.lat,
+                                        time_axis=0)
+    np.testing.assert_allclose(table.loc["day-of-year climatology", "rmse"], by_hand, rtol=1e-5)
+    mean = np.broadcast_to(prepared.mean[:, None, None], truth.shape)
+    np.testing.assert_allclose(table.loc["training mean", "rmse"],
+                               metrics.lat_weighted_rmse(mean, truth, prepared.lat, time_axis=0),
+                               rtol=1e-5)
+    # A seasonal signal: the day-of-year climatology beats the training mean, in kelvins.
+    assert (table.loc["day-of-year climatology", "rmse"]
+            < table.loc["training mean", "rmse"]).all()
+    for name in ("day-of-year climatology", "training mean"):
+        assert (table.loc[name, "low"] <= table.loc[name, "rmse"]).all()
+        assert (table.loc[name, "rmse"] <= table.loc[name, "high"]).all()
+
+
+def test_restandardise_maps_between_statistics():
+    source, target = prepared_data(), prepared_data()
+    target = target.__class__(**{**target.__dict__, "mean": np.array([279.0, 4900.0],
+                                                                     dtype="float32"),
+                                 "std": np.array([4.0, 100.0], dtype="float32")})
+    x = np.ones((1, 2, 1, 1), dtype="float32")  # source: 282 K and 5050 m2/s2
+    out = fusion_study.restandardise(x, source, target)
+    np.testing.assert_allclose(out.ravel(), [(282 - 279) / 4, (5050 - 4900) / 100])
+
+
+class MeanMethod(nn.Module):
+    """Embedding = per-channel means of the inference view (a resize to a fixed grid)."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential()  # identity; parameters below for the device lookup
+        self.encoder.register_parameter("w", nn.Parameter(torch.ones(())))
+        self.encoder.forward = lambda x: torch.cat([x.mean((2, 3)), x[:, :, :2, :2].flatten(1)
+                                                    + shift], 1)
+
+    def inference_view(self, x):
+        return torch.nn.functional.interpolate(x, size=(4, 8), mode="area")
+
+
+def test_resolution_transfer_goes_through_the_inference_view():
+    fine = torch.randn(6, 2, 8, 16, generator=torch.Generator().manual_seed(0)).numpy()
+    table = fusion_study.resolution_transfer({"area": MeanMethod()}, fine, factor=2)
+    # Area resizing to 4x8 of the fine day equals its 2x2 block average: same embedding.
+    assert table.loc["area", "cosine(fine, coarsened) same day"] == pytest.approx(1.0, abs=1e-6)
+    assert table.loc["area", "cosine between different days"] < 0.9
+
+
+def test_with_interval_and_bars():
+    est = pd.DataFrame({"a": [1.0, 2.0]}, index=["m", "n"])
+    text = fusion_study.with_interval(est, est - 0.5, est + 0.25)
+    assert text.loc["n", "a"] == "2 [1.5, 2.25]"
+    fig = fusion_study.plot_relative_bars(est, reference=pd.Series({"a": 0.8}),
+                                           reference_label="persistence",
+                                           errors=(est - 0.5, est + 0.25))
+    ax = fig.axes[0]
+    assert len(ax.containers) >= 2 and len(ax.collections) >= 1  # bars + error bars, dashes
+    matplotlib.pyplot.close(fig)
+
+
+def test_fine_grid_is_synthetic_only_for_synthetic_runs_and_uses_the_runs_statistics():
+    from geofusion.variables import VARIABLES
+
+    prepared = prepared_data().__class__(**{
+        **prepared_data().__dict__, "channels": VARIABLES,
+        "mean": np.array([280.0, 5e4, 0.0, 0.0, 3e-3], dtype="float32"),
+        "std": np.array([2.0, 500.0, 10.0, 10.0, 1e-3], dtype="float32")})
+    real = prepared.__class__(**{**prepared.__dict__, "synthetic": False})
+    fine, reason = fusion_study.fine_grid(real, 2, "2001-01-01", "2001-01-10", 500)
+    assert fine is None and "fine_data_path" in reason and "8x16" in reason
+    fine, reason = fusion_study.fine_grid(prepared, 2, "2001-01-01", "2001-01-10", 500)
+    assert reason is None and fine.train.shape[-2:] == (8, 16) and "SYNTHETIC" in fine.source
+    # Standardised with the run's statistics, not its own: physical = x * run std + run mean.
+    from geofusion.data import prepare
+    from geofusion.world.synthetic import synthetic_era5
+
+    own = prepare(synthetic_era5(start="2001-01-01", end="2001-01-10", seed=1, nlat=8, nlon=16),
+                  level=500)
+    physical = fine.train * prepared.std[:, None, None] + prepared.mean[:, None, None]
+    np.testing.assert_allclose(physical, own.destandardise(own.train), rtol=1e-5, atol=1e-6)
+    assert abs(float(fine.train[:, 0].mean())) > 0.5  # its own mean would be ~0
