@@ -39,7 +39,7 @@ from geofusion.downstream.forecasting import LatentStandardiser
 from geofusion.downstream.reconstruction import LatentReconstructor, fit_frozen_decoder
 from geofusion.experiments import ablations
 from geofusion.learning import model_cache
-from geofusion.learning.training import TrainConfig
+from geofusion.learning.config import TrainConfig
 from geofusion.models.ridge_decoder import fit_ridge_decoder
 from geofusion.verification.baselines import climatology_forecast, training_climatology
 from geofusion.verification.ensembles import climatological_ensemble, ensemble_scores

@@ -54,7 +54,7 @@ from geofusion.experiments.assimilation_study import draw_observations
 from geofusion.learning.methods import build_method
 from geofusion.models.resnet import FieldDecoder
 from geofusion.variables import VARIABLES
-from geofusion.verification.baselines import fit_optimal_interpolation
+from geofusion.verification.optimal_interpolation import fit_optimal_interpolation
 
 GRID, C, D = (32, 64), 5, 1000
 

@@ -31,7 +31,7 @@ import torch
 
 from geofusion import data
 from geofusion.data import observations
-from geofusion.verification import baselines
+from geofusion.verification import baselines, linear_regression, optimal_interpolation
 
 
 def timed(fn):
@@ -66,9 +66,9 @@ def main() -> None:
     rows = []
     damped, t_damped = timed(lambda: baselines.fit_damped_persistence(prepared))
     rows.append(("fit damped persistence (leads 1-7)", t_damped))
-    linear, t_linear = timed(lambda: baselines.fit_linear_regression(prepared))
+    linear, t_linear = timed(lambda: linear_regression.fit_linear_regression(prepared))
     rows.append(("fit linear regression (100 EOFs, leads 1-7, 5-fold CV)", t_linear))
-    oi, t_oi = timed(lambda: baselines.fit_optimal_interpolation(
+    oi, t_oi = timed(lambda: optimal_interpolation.fit_optimal_interpolation(
         prepared, args.noise_std, args.noise_length))
     rows.append(("fit optimal interpolation", t_oi))
 

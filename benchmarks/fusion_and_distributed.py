@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from geofusion.learning import distributed
+from geofusion.learning import collectives, distributed
 from geofusion.learning.fusion_methods import build_fusion_method
 from geofusion.learning.training import resolve_device
 from geofusion.models.fusion_encoders import fusion_cost, parse_scheme
@@ -93,7 +93,7 @@ def _ddp_worker(rank: int, world: int, threads: int, init_file: str,
                                 world_size=world)
     try:
         method = make_method("early", args).train()
-        distributed.set_gather_distributed(method, True)
+        collectives.set_gather_distributed(method, True)
         module = distributed._LossModule(method)
         model = torch.nn.parallel.DistributedDataParallel(module) if world > 1 else module
         optimizer = torch.optim.Adam(method.parameters(), lr=1e-4)

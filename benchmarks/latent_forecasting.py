@@ -38,7 +38,8 @@ import torch
 from geofusion import data
 from geofusion.downstream import forecast_scores, forecasting
 from geofusion.learning import model_cache
-from geofusion.learning.training import TrainConfig, describe_stop
+from geofusion.learning.config import TrainConfig
+from geofusion.learning.training import describe_stop
 from geofusion.verification import baselines
 
 VARIANT_KEYS = {"context": int, "horizon": int, "epochs": int, "patience": int, "hidden": int,

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from geofusion import data
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 from geofusion.models.resnet import count_parameters
 from geofusion.verification import baselines, metrics
 

@@ -37,13 +37,14 @@ import torch
 from geofusion import data
 from geofusion.downstream.reconstruction import (
     LatentReconstructor,
-    SparsityEvaluation,
     climatology_reconstructor,
     fit_frozen_decoder,
 )
+from geofusion.experiments.sparsity_study import SparsityEvaluation
 from geofusion.learning import model_cache
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
-from geofusion.learning.training import TrainConfig, describe_stop, fit
+from geofusion.learning.training import describe_stop, fit
 from geofusion.verification import baselines
 
 # The sparse views of notebook 06 (geofusion.reporting.pipeline._SPARSE).

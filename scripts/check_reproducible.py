@@ -39,7 +39,7 @@ import papermill
 import torch
 
 from geofusion import reproducibility
-from geofusion.learning.training import load_checkpoint
+from geofusion.learning.checkpoints import load_checkpoint
 from geofusion.reporting import pipeline
 
 #: Tiny-budget parameters, applied where the notebook's parameters cell declares the key.

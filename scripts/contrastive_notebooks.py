@@ -69,7 +69,7 @@ from geofusion import data, reproducibility
 from geofusion.downstream import embeddings, encoder_diagnostics
 from geofusion.experiments.scorecard import save_results
 from geofusion.learning import model_cache
-from geofusion.learning.training import TrainConfig
+from geofusion.learning.config import TrainConfig
 from geofusion.reporting import score_plots
 
 environment = reproducibility.configure(seed, deterministic, device)
@@ -89,7 +89,7 @@ print(f"train {prepared.train.shape} {str(prepared.train_times[0])[:10]}..{str(p
 ## Training
 Two views per day from the `augmentation` preset (`geofusion.learning.augment.augmentation_preset`): `"report"` resizes to 80x160, crops 72x144 at random and applies a 5x5 mean filter per channel (the report's augmentations); `"native"` (the quick profile) is the same at the native scale, resize 36x72, crop 32x64, 3x3 filter: the same crop fraction and relative filter size on 5x fewer pixels.
 
-With `patience` set, training stops when the validation loss has not improved for `patience` epochs and keeps the weights of the best epoch; `lr_schedule = "cosine"` warms the learning rate up over `warmup_epochs` and decays it to 0 over `epochs` (`geofusion.learning.training.TrainConfig`). The loss curve marks the best epoch and says why the run stopped.
+With `patience` set, training stops when the validation loss has not improved for `patience` epochs and keeps the weights of the best epoch; `lr_schedule = "cosine"` warms the learning rate up over `warmup_epochs` and decays it to 0 over `epochs` (`geofusion.learning.config.TrainConfig`). The loss curve marks the best epoch and says why the run stopped.
 
 `model_cache.pretrained` trains through the shared loop (progress bar, checkpoint every epoch, resume) into `run_dir/models/<name>-<hash>`, keyed by method, parameters, training settings and data; later notebooks asking for the same model load it instead of retraining.
 """),

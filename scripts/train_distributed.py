@@ -21,9 +21,9 @@ import os
 import torch
 
 from geofusion import data
-from geofusion.learning import distributed
+from geofusion.learning import collectives, distributed
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.fusion_methods import FUSION_METHODS, build_fusion_method
-from geofusion.learning.training import TrainConfig
 from geofusion.models.fusion_encoders import FUSIONS, KINDS
 
 
@@ -53,17 +53,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    distributed.init_from_env()
+    collectives.init_from_env()
     try:
         if not torch.cuda.is_available():
             # Processes share the cores: one pool each would oversubscribe them.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.world_size()))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // collectives.world_size()))
         load = dict(level=args.level, start=args.start_date, end=args.end_date,
                     cache_dir=args.cache_dir, seed=args.seed)
-        if distributed.rank() == 0:
+        if collectives.rank() == 0:
             prepared = data.load(args.data_path, **load)
-        distributed.barrier()
-        if distributed.rank() != 0:
+        collectives.barrier()
+        if collectives.rank() != 0:
             prepared = data.load(args.data_path, **load)
         train_set = data.FieldDataset(prepared.train, prepared.season_labels("train"))
         torch.manual_seed(args.seed)  # the same initial weights on every process
@@ -79,12 +79,12 @@ def main(argv: list[str] | None = None) -> None:
             # late/hybrid encoders skip a mode absent from a whole local batch
             find_unused_parameters=args.kind != "early" and args.p_mode_dropout > 0,
             sync_batchnorm=args.sync_batchnorm)
-        if distributed.rank() == 0:
+        if collectives.rank() == 0:
             last = history.iloc[-1].to_dict() if len(history) else {}
-            print(json.dumps({"run": name, "processes": distributed.world_size(),
+            print(json.dumps({"run": name, "processes": collectives.world_size(),
                               "synthetic": prepared.synthetic, **last}, default=float))
     finally:
-        distributed.cleanup()
+        collectives.cleanup()
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from geofusion.data import PreparedData
-from geofusion.downstream import forecasting
+from geofusion.downstream import embeddings, forecasting
 from geofusion.downstream.forecasting import fit_latent_forecaster, make_windows
 from geofusion.learning import model_cache
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
-from geofusion.learning.training import TrainConfig
 
 TINY = dict(latent_dim=8, width=4, proj_dim=4, proj_hidden_dim=8)
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -101,7 +101,7 @@ def test_latent_lstm_valid_loss_is_the_mse_on_validation_windows(prepared, tmp_p
     assert abs(on_valid - on_train) > 1e-3  # the two sets of windows are told apart
     assert history["valid_loss"].iloc[-1] == pytest.approx(on_valid, rel=1e-5)
     # The latents themselves: validation days encoded, standardised with training statistics.
-    raw_valid = forecasting.encode_series(method, prepared.valid)
+    raw_valid = embeddings.encode_series(method, prepared.valid)
     torch.testing.assert_close(forecaster.latents["valid"],
                                forecaster.standardiser.transform(raw_valid))
 
@@ -111,7 +111,7 @@ def test_residual_damping_does_not_depend_on_the_validation_days(prepared, targe
     method = frozen_autoencoder()
     rhos = []
     for data in (prepared, other_validation_days(prepared)):
-        scaler = forecasting.LatentStandardiser.fit(forecasting.encode_series(method, data.train))
+        scaler = forecasting.LatentStandardiser.fit(embeddings.encode_series(method, data.train))
         forecaster = forecasting.LatentForecaster(
             method, method.decoder, forecasting.LatentSeq2Seq(TINY["latent_dim"], 4), scaler, 5)
         rhos.append(forecaster.fit_residual_damping(data, max_lead=2, target=target))

@@ -115,8 +115,9 @@ def test_unknown_device_is_rejected():
 def test_methods_train_under_deterministic_algorithms_and_repeat_bitwise(name):
     """No op of the methods lacks a deterministic kernel (it would raise), and two runs
     configured alike give identical weights, without any explicit generator in the test."""
+    from geofusion.learning.config import TrainConfig
     from geofusion.learning.methods import build_method
-    from geofusion.learning.training import TrainConfig, fit
+    from geofusion.learning.training import fit
 
     views = {} if name == "autoencoder" else {"augmentation": "native"}
     data = torch.utils.data.TensorDataset(torch.randn(16, 5, 32, 64),

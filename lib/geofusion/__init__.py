@@ -1,24 +1,18 @@
 """geofusion: multi-modal fusion of weather reanalysis data through contrastive learning.
 
-Modules, one concept each (README, "Library", has the same map):
+Layers, each importing only the ones below it (README, "Library"; ``tests/test_layers.py``):
 
-- data and grids: ``data`` (WeatherBench 2 zarr, preparation, datasets), ``era5_files`` (CDS
-  netCDF / GRIB), ``grids`` (orientation, conservative regridding), ``errors``, ``streaming``
-  (out-of-core preparation), ``io`` (atomic writes).
-- the simulated world behind the synthetic default: ``synthetic``, ``atmosphere``,
-  ``spherical``, ``regrid``, ``geography``, ``world_calibration``.
-- models and training: ``models``, ``losses``, ``augment``, ``methods``, ``decoders``,
-  ``fusion_operators``, ``fusion_encoders``, ``fusion_methods``, ``training``, ``runs``,
-  ``distributed``, ``reproducibility``.
-- evaluation: ``metrics`` (WeatherBench 2 scores), ``bootstrap`` (intervals), ``baselines``,
-  ``baseline_comparison``, ``evaluation`` (Table 3.1, 2-D views), ``sparsity``,
-  ``reconstruction_scores``, ``forecasting``, ``forecast_scores``, ``forecast_scorecard``,
-  ``fusion_scores``.
-- assimilation: ``assimilation``, ``assimilation_experiment``.
-- beyond the report (building blocks): ``samplers``, ``smoothness``, ``diffusion``,
-  ``ensembles``, ``probes``.
-- presentation: ``plotting``, ``score_plots``, ``explorers``, ``rendering``, ``results``,
-  ``pipeline``.
+- ``reporting``: plots, widget explorers, HTML reports, the headline, the papermill pipeline;
+- ``experiments``: one study per notebook and the scorecard schema;
+- ``downstream``: what a trained encoder is used for (embeddings, probes, reconstruction,
+  latent forecasting, latent assimilation);
+- ``learning`` and, beside it, ``verification``: training (augmentations, losses, objectives,
+  decoders, the loop, checkpoints, distributed training, the model cache) / scores, intervals
+  and the reference baselines;
+- ``data``: stores, preparation, datasets, sparse observations;
+- ``world``: the simulated atmosphere behind the synthetic default;
+- ``models``: networks;
+- the root: ``variables``, ``grids``, ``io``, ``errors``, ``reproducibility``.
 
 Array layout everywhere: ``(time or batch, channel, lat, lon)``, float32, channels in
 ``geofusion.variables.VARIABLES`` order, latitude ascending (south to north), longitude 0..360 east.

@@ -2,7 +2,7 @@
 
 :class:`DataError` is a ``ValueError`` whose message names what is wrong with the data and how to
 fix it (CONTRIBUTING: errors). It lives in its own module so that every data module
-(:mod:`geofusion.data`, :mod:`geofusion.data.era5_files`, :mod:`geofusion.regrid`,
+(:mod:`geofusion.data`, :mod:`geofusion.data.era5_files`, :mod:`geofusion.grids`,
 :mod:`geofusion.data.streaming`) raises the same type without importing one another;
 ``geofusion.data.DataError`` is the same class.
 """

@@ -170,7 +170,7 @@ def test_open_era5_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gcsfs" else real_find_spec(name, *a))
     with pytest.raises(data.DataError, match=r"pip install geofusion\[gcs\]"):
-        data.open_era5(preparation.WB2_ERA5_64x32)
+        data.open_era5(data.WB2_ERA5_64x32)
 
 
 def test_load_default_is_synthetic(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geofusion.data import PreparedData
+from geofusion.downstream.embeddings import encode_series
 from geofusion.downstream.forecast_scores import (
     climatology_source,
     persistence_source,
@@ -21,7 +22,6 @@ from geofusion.downstream.forecasting import (
     LatentSeq2Seq,
     LatentStandardiser,
     LatentWindowDataset,
-    encode_series,
     fit_latent_forecaster,
     make_windows,
     rollout,
@@ -130,7 +130,8 @@ def test_window_dataset_never_crosses_series():
 
 
 def test_forecast_method_trains_with_shared_loop(tmp_path):
-    from geofusion.learning.training import TrainConfig, fit
+    from geofusion.learning.config import TrainConfig
+    from geofusion.learning.training import fit
 
     torch.manual_seed(0)
     a = rotation((0.5,))
@@ -469,7 +470,7 @@ def test_skill_vs_mask_ratio_reuses_masks_and_scores_the_complete_field():
 
 
 def test_fit_latent_forecaster_trains_once_then_loads(tmp_path):
-    from geofusion.learning.training import TrainConfig
+    from geofusion.learning.config import TrainConfig
 
     torch.manual_seed(0)
     prepared = tiny_prepared(60)

@@ -12,10 +12,10 @@ from geofusion.data.observations import apply_mask, make_mask
 from geofusion.downstream.reconstruction import (
     FunctionReconstructor,
     LatentReconstructor,
-    SparsityEvaluation,
     score_reconstruction,
 )
 from geofusion.experiments.scorecard import validate_scorecard
+from geofusion.experiments.sparsity_study import SparsityEvaluation
 from geofusion.learning.methods import build_method
 
 CHANNELS = ["2m_temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
@@ -154,7 +154,7 @@ def test_bad_inputs_say_what_to_pass(autoencoder, days):
 
 
 def test_intervals_scorecard_and_best_baseline(autoencoder, days):
-    from geofusion.downstream.reconstruction import versus_best_baseline
+    from geofusion.experiments.sparsity_study import versus_best_baseline
     from geofusion.verification.bootstrap import bootstrap_rmse
 
     times = np.arange("2001-01-01", "2001-01-07", dtype="datetime64[D]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from geofusion.experiments.ablations import VARIANTS, ablation_table, variant_settings
-from geofusion.learning.training import TrainConfig
+from geofusion.learning.config import TrainConfig
 
 
 def test_each_variant_switches_on_exactly_its_additions():

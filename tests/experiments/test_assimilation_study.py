@@ -18,8 +18,8 @@ from geofusion.experiments.assimilation_study import (
     run_assimilation_experiment,
 )
 from geofusion.variables import VARIABLES
-from geofusion.verification.baselines import fit_optimal_interpolation
 from geofusion.verification.metrics import lat_weighted_rmse
+from geofusion.verification.optimal_interpolation import fit_optimal_interpolation
 from tests.downstream.test_assimilation import LinearMethod
 
 C, H, W, D = 5, 4, 8, 6

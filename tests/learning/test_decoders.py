@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from geofusion.data import FieldDataset
-from geofusion.downstream.forecasting import encode_series
+from geofusion.downstream.embeddings import encode_series
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.decoders import FrozenEncoderDecoder, reconstruct
 from geofusion.learning.fusion_methods import build_fusion_method
 from geofusion.learning.methods import build_method, embed_observed
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 from geofusion.models.resnet import FieldDecoder
 
 TINY = dict(latent_dim=16, width=8, proj_dim=8, proj_hidden_dim=16)

@@ -19,10 +19,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from geofusion.learning import distributed
+from geofusion.learning import collectives, distributed
+from geofusion.learning.checkpoints import load_checkpoint
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.fusion_methods import build_fusion_method
 from geofusion.learning.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
-from geofusion.learning.training import TrainConfig, fit, learning_rate, load_checkpoint
+from geofusion.learning.training import fit, learning_rate
 
 WORLD = 2
 N, D = 8, 6  # global batch, embedding size
@@ -68,9 +70,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=WORLD)
     try:
-        results: dict[str, object] = {"rank": distributed.rank(),
-                                      "world": distributed.world_size(),
-                                      "is_distributed": distributed.is_distributed()}
+        results: dict[str, object] = {"rank": collectives.rank(),
+                                      "world": collectives.world_size(),
+                                      "is_distributed": collectives.is_distributed()}
         data = _inputs()
         part = slice(rank * N // WORLD, (rank + 1) * N // WORLD)
         for name in ("nt_xent", "barlow_twins", "supcon"):
@@ -83,10 +85,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             results[name] = (loss.detach(), *grads)
 
         # Gathering keeps each process's rows at [rank * b, (rank + 1) * b).
-        results["gathered"] = distributed.gather_with_grad(torch.full((2,), float(rank)))
-        results["mean"] = distributed.all_reduce_mean(torch.tensor(float(rank)))
+        results["gathered"] = collectives.gather_with_grad(torch.full((2,), float(rank)))
+        results["mean"] = collectives.all_reduce_mean(torch.tensor(float(rank)))
         try:
-            distributed.gather_with_grad(torch.zeros(rank + 1))
+            collectives.gather_with_grad(torch.zeros(rank + 1))
         except ValueError as error:
             results["unequal"] = str(error)
 
@@ -233,13 +235,13 @@ def test_fit_distributed_early_stopping_and_schedule_resume_exactly(ranks):
 
 
 def test_single_process_helpers_are_no_ops():
-    assert not distributed.is_distributed()
-    assert distributed.rank() == 0 and distributed.world_size() == 1
+    assert not collectives.is_distributed()
+    assert collectives.rank() == 0 and collectives.world_size() == 1
     x = torch.randn(3, 2, requires_grad=True)
-    assert distributed.gather_with_grad(x) is x
-    assert distributed.all_reduce_mean(x) is x
-    assert distributed.init_from_env() is False  # no torchrun environment here
-    sampler = distributed.distributed_sampler(range(10), seed=0, epoch=3)
+    assert collectives.gather_with_grad(x) is x
+    assert collectives.all_reduce_mean(x) is x
+    assert collectives.init_from_env() is False  # no torchrun environment here
+    sampler = collectives.distributed_sampler(range(10), seed=0, epoch=3)
     assert sorted(sampler) == list(range(10))
-    other_epoch = list(distributed.distributed_sampler(range(10), seed=0, epoch=4))
+    other_epoch = list(collectives.distributed_sampler(range(10), seed=0, epoch=4))
     assert list(sampler) != other_epoch  # reshuffled every epoch

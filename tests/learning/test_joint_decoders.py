@@ -8,6 +8,7 @@ import torch
 from geofusion.data import FieldDataset
 from geofusion.data.observations import make_mask
 from geofusion.learning.augment import mean_filter
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.decoders import (
     JOINT_SCHEMES,
     KadeethumJointDecoder,
@@ -18,7 +19,7 @@ from geofusion.learning.decoders import (
 )
 from geofusion.learning.losses import barlow_twins_loss
 from geofusion.learning.methods import build_method, embed_observed
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 from geofusion.models.resnet import FieldDecoder
 
 TINY = dict(latent_dim=16, width=8, proj_dim=8, proj_hidden_dim=16, decoder_width=8)

@@ -7,9 +7,10 @@ import torch
 
 from geofusion.data import FieldDataset
 from geofusion.learning.augment import ReportAugmentation, mean_filter, resize, two_views
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.learning.methods import METHODS, build_method, embed_observed, observe
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 
 TINY = dict(latent_dim=16, width=8, proj_dim=8, proj_hidden_dim=16)
 

@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from geofusion.data import PreparedData
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.model_cache import model_dir, pretrained
-from geofusion.learning.training import TrainConfig
 
 TINY = dict(latent_dim=8, width=4, proj_dim=4, proj_hidden_dim=8)
 CONFIG = TrainConfig(epochs=2, batch_size=8, lr=1e-3, device="cpu")

@@ -18,6 +18,7 @@ from geofusion.data.observations import (
     realised_correlation_length,
 )
 from geofusion.learning.augment import ReportAugmentation
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.decoders import reconstruct
 from geofusion.learning.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.learning.methods import (
@@ -30,7 +31,7 @@ from geofusion.learning.methods import (
     observe,
 )
 from geofusion.learning.model_cache import model_dir
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 
 TINY = dict(latent_dim=16, width=8, proj_dim=8, proj_hidden_dim=16)
 SETTINGS = {"kind": "patch", "min_ratio": 0.1, "max_ratio": 0.8, "noise_std": 0.3,

@@ -14,10 +14,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from geofusion.data.samplers import TemporalPairDataset
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import BarlowTwinsMethod, SparseBarlowTwinsMethod, build_method
 from geofusion.learning.model_cache import model_dir, pretrained
 from geofusion.learning.smoothness import latent_smoothness_loss
-from geofusion.learning.training import TrainConfig, fit, time_aware_batch_sampler
+from geofusion.learning.training import fit, time_aware_batch_sampler
 from geofusion.models.resnet import ProjectionHead
 from tests.learning.test_model_cache import TINY, tiny_prepared
 

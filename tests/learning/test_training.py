@@ -14,15 +14,9 @@ from torch.utils.data import TensorDataset
 
 from geofusion.io import atomic_path
 from geofusion.learning import training
-from geofusion.learning.training import (
-    CheckpointError,
-    TrainConfig,
-    describe_stop,
-    evaluate_loss,
-    fit,
-    learning_rate,
-    load_checkpoint,
-)
+from geofusion.learning.checkpoints import CheckpointError, load_checkpoint
+from geofusion.learning.config import TrainConfig
+from geofusion.learning.training import describe_stop, evaluate_loss, fit, learning_rate
 
 
 class NoisyRegression(nn.Module):
@@ -261,7 +255,7 @@ def test_resumed_plateau_run_equals_uninterrupted_run(tmp_path):
 
 def test_time_budget_stops_before_an_epoch_that_would_overrun(monkeypatch):
     ticks = iter(range(10**6))
-    monkeypatch.setattr(training, "_clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(training, "epoch_clock", lambda: float(next(ticks)))
     config = TrainConfig(epochs=20, batch_size=16, lr=1e-2, device="cpu", time_budget_s=10)
     history = fit(make_method(), toy_data(), config, progress=False)
     elapsed, done = history.attrs["elapsed_s"], len(history)

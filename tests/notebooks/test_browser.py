@@ -84,7 +84,8 @@ import numpy as np
 import torch
 from geofusion.reporting.explorers import SparsityExplorer
 from geofusion.learning.methods import build_method
-from geofusion.downstream.reconstruction import LatentReconstructor, SparsityEvaluation
+from geofusion.downstream.reconstruction import LatentReconstructor
+from geofusion.experiments.sparsity_study import SparsityEvaluation
 
 torch.manual_seed(0)
 lat, lon = np.linspace(-87.2, 87.2, 32), np.arange(0, 360, 5.625)

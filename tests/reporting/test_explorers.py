@@ -11,11 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from geofusion.downstream.reconstruction import (
-    FunctionReconstructor,
-    LatentReconstructor,
-    SparsityEvaluation,
-)
+from geofusion.downstream.reconstruction import FunctionReconstructor, LatentReconstructor
+from geofusion.experiments.sparsity_study import SparsityEvaluation
 from geofusion.learning.methods import build_method  # noqa: E402
 from geofusion.reporting import explorers  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from geofusion.learning.training import load_checkpoint, save_checkpoint
+from geofusion.learning.checkpoints import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,22 +11,26 @@ import torch
 
 from geofusion.data import PreparedData
 from geofusion.data.observations import correlated_noise, correlated_noise_covariance
-from geofusion.verification import baselines
+from geofusion.verification import optimal_interpolation
 from geofusion.verification.baselines import (
     _lag_pairs,
-    _ridge_cv_errors,
-    chordal_distance_km,
     climatology,
     climatology_forecast,
     damped_persistence_source,
     day_of_year,
-    estimate_background_correlation,
     fit_damped_persistence,
-    fit_linear_regression,
-    fit_optimal_interpolation,
-    linear_regression_source,
     persistence_forecast,
     training_climatology,
+)
+from geofusion.verification.linear_regression import (
+    _ridge_cv_errors,
+    fit_linear_regression,
+    linear_regression_source,
+)
+from geofusion.verification.optimal_interpolation import (
+    chordal_distance_km,
+    estimate_background_correlation,
+    fit_optimal_interpolation,
 )
 
 CHANNELS = ("2m_temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
@@ -443,11 +447,11 @@ def test_oi_builds_its_covariances_once_and_never_serves_stale_ones(oi_setting, 
     prepared, oi, _ = oi_setting
     mask = np.random.default_rng(3).random((3, *GRID)) < 0.6
     y, times = prepared.valid[:3], prepared.valid_times[:3]
-    baselines._COVARIANCES.clear()
+    optimal_interpolation._COVARIANCES.clear()
     first = oi.analyse(y, mask, times)
     built = []
-    real = baselines.chordal_distance_km
-    monkeypatch.setattr(baselines, "chordal_distance_km",
+    real = optimal_interpolation.chordal_distance_km
+    monkeypatch.setattr(optimal_interpolation, "chordal_distance_km",
                         lambda *a: built.append(1) or real(*a))
     noisier = dataclasses.replace(oi, noise_std=0.6)  # the same B, another R: B not rebuilt
     assert not np.array_equal(noisier.analyse(y, mask, times), first)
@@ -457,6 +461,6 @@ def test_oi_builds_its_covariances_once_and_never_serves_stale_ones(oi_setting, 
     wider = dataclasses.replace(oi, length_scale_km=oi.length_scale_km * 2)
     warm = wider.analyse(y, mask, times)
     assert built == [1]
-    baselines._COVARIANCES.clear()
+    optimal_interpolation._COVARIANCES.clear()
     np.testing.assert_array_equal(warm, wider.analyse(y, mask, times))
     assert not np.allclose(warm, first)

@@ -11,10 +11,10 @@ import torch_harmonics as th
 import xarray as xr
 
 from geofusion.experiments.world_calibration import daily_fields
-from geofusion.regrid import (
+from geofusion.grids import (
     ConservativeRegridder,
     equiangular_lat_edges,
-    overlap_weights,
+    normalised_overlap_weights,
     periodic_overlap_weights,
 )
 from geofusion.world.atmosphere import (
@@ -120,7 +120,7 @@ def test_rossby_haurwitz_wave_moves_at_its_exact_speed():
 
 def test_conservative_regridding():
     # Hand-worked: source cells [1, .5] and [.5, -1] in sin(lat); targets [1, 0] and [0, -1].
-    w = overlap_weights(np.array([1.0, 0.5, -1.0]), np.array([1.0, 0.0, -1.0]))
+    w = normalised_overlap_weights(np.array([1.0, 0.5, -1.0]), np.array([1.0, 0.0, -1.0]))
     np.testing.assert_allclose(w[0], [0.5, 0.5])  # target [1, 0]: half in each source cell
     np.testing.assert_allclose(w[1], [0.0, 1.0])
     np.testing.assert_allclose(periodic_overlap_weights(np.arange(4) * 90.0, [0.0, 180.0]),

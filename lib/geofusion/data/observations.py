@@ -486,7 +486,8 @@ class Observation:
     - ``observed`` ``(B, H, W)`` bool, True = observed, the same for every channel; each sample
       misses exactly ``round(ratio_b * H * W)`` points.
 
-    Feed both to :func:`geofusion.learning.methods.observe` for a model's input (mask channel included).
+    Feed both to :func:`geofusion.learning.methods.observe` for a model's input (mask channel
+    included).
     """
 
     kind: str = "pixel"

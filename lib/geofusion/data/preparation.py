@@ -25,45 +25,33 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import torch
 import tqdm
 import tqdm.auto
 import xarray as xr
 
-from geofusion.data.era5_files import describe_cds_request, open_cds
+from geofusion.data.era5_files import describe_cds_request
+from geofusion.data.prepared import PreparedData
+from geofusion.data.stores import default_store, open_era5
 from geofusion.errors import DataError
 from geofusion.grids import equiangular_grid, is_grid, normalise_orientation, regrid_conservative
 from geofusion.io import atomic_path, atomic_write_text
-from geofusion.world.synthetic import MODEL_VERSION, synthetic_era5
 from geofusion.variables import (
-    SEASONS,
-    SURFACE_VARIABLES,
-    UNITS,
     VARIABLES,
-    WB2_LEVELS,
-    season_labels,
 )
 
 __all__ = [
-    "VARIABLES", "SURFACE_VARIABLES", "WB2_LEVELS", "UNITS", "SEASONS", "DataError",
     "DEFAULT_GRID", "REGRID_METHODS", "BLOCK_BYTES", "PROGRESS_MIN_BYTES", "step_bytes",
-    "time_blocks",
-    "open_era5", "synthetic_era5", "default_store", "prepare", "PreparedData", "season_labels",
-    "FieldDataset", "load", "seasonal_cycle", "mode_correlations", "point_series",
+    "time_blocks", "prepare", "load",
 ]
 
-WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
 
 # The run's grid: WeatherBench 2's 64x32 equiangular grid, (nlat, nlon).
 DEFAULT_GRID: tuple[int, int] = (32, 64)
@@ -82,177 +70,10 @@ PROGRESS_MIN_BYTES = 256 * 2**20
 # Opening stores
 # --------------------------------------------------------------------------------------------
 
-def _is_zarr_store(path: Path) -> bool:
-    return path.suffix == ".zarr" or (path.is_dir() and any(
-        (path / marker).exists() for marker in (".zgroup", ".zmetadata", "zarr.json")))
-
-
-def open_era5(path_or_url: str | os.PathLike) -> xr.Dataset:
-    """Lazily open ERA5 in the WeatherBench 2 layout: a WB2 zarr store or CDS netCDF/GRIB files.
-
-    - a zarr store (local path or ``gs://`` URL): names, dims and coordinates kept as
-      published; pressure-level variables are ``(time, level, longitude, latitude)``, surface
-      ones ``(time, longitude, latitude)``. ``gs://`` URLs need ``gcsfs``
-      (``pip install geofusion[gcs]``) and are opened anonymously (the WB2 bucket is public).
-    - a netCDF or GRIB file, a directory or a glob of them as downloaded from the Climate Data
-      Store (:func:`geofusion.data.era5_files.open_cds`): short names, ``valid_time`` /
-      ``pressure_level``, hourly or 6-hourly, surface and pressure levels in separate files,
-      converted to the same layout. GRIB needs the ``grib`` extra (``pip install -e ".[grib]"``).
-
-    Either way the orientation is normalised (latitude ascending, longitude 0..360 ascending;
-    :func:`geofusion.grids.normalise_orientation`). Arrays are dask-backed; nothing is read
-    until used.
-
-    >>> ds = open_era5(default_store(tmp_cache, end="2000-01-03"))  # doctest: +SKIP
-    >>> ds["geopotential"].dims  # doctest: +SKIP
-    ('time', 'level', 'longitude', 'latitude')
-    """
-    path = os.fspath(path_or_url)
-    if "://" in path:
-        protocol = path.split("://", 1)[0]
-        storage_options = None
-        if protocol in ("gs", "gcs"):
-            if importlib.util.find_spec("gcsfs") is None:
-                raise DataError(f"opening {path} needs the optional gcsfs package; install it "
-                                "with `pip install geofusion[gcs]` (or pass a local copy of "
-                                "the store)")
-            storage_options = {"token": "anon"}
-        ds = _open_zarr(path, storage_options)
-    elif _is_zarr_store(Path(path)):
-        if not Path(path).exists():
-            raise DataError(f"no zarr store at {path!r}; pass the path of a WeatherBench 2 ERA5 "
-                            f"store (e.g. a local copy of {WB2_ERA5_64x32}), CDS netCDF/GRIB "
-                            "files, or data_path=None for the synthetic default")
-        ds = _open_zarr(path, None)
-    else:
-        ds = open_cds(path)
-    ds = normalise_orientation(ds)
-    ds.encoding["geofusion_source"] = path
-    return ds
-
-
-def _open_zarr(path: str, storage_options: dict[str, Any] | None) -> xr.Dataset:
-    try:
-        return xr.open_zarr(path, storage_options=storage_options, chunks={})
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise DataError(f"could not open {path!r} as a zarr store ({err}); check the path points "
-                        "at the .zarr directory of a WeatherBench 2 ERA5 dataset") from err
-
-
-def default_store(cache_dir: str | os.PathLike = "runs/cache", start: str = "2000-01-01",
-                  end: str = "2009-12-31", seed: int = 0,
-                  levels: Sequence[int] = (500,)) -> Path:
-    """Write the synthetic default (:func:`synthetic_era5`) as a zarr store once; return its path.
-
-    The store is named by its inputs and the synthetic model version, written atomically
-    (a half-written store never appears) and reused by later calls.
-    """
-    levels = tuple(int(lv) for lv in levels)
-    tag = f"{start}_{end}_seed{seed}_L{'-'.join(map(str, levels))}_v{MODEL_VERSION}"
-    path = Path(cache_dir) / f"synthetic_era5_{tag}.zarr"
-    if path.exists():
-        return path
-    ds = synthetic_era5(start=start, end=end, seed=seed, levels=levels)
-    # One year of 6-hourly steps per chunk: small enough to resample lazily, few files.
-    encoding = {name: {"chunks": (min(1464, ds.sizes["time"]), *ds[name].shape[1:])}
-                for name in ds.data_vars}
-    with atomic_path(path, is_dir=True) as tmp:
-        ds.to_zarr(tmp, mode="w", encoding=encoding, zarr_format=2, consolidated=True)
-    return path
-
 
 # --------------------------------------------------------------------------------------------
 # Prepared data
 # --------------------------------------------------------------------------------------------
-
-@dataclass
-class PreparedData:
-    """Daily, standardised fields split by time, with what is needed to undo the scaling.
-
-    Attributes
-    ----------
-    train, valid: float32 ``(T, C, lat, lon)`` standardised fields (training = earlier days).
-    train_times, valid_times: datetime64[ns] ``(T,)`` day of each sample.
-    channels: variable names, :data:`VARIABLES` order.
-    mean, std: float32 ``(C,)`` training statistics in physical units (:data:`UNITS`).
-    lat, lon: degrees ``(lat,)`` ascending and ``(lon,)`` 0..360 east.
-    level: pressure level of the pressure-level variables, hPa.
-    synthetic: True when the data is the synthetic default, not real ERA5.
-    test, test_times: the held-out last block of a three-way split (``prepare(...,
-        test_fraction=...)``), standardised with the training statistics; None for the
-        default two-way split. Sweeps select on ``valid``; only a final scorecard reads
-        ``test``. :meth:`physical` and :attr:`times_all` cover train and valid only, so
-        nothing fitted on "all days" (climatologies, explorers) sees the test block.
-    """
-
-    train: np.ndarray
-    valid: np.ndarray
-    train_times: np.ndarray
-    valid_times: np.ndarray
-    channels: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
-    lat: np.ndarray
-    lon: np.ndarray
-    level: int
-    synthetic: bool
-    test: np.ndarray | None = None
-    test_times: np.ndarray | None = None
-
-    def destandardise(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """Standardised ``(..., C, lat, lon)`` -> physical units; numpy in, numpy out, torch too."""
-        if isinstance(x, torch.Tensor):
-            std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
-            mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
-            return x * std + mean
-        x = np.asarray(x)
-        return x * self.std[:, None, None] + self.mean[:, None, None]
-
-    def _check_split(self, split: str) -> None:
-        if split not in ("train", "valid", "test"):
-            raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
-        if split == "test" and self.test is None:
-            raise ValueError("this data has no test split; prepare it with test_fraction > 0 "
-                             "(e.g. train_fraction=0.6, test_fraction=0.2)")
-
-    def times(self, split: str) -> np.ndarray:
-        """The ``train``, ``valid`` or ``test`` times."""
-        self._check_split(split)
-        return {"train": self.train_times, "valid": self.valid_times,
-                "test": self.test_times}[split]
-
-    def fields(self, split: str) -> np.ndarray:
-        """The standardised ``(T, C, lat, lon)`` fields of ``train``, ``valid`` or ``test``."""
-        self._check_split(split)
-        return {"train": self.train, "valid": self.valid, "test": self.test}[split]
-
-    def season_labels(self, split: str) -> np.ndarray:
-        """Season label (0=DJF .. 3=SON) of every sample of ``split`` (train, valid, test)."""
-        return season_labels(self.times(split))
-
-    @property
-    def times_all(self) -> np.ndarray:
-        """All days, training then validation, datetime64[ns] ``(T,)``."""
-        return np.concatenate([self.train_times, self.valid_times])
-
-    def physical(self) -> np.ndarray:
-        """All days (train then valid) in physical units, float32 ``(T, C, lat, lon)``."""
-        return self.destandardise(np.concatenate([self.train, self.valid])).astype(np.float32)
-
-    def summary(self) -> pd.DataFrame:
-        """Per-variable statistics in physical units over all days (train + valid).
-
-        Columns: units, mean, std, min, max, and the training mean/std used to standardise.
-        """
-        rows = []
-        for c, name in enumerate(self.channels):
-            values = np.concatenate([self.train[:, c].ravel(), self.valid[:, c].ravel()])
-            values = values.astype(np.float64) * self.std[c] + self.mean[c]
-            rows.append({"variable": name, "units": UNITS.get(name, ""),
-                         "mean": values.mean(), "std": values.std(), "min": values.min(),
-                         "max": values.max(), "train mean": float(self.mean[c]),
-                         "train std": float(self.std[c])})
-        return pd.DataFrame(rows).set_index("variable")
 
 
 def _check_grid(ds: xr.Dataset, expected_grid: tuple[int, int] | None,
@@ -707,93 +528,8 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
 # Diagnostics for the data notebook
 # --------------------------------------------------------------------------------------------
 
-def seasonal_cycle(prepared: PreparedData, band: tuple[float, float] = (30.0, 60.0)
-                   ) -> pd.DataFrame:
-    """Mean annual cycle of each mode averaged over a latitude band in each hemisphere.
-
-    Area-weighted (cos latitude) mean over ``band`` degrees north (``NH``) and the mirrored
-    band south (``SH``), then averaged by calendar month over all days. Returns a DataFrame
-    indexed by month 1..12 with columns ``(channel, "NH"|"SH")`` in physical units.
-    """
-    fields = prepared.physical().astype(np.float64)
-    weights = np.cos(np.deg2rad(prepared.lat))
-    months = pd.DatetimeIndex(prepared.times_all).month
-    columns = {}
-    for hemisphere, sign in (("NH", 1.0), ("SH", -1.0)):
-        lat = sign * prepared.lat
-        inside = (lat >= band[0]) & (lat <= band[1])
-        w = weights * inside
-        series = (fields.mean(axis=3) * w).sum(axis=2) / w.sum()  # (T, C)
-        for c, name in enumerate(prepared.channels):
-            columns[(name, hemisphere)] = pd.Series(series[:, c]).groupby(months).mean().values
-    table = pd.DataFrame(columns, index=pd.Index(sorted(set(months)), name="month"))
-    return table.sort_index(axis=1, level=0, sort_remaining=False)
-
-
-def mode_correlations(prepared: PreparedData) -> pd.DataFrame:
-    """Correlation matrix ``(C, C)`` between modes of their area-weighted anomalies.
-
-    Anomalies are departures from each grid point's calendar-month mean (so the shared seasonal
-    cycle does not dominate), weighted by ``sqrt(cos latitude)`` so every grid point counts in
-    proportion to its area; correlations are over all days and grid points.
-    """
-    fields = prepared.physical().astype(np.float64)
-    months = pd.DatetimeIndex(prepared.times_all).month.to_numpy()
-    anomalies = np.empty_like(fields)
-    for month in np.unique(months):
-        chosen = months == month
-        anomalies[chosen] = fields[chosen] - fields[chosen].mean(axis=0, keepdims=True)
-    anomalies *= np.sqrt(np.cos(np.deg2rad(prepared.lat)))[None, None, :, None]
-    flat = anomalies.transpose(1, 0, 2, 3).reshape(len(prepared.channels), -1)
-    return pd.DataFrame(np.corrcoef(flat), index=list(prepared.channels),
-                        columns=list(prepared.channels))
-
-
-def point_series(prepared: PreparedData, points: Sequence[tuple[float, float]],
-                 channel: str = "2m_temperature") -> pd.DataFrame:
-    """Daily series of one mode (physical units) at the grid points nearest ``(lat, lon)``.
-
-    Returns a DataFrame indexed by day with one column per point, named after the grid point
-    actually used (e.g. ``"47.8N 0.0E"``).
-    """
-    c = prepared.channels.index(channel)
-    fields = prepared.physical()[:, c]
-    columns = {}
-    for lat, lon in points:
-        i = int(np.argmin(np.abs(prepared.lat - lat)))
-        j = int(np.argmin(np.abs((prepared.lon - lon % 360 + 180) % 360 - 180)))
-        glat, glon = prepared.lat[i], prepared.lon[j]
-        label = f"{abs(glat):.1f}{'N' if glat >= 0 else 'S'} {glon:.1f}E"
-        columns[label] = fields[:, i, j]
-    return pd.DataFrame(columns, index=pd.DatetimeIndex(prepared.times_all, name="time"))
-
 
 # --------------------------------------------------------------------------------------------
 # Torch dataset
 # --------------------------------------------------------------------------------------------
 
-class FieldDataset(torch.utils.data.Dataset):
-    """Samples ``(x, season)``: x float32 ``(C, H, W)``, season an int64 scalar tensor.
-
-    ``fields``: ``(N, C, H, W)`` array or tensor (standardised); ``labels``: ``(N,)`` season
-    labels (see :func:`season_labels`); None gives every sample label 0 (a single class).
-    """
-
-    def __init__(self, fields: np.ndarray | torch.Tensor, labels: Any = None) -> None:
-        self.fields = torch.as_tensor(np.asarray(fields) if not isinstance(fields, torch.Tensor)
-                                      else fields, dtype=torch.float32)
-        if self.fields.ndim != 4:
-            raise ValueError(f"fields must be (N, C, H, W), got shape {tuple(self.fields.shape)}")
-        if labels is None:
-            self.labels = torch.zeros(len(self.fields), dtype=torch.int64)
-        else:
-            self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        if len(self.labels) != len(self.fields):
-            raise ValueError(f"{len(self.labels)} labels for {len(self.fields)} fields; pass one "
-                             "label per sample")
-
-    def __len__(self) -> int:
-        return len(self.fields)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fields[index], self.labels[index]

@@ -121,8 +121,8 @@ class TemporalPairDataset(torch.utils.data.Dataset):
         self.with_mirror = bool(with_mirror)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the partners of ``epoch`` (call before each epoch; :func:`geofusion.learning.training.fit`
-        does)."""
+        """Draw the partners of ``epoch`` (call before each epoch;
+        :func:`geofusion.learning.training.fit` does)."""
         self.epoch = int(epoch)
 
     def day(self, index: int) -> int:

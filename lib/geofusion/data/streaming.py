@@ -45,19 +45,19 @@ import torch
 import xarray as xr
 import zarr
 
+from geofusion.data.era5_files import describe_cds_request
 from geofusion.data.preparation import (
     BLOCK_BYTES,
-    DataError,
-    PreparedData,
     _check_grid,
     _progress_bar,
     _resolve_level,
     _source_identity,
-    describe_cds_request,
     step_bytes,
 )
-from geofusion.variables import VARIABLES, season_labels
+from geofusion.data.prepared import PreparedData
+from geofusion.errors import DataError
 from geofusion.io import atomic_write_text
+from geofusion.variables import VARIABLES, season_labels
 
 __all__ = ["PreparedStore", "prepare_out_of_core", "open_prepared", "ZarrFieldDataset"]
 

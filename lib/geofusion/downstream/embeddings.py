@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from geofusion.learning.augment import ReportAugmentation, resize, two_views
+from geofusion.learning.methods import embed_observed
 from geofusion.verification.bootstrap import bootstrap_mean
 
 # The report's Table 3.1 (real ERA5 64x32, full-size ResNet-18, 100 epochs), for reference.
@@ -48,25 +49,70 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256,
-          transform: Callable[[Tensor], Tensor] | None = None) -> np.ndarray:
-    """Embeddings of ``fields`` (N, C, H, W) -> (N, latent_dim) float32, in eval mode.
+@torch.no_grad()
+def encode_series(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256,
+                  device: torch.device | str | None = None,
+                  observed: np.ndarray | Tensor | None = None,
+                  transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Latents of a field series with a frozen encoder or method, in eval mode.
 
-    ``transform`` is applied to each batch on the encoder's device before encoding (e.g. a
-    mask), so callers never hold a transformed copy of the whole set.
+    Args:
+        encoder: a trained *method* (anything with ``embed``, e.g. from
+            :func:`geofusion.learning.methods.build_method`): its representation
+            :func:`geofusion.learning.methods.embed_observed` is used, as everywhere in the
+            project; or
+            a bare encoder module ``(B, C, H, W) -> (B, D)``, called directly.
+        fields: ``(T, C, H, W)`` standardised.
+        batch_size: days encoded at once.
+        device: where to encode (default: the device of the module's parameters).
+        observed: optional bool ``(T, H, W)`` observation mask (True = observed), only for a
+            method; None = complete fields.
+        transform: applied to each batch on the encoder's device before encoding (e.g. an
+            inference view), so callers never hold a transformed copy of the whole set.
+
+    Returns:
+        ``(T, latent_dim)`` float32 on the CPU.
     """
+    is_method = hasattr(encoder, "embed")
+    if observed is not None and not is_method:
+        raise ValueError("an observation mask needs a method (with embed / mask_channel), not "
+                         "a bare encoder; pass the trained method")
+    if device is None:
+        param = next(encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    x = torch.as_tensor(np.asarray(fields) if not isinstance(fields, Tensor) else fields,
+                        dtype=torch.float32)
+    mask = None
+    if observed is not None:
+        mask = torch.as_tensor(np.asarray(observed) if not isinstance(observed, Tensor)
+                               else observed, dtype=torch.bool)
+        if len(mask) != len(x):
+            raise ValueError(f"observed has {len(mask)} masks for {len(x)} fields; pass one "
+                             "(H, W) mask per day")
     was_training = encoder.training
     encoder.eval()
-    device = _device_of(encoder)
-    fields = _as_tensor(fields)
-    chunks = []
-    for start in range(0, len(fields), batch_size):
-        batch = fields[start:start + batch_size].to(device)
-        if transform is not None:
-            batch = transform(batch)
-        chunks.append(encoder(batch).float().cpu())
-    encoder.train(was_training)
-    return torch.cat(chunks).numpy()
+    try:
+        out = []
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size].to(device)
+            if transform is not None:
+                batch = transform(batch)
+            if is_method:
+                m = None if mask is None else mask[i:i + batch_size].to(device)
+                out.append(embed_observed(encoder, batch, m).float().cpu())
+            else:
+                out.append(encoder(batch).float().cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out)
+
+
+def embed(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256,
+          transform: Callable[[Tensor], Tensor] | None = None) -> np.ndarray:
+    """Embeddings of ``fields`` (N, C, H, W) -> (N, latent_dim) float32 numpy, in eval mode:
+    :func:`encode_series` as a numpy array (``transform`` applied to each batch on the
+    encoder's device before encoding, e.g. a mask or an inference view)."""
+    return encode_series(encoder, fields, batch_size=batch_size, transform=transform).numpy()
 
 
 #: Inputs :func:`embedding_metrics` can score an encoder on: "augmented" = the augmentation's

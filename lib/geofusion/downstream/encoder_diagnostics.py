@@ -2,7 +2,7 @@
 
 Both take a trained *method* (anything with ``embed``, :mod:`geofusion.learning.methods`) and score
 its representation of complete days, ``method.embed`` of the inference view
-(:func:`geofusion.downstream.forecasting.encode_series`), so every encoder of the project is
+(:func:`geofusion.downstream.embeddings.encode_series`), so every encoder of the project is
 compared
 on the same footing:
 
@@ -30,7 +30,7 @@ import numpy as np
 from torch import nn
 
 from geofusion.data import PreparedData
-from geofusion.downstream.forecasting import encode_series
+from geofusion.downstream.embeddings import encode_series
 from geofusion.downstream.probes import season_probe
 from geofusion.learning.smoothness import latent_smoothness_per_day
 from geofusion.verification.bootstrap import DEFAULT_BLOCK, DEFAULT_RESAMPLES, bootstrap_mean

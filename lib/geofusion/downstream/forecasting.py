@@ -42,13 +42,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from geofusion.learning.methods import embed_observed
+from geofusion.downstream.embeddings import encode_series
 from geofusion.learning.model_cache import cached_fit, data_fingerprint
 from geofusion.verification.baselines import lag_regression
 
 __all__ = [
     "LatentSeq2Seq", "ForecastMethod", "rollout", "make_windows", "LatentWindowDataset",
-    "encode_series", "LatentStandardiser", "LatentForecaster", "fit_latent_forecaster",
+    "LatentStandardiser", "LatentForecaster", "fit_latent_forecaster",
     "ForecastSource", "RESIDUAL_TARGETS",
 ]
 
@@ -245,59 +245,6 @@ class LatentWindowDataset(torch.utils.data.Dataset):
         s = self.series[k]
         mid = start + self.context
         return s[start:mid], s[mid:mid + self.horizon]
-
-
-@torch.no_grad()
-def encode_series(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256,
-                  device: torch.device | str | None = None,
-                  observed: np.ndarray | Tensor | None = None) -> Tensor:
-    """Latents of a field series with a frozen encoder or method, in eval mode.
-
-    Args:
-        encoder: a trained *method* (anything with ``embed``, e.g. from
-            :func:`geofusion.learning.methods.build_method`): its representation
-            :func:`geofusion.learning.methods.embed_observed` is used, as everywhere in the
-            project; or
-            a bare encoder module ``(B, C, H, W) -> (B, D)``, called directly.
-        fields: ``(T, C, H, W)`` standardised.
-        batch_size: days encoded at once.
-        device: where to encode (default: the device of the module's parameters).
-        observed: optional bool ``(T, H, W)`` observation mask (True = observed), only for a
-            method; None = complete fields.
-
-    Returns:
-        ``(T, latent_dim)`` float32 on the CPU.
-    """
-    is_method = hasattr(encoder, "embed")
-    if observed is not None and not is_method:
-        raise ValueError("an observation mask needs a method (with embed / mask_channel), not "
-                         "a bare encoder; pass the trained method")
-    if device is None:
-        param = next(encoder.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    x = torch.as_tensor(np.asarray(fields) if not isinstance(fields, Tensor) else fields,
-                        dtype=torch.float32)
-    mask = None
-    if observed is not None:
-        mask = torch.as_tensor(np.asarray(observed) if not isinstance(observed, Tensor)
-                               else observed, dtype=torch.bool)
-        if len(mask) != len(x):
-            raise ValueError(f"observed has {len(mask)} masks for {len(x)} fields; pass one "
-                             "(H, W) mask per day")
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        out = []
-        for i in range(0, len(x), batch_size):
-            batch = x[i:i + batch_size].to(device)
-            if is_method:
-                m = None if mask is None else mask[i:i + batch_size].to(device)
-                out.append(embed_observed(encoder, batch, m).float().cpu())
-            else:
-                out.append(encoder(batch).float().cpu())
-    finally:
-        encoder.train(was_training)
-    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,7 +546,7 @@ def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
         decoder: its decoder (raw latents -> standardised fields), kept in the forecaster.
         prepared: :class:`geofusion.data.PreparedData`.
         run_dir: root of this profile's runs (the model goes to ``<run_dir>/models/...``).
-        config: :class:`geofusion.learning.training.TrainConfig` of the LSTM.
+        config: :class:`geofusion.learning.config.TrainConfig` of the LSTM.
         representation: identifies the frozen method in the cache key, e.g. the directory
             name :func:`geofusion.learning.model_cache.pretrained` returned
             (``"barlow_twins-1a2b3c4d5e"``).

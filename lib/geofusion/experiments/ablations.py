@@ -73,8 +73,9 @@ from geofusion.downstream.reconstruction import (
     score_reconstruction,
 )
 from geofusion.experiments.scorecard import ABLATION_SCORES
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import observe
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 from geofusion.models.diffusion import LatentDenoiser, LatentDiffusion
 from geofusion.models.ridge_decoder import fit_ridge_decoder
 from geofusion.verification.baselines import climatology_forecast, training_climatology

@@ -17,7 +17,7 @@ side by side (:func:`geofusion.downstream.assimilation.run_cycle`):
   training-year error statistics;
 
 and, as the classical reference, field-space ``optimal_interpolation``
-(:class:`geofusion.verification.baselines.OptimalInterpolation`, day-of-year climatology
+(:class:`geofusion.verification.optimal_interpolation.OptimalInterpolation`, day-of-year climatology
 background), plus
 the ``climatology`` itself. Every latent analysis starts from a climatological spin-up (the
 latents of the climatology of the ``context`` days before the cycle).
@@ -62,13 +62,10 @@ from geofusion.downstream.assimilation import (
 )
 from geofusion.downstream.reconstruction import observation_generator
 from geofusion.variables import UNITS
-from geofusion.verification.baselines import (
-    climatology,
-    climatology_forecast,
-    fit_optimal_interpolation,
-)
+from geofusion.verification.baselines import climatology, climatology_forecast
 from geofusion.verification.bootstrap import bootstrap_rmse
 from geofusion.verification.metrics import lat_weighted_mse
+from geofusion.verification.optimal_interpolation import fit_optimal_interpolation
 
 __all__ = ["SCHEMES", "LATENT_SCHEMES", "AssimilationResults", "draw_observations",
            "run_assimilation_experiment"]

@@ -43,9 +43,10 @@ from torch.utils.data import Dataset
 from geofusion.data import FieldDataset, load, prepare
 from geofusion.downstream.embeddings import embed
 from geofusion.downstream.forecasting import LatentForecaster, fit_latent_forecaster
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.decoders import FrozenEncoderDecoder, reconstruct
 from geofusion.learning.fusion_methods import build_fusion_method, missing_mode_robustness
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 from geofusion.models.fusion_encoders import parse_scheme
 from geofusion.verification.baselines import climatology_forecast
 from geofusion.verification.bootstrap import bootstrap_rmse

@@ -198,7 +198,7 @@ def zonal_std_t2m(daily: dict[str, np.ndarray]) -> float:
     return float(daily["2m_temperature"].std(axis=2).mean())
 
 
-def _anomalies(x: np.ndarray, times: np.ndarray) -> np.ndarray:
+def anomalies(x: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Anomalies from the all-years day-of-year climatology (15-day window)."""
     clim = climatology(x, times)
     doy = pd.DatetimeIndex(times).day_of_year.to_numpy()
@@ -209,7 +209,7 @@ def tropical_u_stats(daily: dict[str, np.ndarray], band: float = 15.0) -> tuple[
     """(std, lag-1 autocorrelation) of daily u anomalies within ``band`` degrees of the
     equator, pooled over points (m/s, dimensionless)."""
     rows = np.abs(daily["lat"]) <= band
-    a = _anomalies(daily["u_component_of_wind"][:, rows], daily["times"])
+    a = anomalies(daily["u_component_of_wind"][:, rows], daily["times"])
     a = a - a.mean(axis=0)
     lag1 = float((a[1:] * a[:-1]).sum() / np.sqrt((a[1:] ** 2).sum() * (a[:-1] ** 2).sum()))
     return float(a.std()), lag1
@@ -220,7 +220,7 @@ def interannual_std(daily: dict[str, np.ndarray]) -> tuple[float, float]:
     (latitude-weighted) and central-Pacific box 5S-5N, 170W-120W (K); NaN with fewer than 3
     complete years."""
     t, times, lat, lon = daily["2m_temperature"], daily["times"], daily["lat"], daily["lon"]
-    a = _anomalies(t, times)
+    a = anomalies(t, times)
     glob = (a * _weights(lat)).mean(axis=(1, 2))
     rows = np.abs(lat) <= 5.0
     cols = (lon >= 190.0) & (lon <= 240.0)
@@ -239,7 +239,7 @@ def hovmoller(daily: dict[str, np.ndarray], band: float = 10.0,
     """``(days, lon)`` daily anomalies of ``name`` averaged over ``band`` degrees of the
     equator (latitude-weighted): eastward-moving stripes are the MJO-like mode."""
     rows = np.abs(daily["lat"]) <= band
-    a = _anomalies(daily[name][:, rows], daily["times"])
+    a = anomalies(daily[name][:, rows], daily["times"])
     w = np.cos(np.deg2rad(daily["lat"][rows]))[None, :, None]
     return (a * w).sum(axis=1) / w.sum()
 

@@ -67,7 +67,7 @@ class FrozenEncoderDecoder(nn.Module):
     takes what :func:`geofusion.learning.methods.observe` builds (``mask_channel`` is the method's)
     and
     ``forward(fields, observed=None)`` returns the reconstruction, so
-    :func:`reconstruct`, :func:`geofusion.downstream.forecasting.encode_series` and
+    :func:`reconstruct`, :func:`geofusion.downstream.embeddings.encode_series` and
     :func:`geofusion.downstream.forecasting.fit_latent_forecaster` take this model as they take a
     method.
 

@@ -1,32 +1,19 @@
-"""Data-parallel training under ``torchrun``: process group, collectives, and the training loop.
+"""Data-parallel training under ``torchrun``: :func:`fit_distributed`, the training loop of
+:func:`geofusion.learning.training.fit` for several processes.
 
 Run any method on several processes (NCCL on GPUs, gloo on CPU)::
 
     torchrun --standalone --nproc_per_node=2 scripts/train_distributed.py --method barlow_twins
 
-:func:`init_from_env` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-``MASTER_ADDR``/``MASTER_PORT``) and is a no-op in a single process, where every helper falls
-back to the single-process answer, so the same code runs both ways.
-
-**Global-batch losses.** With DistributedDataParallel each process sees ``B / world_size``
-samples. The contrastive losses of :mod:`geofusion.learning.losses` take ``gather_distributed=True``
-to make the effective batch the global one: SimCLR/SupCon anchors of a process are contrasted
-with the projections of *all* processes (:func:`gather_with_grad`), and Barlow Twins' batch
-statistics and cross-correlation are sums over processes (:func:`all_reduce_sum`), as in the
-official implementation. Gradients flow back through the collectives, so each process's
-samples receive the gradient of every process's loss term; DDP's averaging of parameter
-gradients then gives exactly the gradient of the single-process loss on the concatenated batch
-(checked by ``tests/test_distributed.py``). Concretely, the gradient a process computes for
-its own inputs is ``world_size`` times the single-process one, and DDP divides by
-``world_size``. All processes must hold batches of equal size (``drop_last``; checked).
-
-:func:`fit_distributed` is :func:`geofusion.learning.training.fit` for that setting: same
-:class:`~geofusion.learning.training.TrainConfig` (``batch_size`` is the *global* batch), same
-checkpoint format (written by rank 0 only, resumable by ``fit`` or ``fit_distributed``), a
-:class:`~torch.utils.data.DistributedSampler` reseeded every epoch (or, with
-``config.batch_sampler``, each rank's contiguous share of every global time-aware batch,
-:func:`geofusion.learning.training.time_aware_batch_sampler`), and the global-batch losses
-switched on for every module of the method that has a ``gather_distributed`` attribute.
+The process group and the collectives (global-batch losses, samplers) are in
+:mod:`geofusion.learning.collectives`. :func:`fit_distributed` takes the same
+:class:`~geofusion.learning.config.TrainConfig` (``batch_size`` is the *global* batch), writes
+the same checkpoints (rank 0 only, :mod:`geofusion.learning.run_state`; resumable by ``fit`` or
+``fit_distributed``), uses a :class:`~torch.utils.data.DistributedSampler` reseeded every epoch
+(or, with ``config.batch_sampler``, each rank's contiguous share of every global time-aware
+batch, :func:`geofusion.learning.training.time_aware_batch_sampler`), and switches the
+global-batch losses on for every module of the method that has a ``gather_distributed``
+attribute.
 """
 
 from __future__ import annotations
@@ -39,17 +26,29 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from geofusion.learning.collectives import (
+    all_reduce_mean,
+    barrier,
+    distributed_sampler,
+    is_distributed,
+    local_rank,
+    rank,
+    set_gather_distributed,
+    world_size,
+)
+from geofusion.learning.config import TrainConfig
+from geofusion.learning.run_state import (
+    clone_state,
+    history_frame,
+    resume_run,
+    save_run,
+    uses_early_stopping,
+    write_config,
+)
 from geofusion.learning.training import (
-    TrainConfig,
-    _clock,
-    _clone_state,
-    _early_stopping,
-    _history_frame,
-    _resume,
-    _save,
-    _write_config,
+    epoch_clock,
     epoch_generator,
     fit,
     learning_rate,
@@ -61,177 +60,7 @@ from geofusion.learning.training import (
 )
 from geofusion.reproducibility import seed_worker
 
-__all__ = [
-    "init_from_env", "is_distributed", "rank", "world_size", "local_rank", "barrier",
-    "cleanup", "gather_with_grad", "all_reduce_sum", "all_reduce_mean", "distributed_sampler",
-    "set_gather_distributed", "fit_distributed",
-]
-
-
-def is_distributed() -> bool:
-    """True inside an initialised process group of more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def world_size() -> int:
-    """Number of processes (1 without a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def local_rank() -> int:
-    """Rank on this machine, from torchrun's ``LOCAL_RANK`` (0 when unset)."""
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
-def init_from_env(backend: str | None = None) -> bool:
-    """Join the process group torchrun describes in the environment; return is_distributed().
-
-    Without ``WORLD_SIZE`` > 1 (a plain ``python`` run) nothing happens. ``backend`` defaults
-    to NCCL when CUDA is available and gloo otherwise; on CUDA the process binds to GPU
-    ``LOCAL_RANK``.
-    """
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
-        return is_distributed()
-    if not dist.is_available():
-        raise RuntimeError("torch.distributed is not available in this torch build; run in a "
-                           "single process or install a build with distributed support")
-    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-    if missing:
-        raise ValueError(f"WORLD_SIZE is set but {missing} are not; launch with torchrun "
-                         "(e.g. torchrun --standalone --nproc_per_node=2 script.py)")
-    use_cuda = torch.cuda.is_available()
-    backend = backend or ("nccl" if use_cuda else "gloo")
-    if use_cuda and backend == "nccl":
-        torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend)
-    return is_distributed()
-
-
-def barrier() -> None:
-    """Wait for all processes (no-op in a single process)."""
-    if is_distributed():
-        dist.barrier()
-
-
-def cleanup() -> None:
-    """Leave the process group if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _check_equal_sizes(x: Tensor) -> None:
-    size = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.empty_like(size) for _ in range(world_size())]
-    dist.all_gather(sizes, size)
-    values = [int(s) for s in sizes]
-    if len(set(values)) > 1:
-        raise ValueError(f"processes hold batches of different sizes {values}; gathering needs "
-                         "equal sizes: use drop_last=True (fit_distributed does)")
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 whose backward sums the gradients over processes and returns
-    each process its own slice (reduce-scatter). Gradients are made contiguous first: the
-    gathered tensor is often transposed or reshaped downstream, and collectives write raw
-    memory (``torch.distributed.nn.functional.all_gather`` gives wrong gradients on gloo for a
-    non-contiguous gradient)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x)
-        ctx.rows = x.shape[0]
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.contiguous()
-        if dist.get_backend() == dist.Backend.NCCL:
-            out = grad.new_empty(ctx.rows, *grad.shape[1:])
-            dist.reduce_scatter_tensor(out, grad)
-            return out
-        # gloo has no reduce-scatter: all-reduce the whole gradient, keep this rank's rows.
-        dist.all_reduce(grad)
-        start = dist.get_rank() * ctx.rows
-        return grad[start:start + ctx.rows]
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over processes; the gradient of a sum over processes is the sum of the gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        out = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad
-
-
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` (b, ...) of all processes along dim 0 -> (world_size * b, ...).
-
-    Rank r's rows are at ``[r * b, (r + 1) * b)``. The backward pass sums, over processes, the
-    gradients with respect to each process's slice and returns them to the process that owns
-    it. Identity in a single process. Integer tensors (labels) gather too, without gradient.
-    """
-    if not is_distributed():
-        return x
-    _check_equal_sizes(x)
-    if not x.requires_grad:
-        return _GatherWithGrad.forward(_NoContext(), x)
-    return _GatherWithGrad.apply(x)
-
-
-class _NoContext:
-    """Stand-in for an autograd context when no gradient is needed (integer labels)."""
-
-
-def all_reduce_sum(x: Tensor) -> Tensor:
-    """Sum of ``x`` over processes, differentiable (the backward sums the gradients too)."""
-    if not is_distributed():
-        return x
-    if not x.requires_grad:
-        return _AllReduceSum.forward(_NoContext(), x)
-    return _AllReduceSum.apply(x)
-
-
-def all_reduce_mean(x: Tensor) -> Tensor:
-    """Mean of ``x`` over processes (differentiable; for logging, pass a detached tensor)."""
-    if not is_distributed():
-        return x
-    return all_reduce_sum(x) / world_size()
-
-
-def distributed_sampler(dataset: Dataset, seed: int, epoch: int, shuffle: bool = True,
-                        drop_last: bool = True) -> DistributedSampler:
-    """This process's share of ``dataset`` for ``epoch``: shuffled by ``(seed, epoch)``, the
-    same permutation on every process, equal shares (``drop_last`` drops the remainder)."""
-    sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(),
-                                 shuffle=shuffle, seed=seed, drop_last=drop_last)
-    sampler.set_epoch(epoch)
-    return sampler
-
-
-def set_gather_distributed(module: nn.Module, enabled: bool = True) -> list[str]:
-    """Set ``gather_distributed`` on every submodule of ``module`` that has the attribute (the
-    methods' global-batch switch); return the names of the submodules changed."""
-    changed = []
-    for name, sub in module.named_modules():
-        if hasattr(sub, "gather_distributed"):
-            sub.gather_distributed = enabled
-            changed.append(name or type(sub).__name__)
-    return changed
+__all__ = ["fit_distributed"]
 
 
 class _LossModule(nn.Module):
@@ -302,7 +131,7 @@ def fit_distributed(
     if len(train_set) < config.batch_size:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than one global "
                          f"batch of {config.batch_size}; lower batch_size or use more days")
-    if _early_stopping(config) and valid_set is None:
+    if uses_early_stopping(config) and valid_set is None:
         raise ValueError("early stopping (patience) needs a validation set: pass valid_set, or "
                          "set patience=None to train a fixed number of epochs")
     device = _device(config)
@@ -311,9 +140,9 @@ def fit_distributed(
     optimizer = torch.optim.Adam(method.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     # Every process reads the checkpoint, so all start from the same weights and state.
-    run, best = _resume(method, optimizer, config, run_dir, device)
+    run, best = resume_run(method, optimizer, config, run_dir, device)
     if run_dir is not None and me == 0:
-        _write_config(run_dir, config)
+        write_config(run_dir, config)
 
     module: nn.Module = _LossModule(method)
     if sync_batchnorm:
@@ -330,7 +159,7 @@ def fit_distributed(
 
     while reason is None and (stop_after is None or calls < stop_after):
         epoch = run.epoch
-        tic = _clock()
+        tic = epoch_clock()
         if hasattr(method, "on_epoch_start"):
             method.on_epoch_start(epoch, config.epochs)
         ddp.train()
@@ -377,15 +206,15 @@ def fit_distributed(
         for key, value in totals.items():
             row[key] = float(all_reduce_mean(value / steps))
         row["lr"] = first_lr
-        row["seconds"] = _clock() - tic
+        row["seconds"] = epoch_clock() - tic
         if valid_set is not None:
             row["valid_loss"] = _evaluate_distributed(method, valid_set, local_batch, config,
                                                       device, use_amp)
         # The slowest process's time, so the budget decision is the same on every process.
-        seconds = torch.tensor(_clock() - tic, dtype=torch.float64, device=device)
+        seconds = torch.tensor(epoch_clock() - tic, dtype=torch.float64, device=device)
         dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
         if run.record(row, float(seconds), config) and best is not None:
-            best = _clone_state(method)
+            best = clone_state(method)
         calls += 1
         reason = run.stop_reason = run.should_stop(config)
         if bar is not None:
@@ -393,18 +222,18 @@ def fit_distributed(
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
                              if k in ("loss", "valid_loss")})
         if run_dir is not None and me == 0:
-            _save(run_dir, method, optimizer, config, run, best)
+            save_run(run_dir, method, optimizer, config, run, best)
     if bar is not None:
         bar.close()
     if calls == 0 and reason != saved_reason:
         run.stop_reason = reason
         if run_dir is not None and me == 0:
-            _save(run_dir, method, optimizer, config, run, best)
+            save_run(run_dir, method, optimizer, config, run, best)
     barrier()  # no process returns (and maybe reads the checkpoint) before rank 0 wrote it
     if reason is not None and best is not None and run.best_epoch > 0:
         method.load_state_dict(best)
     method.eval()
-    return _history_frame(run, config)
+    return history_frame(run, config)
 
 
 @torch.no_grad()

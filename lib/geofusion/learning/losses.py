@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geofusion.learning import distributed
+from geofusion.learning import collectives
 
 __all__ = [
     "BarlowTwinsLoss",
@@ -98,9 +98,9 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 0.005,
     z1, z2 = _as_float(z1), _as_float(z2)
     n = z1.shape[0]
 
-    if gather_distributed and distributed.is_distributed():
+    if gather_distributed and collectives.is_distributed():
         # Sums over processes (differentiable), so statistics and C are the global batch's.
-        total = distributed.all_reduce_sum
+        total = collectives.all_reduce_sum
         n = int(total(torch.tensor(n, device=z1.device)))
 
         def standardise(z: Tensor) -> Tensor:
@@ -147,7 +147,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5,
     _check_temperature(temperature)
     _check_pair(z1, z2, "nt_xent_loss", min_batch=1 if gather_distributed else 2)
     if gather_distributed:
-        z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)
+        z1, z2 = collectives.gather_with_grad(z1), collectives.gather_with_grad(z2)
         _check_pair(z1, z2, "nt_xent_loss", min_batch=2)
     n = z1.shape[0]
     z = F.normalize(_as_float(torch.cat([z1, z2])), dim=1)
@@ -213,11 +213,11 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
         if labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"supcon_loss: labels must be integers, got {labels.dtype}")
         labels = labels.to(features.device)
-    if gather_distributed and distributed.is_distributed():
+    if gather_distributed and collectives.is_distributed():
         if own_positives:
-            labels = labels + distributed.rank() * b  # sample ids stay unique globally
-        features = distributed.gather_with_grad(features)
-        labels = distributed.gather_with_grad(labels)
+            labels = labels + collectives.rank() * b  # sample ids stay unique globally
+        features = collectives.gather_with_grad(features)
+        labels = collectives.gather_with_grad(labels)
         b = features.shape[0]
 
     # View-major order (all first views, then all second views, ...) as in the official code.

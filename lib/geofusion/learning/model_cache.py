@@ -31,8 +31,9 @@ from torch.utils.data import Dataset
 from geofusion.data import FieldDataset, PreparedData
 from geofusion.data.samplers import TemporalPairDataset
 from geofusion.io import atomic_write_text
+from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
-from geofusion.learning.training import TrainConfig, fit
+from geofusion.learning.training import fit
 
 __all__ = ["data_fingerprint", "model_dir", "cached_fit", "pretrained", "builder_key"]
 

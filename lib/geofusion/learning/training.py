@@ -56,15 +56,9 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import json
 import math
 import os
-import pickle
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,136 +68,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from geofusion.data.samplers import TimeAwareBatchSampler
-from geofusion.io import atomic_write_bytes, atomic_write_text
-from geofusion.reproducibility import describe, seed_worker
-
-CHECKPOINT_FORMAT = "geofusion-checkpoint-v2"
-CHECKPOINT_NAME = "checkpoint.pt"
-METADATA_NAME = "checkpoint.json"
-LR_SCHEDULES = ("constant", "cosine")
-STOP_REASONS = ("epochs", "patience", "budget")
-
-# Fields of TrainConfig that change the result of a run. Resuming with different values would
-# silently mix two experiments, so it is refused. ``epochs`` may grow (train longer) when the
-# schedule does not depend on it; ``time_budget_s`` may change.
-_RESULT_FIELDS = ("batch_size", "lr", "weight_decay", "seed", "drop_last", "grad_clip",
-                  "patience", "min_delta", "restore_best", "lr_schedule", "warmup_epochs",
-                  "min_lr", "batch_sampler")
-
-#: Settings a ``TrainConfig.batch_sampler`` may hold (those of
-#: :class:`geofusion.data.samplers.TimeAwareBatchSampler` other than the anchors, which follow from
-#: ``batch_size``, and the seed, which is the run's).
-BATCH_SAMPLER_KEYS = ("hard", "easy", "hard_range", "easy_min")
+from geofusion.learning.config import TrainConfig
+from geofusion.learning.run_state import (
+    clone_state,
+    history_frame,
+    resume_run,
+    save_run,
+    uses_early_stopping,
+    write_config,
+)
+from geofusion.reproducibility import seed_worker
 
 # The clock of epoch durations and of the time budget (replaced in tests by a fake one).
-_clock = time.perf_counter
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used: corrupt, unsafe, old, another method or another config."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (defaults are the report's: Adam, batch 128, 100 epochs).
-
-    Attributes:
-        epochs: total (maximum, with early stopping) number of epochs; resuming continues up
-            to this number.
-        batch_size: samples per optimisation step.
-        lr: Adam learning rate (the peak of a schedule).
-        weight_decay: Adam weight decay (the report uses none).
-        seed: seeds shuffling, augmentations and initialisation-independent randomness.
-        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
-        amp: bfloat16 autocast on CUDA (ignored on CPU, where training is float32); see
-            :data:`geofusion.reproducibility.AUTOCAST_POLICY`.
-        drop_last: drop the last incomplete batch (batch-norm and Barlow Twins need >= 2).
-        grad_clip: clip the gradient norm to this value, or None.
-        num_workers: DataLoader worker processes (seeded by
-            :func:`geofusion.reproducibility.seed_worker`).
-        patience: early stopping: stop after this many epochs in a row without a validation
-            improvement; None (default) trains all ``epochs``. Needs a validation set.
-        min_delta: an epoch improves when its validation loss is below the best so far by
-            more than this (loss units, >= 0).
-        restore_best: with ``patience``, end with the weights of the best validation epoch.
-        lr_schedule: "constant" (default) or "cosine" (decay to ``min_lr`` over ``epochs``).
-        warmup_epochs: linear warm-up from ``lr / warmup_steps`` to ``lr`` over this many
-            epochs (0: none).
-        min_lr: the cosine schedule's final learning rate (0 <= min_lr <= lr).
-        time_budget_s: wall-clock seconds for this model's training and validation, summed
-            over resumed calls, or None (no budget).
-        batch_sampler: None (default: a uniform shuffle) or the settings of a
-            :class:`geofusion.data.samplers.TimeAwareBatchSampler` (keys of
-            :data:`BATCH_SAMPLER_KEYS`: ``hard``, ``easy``, ``hard_range``, ``easy_min``):
-            batches of ``batch_size / (1 + hard + easy)`` anchor days with their hard (nearby)
-            and easy (far) negatives, seeded by ``(seed, epoch)`` so a resumed run draws the
-            same batches. The dataset's items must be consecutive days.
-    """
-
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    drop_last: bool = True
-    grad_clip: float | None = None
-    num_workers: int = 0
-    patience: int | None = None
-    min_delta: float = 0.0
-    restore_best: bool = True
-    lr_schedule: str = "constant"
-    warmup_epochs: int = 0
-    min_lr: float = 0.0
-    time_budget_s: float | None = None
-    batch_sampler: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_sampler is not None:
-            unknown = set(self.batch_sampler) - set(BATCH_SAMPLER_KEYS)
-            if unknown:
-                raise ValueError(f"unknown batch_sampler settings {sorted(unknown)}; allowed: "
-                                 f"{BATCH_SAMPLER_KEYS} (the anchors follow from batch_size)")
-            self.batch_sampler = {k: (list(v) if k == "hard_range" else v)
-                                  for k, v in self.batch_sampler.items()}
-            per_anchor = self.sampler_days_per_anchor()
-            if self.batch_size % per_anchor:
-                raise ValueError(f"batch_size={self.batch_size} is not a multiple of the "
-                                 f"{per_anchor} days per anchor (1 + hard + easy) of the "
-                                 "time-aware batch sampler; change batch_size or hard/easy")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.patience is not None and (isinstance(self.patience, bool)
-                                          or not isinstance(self.patience, int)
-                                          or self.patience < 1):
-            raise ValueError(f"patience must be a positive number of epochs or None (no early "
-                             f"stopping), got {self.patience!r}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0 (loss units), got {self.min_delta}")
-        if not isinstance(self.restore_best, bool):
-            raise ValueError(f"restore_best must be True or False, got {self.restore_best!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of "
-                             f"{LR_SCHEDULES}")
-        if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
-            raise ValueError(f"warmup_epochs must be between 0 and epochs={self.epochs}, got "
-                             f"{self.warmup_epochs}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"min_lr must be between 0 and lr={self.lr}, got {self.min_lr}")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise ValueError(f"time_budget_s must be positive seconds or None (no budget), "
-                             f"got {self.time_budget_s}")
-
-
-    def sampler_days_per_anchor(self) -> int:
-        """``1 + hard + easy`` of the time-aware batch sampler (defaults 2 and 1)."""
-        settings = self.batch_sampler or {}
-        return 1 + int(settings.get("hard", 2)) + int(settings.get("easy", 1))
+epoch_clock = time.perf_counter
 
 
 def time_aware_batch_sampler(n_days: int, config: TrainConfig, epoch: int, rank: int = 0,
@@ -314,234 +191,6 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def metadata_path(path: str | os.PathLike) -> Path:
-    """``checkpoint.json`` beside ``checkpoint.pt``: the checkpoint's non-tensor metadata."""
-    return Path(path).with_name(METADATA_NAME)
-
-
-def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, Any],
-                    metadata: Mapping[str, Any]) -> None:
-    """Write a checkpoint: ``tensors`` to ``path``, ``metadata`` as JSON beside it, atomically.
-
-    Args:
-        path: the ``.pt`` file.
-        tensors: state dicts (model, optimiser, ...): tensors and plain numbers only, so the
-            file loads with ``torch.load(weights_only=True)``.
-        metadata: JSON-serialisable; must hold ``epoch`` (an int), which is written into
-            both files so that :func:`load_checkpoint` can tell they belong together.
-    """
-    epoch = int(metadata["epoch"])
-    buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "epoch": epoch, **tensors}, buffer)
-    text = json.dumps({"format": CHECKPOINT_FORMAT, **metadata}, indent=1)
-    # The tensors first: a crash between the two writes leaves a newer .pt than .json, which
-    # load_checkpoint detects by the epoch (never silently pairs weights with another history).
-    atomic_write_bytes(path, buffer.getvalue())
-    atomic_write_text(metadata_path(path), text)
-
-
-def _delete_hint(path: Path) -> str:
-    return f"delete {path.parent} (or point run_dir at a fresh directory) and train again"
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`: its metadata and tensors merged.
-
-    The ``.pt`` file is read with ``torch.load(weights_only=True)``: tensors and plain Python
-    containers only, so a file that holds any other pickled object is refused without
-    running it.
-
-    Raises:
-        CheckpointError: the file is corrupt or truncated, holds pickled objects, was written
-            by an older geofusion (format v1), or its ``checkpoint.json`` is missing or belongs
-            to another epoch; the message names the file and what to do.
-    """
-    path = Path(path)
-    try:
-        tensors = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CheckpointError(
-            f"{path} holds pickled Python objects other than tensors and numbers, which "
-            f"geofusion refuses to load: unpickling can run arbitrary code "
-            f"(torch.load(weights_only=True) stopped at: {first_line}). If the file comes "
-            f"from an older geofusion, {_delete_hint(path)}; if its origin is unknown, do "
-            f"not load it at all") from error
-    except Exception as error:  # torch raises several types for truncated/garbled files
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
-            f"delete it (or the run directory) to train from scratch"
-        ) from error
-    if not isinstance(tensors, dict) or not str(tensors.get("format", "")).startswith(
-            "geofusion-checkpoint"):
-        raise CheckpointError(
-            f"{path} is not a geofusion checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
-            "point run_dir at a fresh directory"
-        )
-    if tensors["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} was written by an older geofusion (format {tensors['format']!r}, now "
-            f"{CHECKPOINT_FORMAT!r}: metadata moved to {METADATA_NAME} so checkpoints load "
-            f"without unpickling); {_delete_hint(path)}")
-    meta_path = metadata_path(path)
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(
-            f"{path} has no readable {meta_path.name} beside it ({type(error).__name__}: "
-            f"{error}); the run was interrupted while saving or the file was removed: "
-            f"{_delete_hint(path)}") from error
-    if metadata.get("epoch") != tensors["epoch"]:
-        raise CheckpointError(
-            f"{path} holds epoch {tensors['epoch']} but {meta_path.name} epoch "
-            f"{metadata.get('epoch')}: the run was interrupted between writing the two; "
-            f"{_delete_hint(path)}")
-    return {**metadata, **tensors}
-
-
-def _check_compatible(state: dict, method: nn.Module, config: TrainConfig, path: Path) -> None:
-    name = type(method).__name__
-    if state["method"] != name:
-        raise CheckpointError(
-            f"{path} was written by method {state['method']!r}, not {name!r}; "
-            "use another run_dir for this method"
-        )
-    saved = state["config"]
-    fields = _RESULT_FIELDS + (("epochs",) if config.lr_schedule == "cosine" else ())
-    changed = {k: (saved.get(k), getattr(config, k)) for k in fields
-               if saved.get(k) != getattr(config, k)}
-    if changed:
-        detail = ", ".join(f"{k}: saved {a!r} != now {b!r}" for k, (a, b) in changed.items())
-        raise CheckpointError(
-            f"{path} belongs to a run with other settings ({detail}); "
-            "use another run_dir or the same settings to resume"
-        )
-    model_state = method.state_dict()
-    mismatched = [
-        key for key, value in state["model"].items()
-        if key not in model_state or model_state[key].shape != value.shape
-    ] + [key for key in model_state if key not in state["model"]]
-    if mismatched:
-        raise CheckpointError(
-            f"{path} holds a model of another architecture (first differing parameters: "
-            f"{mismatched[:3]}); use another run_dir or rebuild the model with the same sizes"
-        )
-
-
-@dataclass
-class RunState:
-    """Where a run stands after its completed epochs: everything resuming needs besides the
-    weights and the optimiser. Saved in ``checkpoint.json``.
-
-    Attributes:
-        epoch: completed epochs.
-        history: one dict per completed epoch.
-        best_valid_loss: the lowest validation loss so far (None before the first epoch).
-        best_epoch: the (1-based) epoch that reached it (0 before the first epoch).
-        bad_epochs: epochs in a row without an improvement of more than ``min_delta``.
-        elapsed_s: wall-clock seconds spent in training and validation so far.
-        stop_reason: None while the run may continue, else one of :data:`STOP_REASONS`.
-    """
-
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_valid_loss: float | None = None
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    elapsed_s: float = 0.0
-    stop_reason: str | None = None
-
-    def record(self, row: dict[str, float], seconds: float, config: TrainConfig) -> bool:
-        """Append a finished epoch; update the early-stopping state; True if it is the best."""
-        self.history.append(row)
-        self.epoch += 1
-        self.elapsed_s += seconds
-        valid = row.get("valid_loss")
-        if valid is None or not math.isfinite(valid):
-            self.bad_epochs += 1
-            return False
-        if self.best_valid_loss is None or valid < self.best_valid_loss - config.min_delta:
-            self.best_valid_loss, self.best_epoch, self.bad_epochs = valid, self.epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    def should_stop(self, config: TrainConfig) -> str | None:
-        """Why no further epoch should start (one of :data:`STOP_REASONS`), or None."""
-        if config.patience is not None and self.bad_epochs >= config.patience:
-            return "patience"
-        if self.epoch >= config.epochs:
-            return "epochs"
-        if config.time_budget_s is not None and self.epoch > 0:
-            per_epoch = self.elapsed_s / self.epoch
-            if self.elapsed_s + per_epoch > config.time_budget_s:
-                return "budget"
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _early_stopping(config: TrainConfig) -> bool:
-    return config.patience is not None
-
-
-def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _resume(method: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
-            run_dir: str | os.PathLike | None, device: torch.device
-            ) -> tuple[RunState, dict[str, torch.Tensor] | None]:
-    """Load the run's checkpoint into ``method`` and ``optimizer``; return its state and the
-    best weights (None without early stopping). A fresh state when there is no checkpoint."""
-    best = _clone_state(method) if _early_stopping(config) and config.restore_best else None
-    if run_dir is None or not (Path(run_dir) / CHECKPOINT_NAME).exists():
-        return RunState(), best
-    path = Path(run_dir) / CHECKPOINT_NAME
-    state = load_checkpoint(path, map_location=device)
-    _check_compatible(state, method, config, path)
-    method.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if best is not None:
-        best = state["best_model"]
-    run = RunState(**{f.name: state["run"][f.name] for f in dataclasses.fields(RunState)})
-    return run, best
-
-
-def _save(run_dir: str | os.PathLike, method: nn.Module, optimizer: torch.optim.Optimizer,
-          config: TrainConfig, run: RunState, best: dict[str, torch.Tensor] | None) -> None:
-    tensors: dict[str, Any] = {"model": method.state_dict(), "optimizer": optimizer.state_dict()}
-    if best is not None:
-        tensors["best_model"] = best
-    device = next(iter(tensors["model"].values())).device if tensors["model"] else None
-    save_checkpoint(Path(run_dir) / CHECKPOINT_NAME, tensors, {
-        "method": type(method).__name__, "config": dataclasses.asdict(config),
-        "epoch": run.epoch, "run": run.to_json(),
-        # Provenance: versions and determinism settings in force when the epoch was trained.
-        "environment": describe(device)})
-    atomic_write_text(Path(run_dir) / "metrics.csv",
-                      pd.DataFrame(run.history).to_csv(index=False))
-
-
-def _write_config(run_dir: str | os.PathLike, config: TrainConfig) -> None:
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(run_dir) / "config.json",
-                      json.dumps(dataclasses.asdict(config), indent=2))
-
-
-def _history_frame(run: RunState, config: TrainConfig) -> pd.DataFrame:
-    frame = pd.DataFrame(run.history)
-    frame.attrs.update(stop_reason=run.stop_reason, epochs=config.epochs,
-                       patience=config.patience, min_delta=config.min_delta,
-                       best_epoch=run.best_epoch, best_valid_loss=run.best_valid_loss,
-                       restored_best=bool(_early_stopping(config) and config.restore_best
-                                          and run.stop_reason is not None
-                                          and run.best_epoch > 0),
-                       elapsed_s=run.elapsed_s, time_budget_s=config.time_budget_s)
-    return frame
-
-
 def describe_stop(history: pd.DataFrame) -> str:
     """One sentence on where and why a run of :func:`fit` stopped, for notebook captions.
 
@@ -615,16 +264,16 @@ def fit(
         # Batch statistics (batch norm, Barlow Twins' correlation) need two samples.
         raise ValueError(f"the training set has {len(train_set)} samples, too few for one batch; "
                          "select a longer time range")
-    if _early_stopping(config) and valid_set is None:
+    if uses_early_stopping(config) and valid_set is None:
         raise ValueError("early stopping (patience) needs a validation set: pass valid_set, or "
                          "set patience=None to train a fixed number of epochs")
     device = resolve_device(config.device)
     method.to(device)
     optimizer = torch.optim.Adam(method.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    run, best = _resume(method, optimizer, config, run_dir, device)
+    run, best = resume_run(method, optimizer, config, run_dir, device)
     if run_dir is not None:
-        _write_config(run_dir, config)
+        write_config(run_dir, config)
 
     use_amp = config.amp and device.type == "cuda"
     calls = 0
@@ -634,12 +283,12 @@ def fit(
     bar = progress_bar(None, desc=type(method).__name__, unit="epoch", initial=run.epoch,
                        total=config.epochs) if progress and reason is None else None
     while reason is None and (stop_after is None or calls < stop_after):
-        tic = _clock()
+        tic = epoch_clock()
         row = _train_one_epoch(method, train_set, optimizer, config, device, run.epoch, use_amp)
         if valid_set is not None:
             row["valid_loss"] = evaluate_loss(method, valid_set, config, device, use_amp)
-        if run.record(row, _clock() - tic, config) and best is not None:
-            best = _clone_state(method)
+        if run.record(row, epoch_clock() - tic, config) and best is not None:
+            best = clone_state(method)
         calls += 1
         reason = run.stop_reason = run.should_stop(config)
         if bar is not None:
@@ -647,17 +296,17 @@ def fit(
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
                              if k in ("loss", "valid_loss")})
         if run_dir is not None:
-            _save(run_dir, method, optimizer, config, run, best)
+            save_run(run_dir, method, optimizer, config, run, best)
     if bar is not None:
         bar.close()
     if calls == 0 and reason != saved_reason:
         run.stop_reason = reason
         if run_dir is not None:
-            _save(run_dir, method, optimizer, config, run, best)
+            save_run(run_dir, method, optimizer, config, run, best)
     if reason is not None and best is not None and run.best_epoch > 0:
         method.load_state_dict(best)
     method.eval()
-    return _history_frame(run, config)
+    return history_frame(run, config)
 
 
 def _loader(dataset: Dataset, config: TrainConfig, generator: torch.Generator | None,
@@ -689,7 +338,7 @@ def _train_one_epoch(method: nn.Module, dataset: Dataset, optimizer: torch.optim
         loader = _loader(dataset, config, shuffle_generator, shuffle=True,
                          drop_last=config.drop_last and len(dataset) > config.batch_size)
 
-    tic = _clock()
+    tic = epoch_clock()
     totals: dict[str, float] = {}
     steps = 0
     first_lr = learning_rate(config, epoch * len(loader), len(loader))
@@ -714,7 +363,7 @@ def _train_one_epoch(method: nn.Module, dataset: Dataset, optimizer: torch.optim
             totals[key] = totals.get(key, 0.0) + float(value)
     row = {"epoch": epoch + 1, **{k: v / steps for k, v in totals.items()}}
     row["lr"] = first_lr
-    row["seconds"] = _clock() - tic
+    row["seconds"] = epoch_clock() - tic
     return row
 
 

@@ -29,7 +29,7 @@ from IPython.display import display
 from matplotlib.figure import Figure
 
 from geofusion.data.observations import MASK_KINDS
-from geofusion.downstream.reconstruction import SparsityEvaluation
+from geofusion.experiments.sparsity_study import SparsityEvaluation
 from geofusion.reporting.plotting import draw_latlon
 
 __all__ = ["SparsityExplorer", "AssimilationExplorer"]
@@ -55,7 +55,8 @@ class SparsityExplorer:
         >>> import matplotlib; matplotlib.use("Agg")
         >>> import numpy as np, torch
         >>> from geofusion.learning.methods import build_method
-        >>> from geofusion.downstream.reconstruction import LatentReconstructor, SparsityEvaluation
+        >>> from geofusion.downstream.reconstruction import LatentReconstructor
+        >>> from geofusion.experiments.sparsity_study import SparsityEvaluation
         >>> ae = build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4)
         >>> ev = SparsityEvaluation({"ae": LatentReconstructor(ae, ae.decoder)},
         ...     torch.randn(4, 5, 8, 16), np.arange(4).astype("datetime64[D]"),

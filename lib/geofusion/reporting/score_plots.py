@@ -1,7 +1,7 @@
 """Line plots of scores: robustness to sparsity and noise, skill against lead, training curves.
 
 Every function takes the long tables the scoring modules return
-(:meth:`geofusion.downstream.reconstruction.SparsityEvaluation.curves`,
+(:meth:`geofusion.experiments.sparsity_study.SparsityEvaluation.curves`,
 :func:`geofusion.downstream.forecast_scores.score_forecasts`) or training histories, draws one
 figure and
 returns it; ``synthetic=True`` labels the title.
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from geofusion.downstream.reconstruction import SparsityEvaluation, relative_skill
+from geofusion.experiments.sparsity_study import SparsityEvaluation, relative_skill
 from geofusion.learning.training import describe_stop
 from geofusion.reporting.plotting import plot_latlon_grid
 

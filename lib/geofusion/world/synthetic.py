@@ -18,7 +18,7 @@ pressure-level variables are ``(time, level, longitude, latitude)``, surface one
 longitude ``0..354.375``, ``level`` in hPa, 6-hourly ``time``.
 
 From the model state (T21 on a 32 x 64 Gauss grid) to the variables, on the model grid, then
-regridded conservatively (:mod:`geofusion.regrid`, as WeatherBench 2 regrids ERA5):
+regridded conservatively (:mod:`geofusion.grids`, as WeatherBench 2 regrids ERA5):
 
 1. **Geopotential** at 500 hPa from the streamfunction :math:`\psi` by the linear balance
    equation :math:`\nabla^2\Phi' = \nabla\cdot(f\nabla\psi)` (solved spectrally), plus the
@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geofusion.regrid import ConservativeRegridder, equiangular_lat_edges
+from geofusion.grids import ConservativeRegridder, equiangular_lat_edges
 from geofusion.world.atmosphere import (
     EARTH_RADIUS,
     OMEGA,

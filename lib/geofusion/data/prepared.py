@@ -1,0 +1,112 @@
+"""Prepared data: daily, standardised fields split by time into training, validation and (on
+request) test blocks, with what is needed to undo the scaling (:class:`PreparedData`).
+
+Arrays are ``(time, channel, lat, lon)`` float32, channels in
+:data:`geofusion.variables.VARIABLES` order, latitude ascending, longitude 0..360 east;
+statistics are the training block's only. Built by :func:`geofusion.data.preparation.prepare`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from geofusion.variables import (
+    UNITS,
+    season_labels,
+)
+
+__all__ = ["PreparedData"]
+
+
+@dataclass
+class PreparedData:
+    """Daily, standardised fields split by time, with what is needed to undo the scaling.
+
+    Attributes
+    ----------
+    train, valid: float32 ``(T, C, lat, lon)`` standardised fields (training = earlier days).
+    train_times, valid_times: datetime64[ns] ``(T,)`` day of each sample.
+    channels: variable names, :data:`VARIABLES` order.
+    mean, std: float32 ``(C,)`` training statistics in physical units (:data:`UNITS`).
+    lat, lon: degrees ``(lat,)`` ascending and ``(lon,)`` 0..360 east.
+    level: pressure level of the pressure-level variables, hPa.
+    synthetic: True when the data is the synthetic default, not real ERA5.
+    test, test_times: the held-out last block of a three-way split (``prepare(...,
+        test_fraction=...)``), standardised with the training statistics; None for the
+        default two-way split. Sweeps select on ``valid``; only a final scorecard reads
+        ``test``. :meth:`physical` and :attr:`times_all` cover train and valid only, so
+        nothing fitted on "all days" (climatologies, explorers) sees the test block.
+    """
+
+    train: np.ndarray
+    valid: np.ndarray
+    train_times: np.ndarray
+    valid_times: np.ndarray
+    channels: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    level: int
+    synthetic: bool
+    test: np.ndarray | None = None
+    test_times: np.ndarray | None = None
+
+    def destandardise(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Standardised ``(..., C, lat, lon)`` -> physical units; numpy in, numpy out, torch too."""
+        if isinstance(x, torch.Tensor):
+            std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
+            mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
+            return x * std + mean
+        x = np.asarray(x)
+        return x * self.std[:, None, None] + self.mean[:, None, None]
+
+    def _check_split(self, split: str) -> None:
+        if split not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
+        if split == "test" and self.test is None:
+            raise ValueError("this data has no test split; prepare it with test_fraction > 0 "
+                             "(e.g. train_fraction=0.6, test_fraction=0.2)")
+
+    def times(self, split: str) -> np.ndarray:
+        """The ``train``, ``valid`` or ``test`` times."""
+        self._check_split(split)
+        return {"train": self.train_times, "valid": self.valid_times,
+                "test": self.test_times}[split]
+
+    def fields(self, split: str) -> np.ndarray:
+        """The standardised ``(T, C, lat, lon)`` fields of ``train``, ``valid`` or ``test``."""
+        self._check_split(split)
+        return {"train": self.train, "valid": self.valid, "test": self.test}[split]
+
+    def season_labels(self, split: str) -> np.ndarray:
+        """Season label (0=DJF .. 3=SON) of every sample of ``split`` (train, valid, test)."""
+        return season_labels(self.times(split))
+
+    @property
+    def times_all(self) -> np.ndarray:
+        """All days, training then validation, datetime64[ns] ``(T,)``."""
+        return np.concatenate([self.train_times, self.valid_times])
+
+    def physical(self) -> np.ndarray:
+        """All days (train then valid) in physical units, float32 ``(T, C, lat, lon)``."""
+        return self.destandardise(np.concatenate([self.train, self.valid])).astype(np.float32)
+
+    def summary(self) -> pd.DataFrame:
+        """Per-variable statistics in physical units over all days (train + valid).
+
+        Columns: units, mean, std, min, max, and the training mean/std used to standardise.
+        """
+        rows = []
+        for c, name in enumerate(self.channels):
+            values = np.concatenate([self.train[:, c].ravel(), self.valid[:, c].ravel()])
+            values = values.astype(np.float64) * self.std[c] + self.mean[c]
+            rows.append({"variable": name, "units": UNITS.get(name, ""),
+                         "mean": values.mean(), "std": values.std(), "min": values.min(),
+                         "max": values.max(), "train mean": float(self.mean[c]),
+                         "train std": float(self.std[c])})
+        return pd.DataFrame(rows).set_index("variable")
