@@ -47,7 +47,7 @@ from geofusion.learning.methods import build_method
 from geofusion.learning.training import describe_stop, fit
 from geofusion.verification import baselines
 
-# The sparse views of notebook 06 (geofusion.reporting.pipeline._SPARSE).
+# The sparse views of notebook 06 (geofusion.experiments.profiles._SPARSE).
 SPARSE_OBSERVATION = {"kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std": 0.1,
                       "noise_length": 2.0, "both_views": False}
 

@@ -39,6 +39,7 @@ import papermill
 import torch
 
 from geofusion import reproducibility
+from geofusion.experiments import profiles
 from geofusion.learning.checkpoints import load_checkpoint
 from geofusion.reporting import pipeline
 
@@ -63,7 +64,7 @@ def run_parameters(name: str, device: str, profile: str, run_root: Path,
                    overrides: dict[str, Any]) -> dict[str, Any]:
     """Profile parameters + tiny budget (declared keys only) + device + this run's dirs."""
     declared = papermill.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
-    parameters = pipeline.parameters_for(profile, name)
+    parameters = profiles.parameters_for(profile, name)
     parameters.update({k: v for k, v in TINY.items() if k in declared})
     parameters.update(overrides)
     parameters.update(device=device, run_dir=str(run_root / "runs"),
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notebook", required=True, help="notebook name prefix, e.g. 03")
     parser.add_argument("--device", required=True, choices=["cpu", "cuda"])
-    parser.add_argument("--profile", default="quick", choices=sorted(pipeline.PROFILES))
+    parser.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override parameters (after the tiny budget), e.g. epochs=2")
     parser.add_argument("--keep", type=Path, help="keep both runs in this directory")

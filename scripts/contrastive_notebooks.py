@@ -34,7 +34,7 @@ TEMPLATE: list[dict[str, Any]] = [
 <<INTRO>>
 """),
     _cell("code", r"""
-# Data and run (papermill overrides these, see geofusion.reporting.pipeline.PROFILES)
+# Data and run (papermill overrides these, see geofusion.experiments.profiles.PROFILES)
 data_path = None          # None: the embedded synthetic ERA5-like default; else a WB2 zarr path or URL
 profile = "quick"         # quick (CPU, small) or full (GPU, the report settings)
 seed = 0

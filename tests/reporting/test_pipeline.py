@@ -10,6 +10,7 @@ import time
 import nbformat
 import pytest
 
+from geofusion.experiments import profiles
 from geofusion.reporting import pipeline
 
 
@@ -28,17 +29,9 @@ def notebooks(tmp_path, monkeypatch):
     directory = tmp_path / "notebooks"
     directory.mkdir()
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", directory)
-    monkeypatch.setattr(pipeline, "PROFILES", {"tiny": {
+    monkeypatch.setattr(profiles, "PROFILES", {"tiny": {
         "common": {"data_path": None, "run_dir": str(tmp_path / "runs")}, "01_ok": {"x": 2}}})
     return directory
-
-
-def test_parameters_merge_common_notebook_and_overrides():
-    params = pipeline.parameters_for("quick", "03_barlow_twins", {"epochs": 1})
-    assert params["data_path"] is None and params["lambd"] == 0.01 and params["epochs"] == 1
-    assert pipeline.parameters_for("full", "04_simclr")["lr"] == 1e-4
-    with pytest.raises(ValueError, match="unknown profile 'fast'"):
-        pipeline.parameters_for("fast", "01_data_loading")
 
 
 def test_parse_assignments_reads_json_and_python_literals():
@@ -132,7 +125,7 @@ def test_a_key_goes_to_the_notebooks_that_declare_it_and_needs_at_least_one(note
                                                   r"01_ok also x, y; 02_lr also lr"):
         pipeline.applied_overrides(["01_ok", "02_lr"], {"lrr": 0.5})
     # The profile's own entries are checked too.
-    pipeline.PROFILES["tiny"]["02_lr"] = {"lr_typo": 1}
+    profiles.PROFILES["tiny"]["02_lr"] = {"lr_typo": 1}
     with pytest.raises(pipeline.UsageError, match=r"PROFILES\['tiny'\] sets \['lr_typo'\]"):
         pipeline.checked_parameters("tiny", ["02_lr"])
 
@@ -178,60 +171,6 @@ def test_docstring_examples_of_the_pipeline_pass():
     executed)."""
     result = doctest.testmod(pipeline, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 10
-
-
-@pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
-def test_every_profile_parameter_is_a_parameter_of_its_notebook(profile):
-    """A typo in PROFILES would otherwise be injected silently and ignored by the notebook."""
-    import papermill
-
-    for name in pipeline.notebook_names():
-        declared = papermill.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
-        assert set(pipeline.COMMON) <= set(declared), f"{name} lacks common parameters"
-        unknown = set(pipeline.parameters_for(profile, name)) - set(declared)
-        assert not unknown, f"PROFILES[{profile!r}] sets {sorted(unknown)} that {name} lacks"
-
-
-def test_quick_profile_equals_the_notebooks_own_defaults():
-    """A notebook opened by hand runs the quick profile, so it reuses the pipeline's models.
-
-    ``device`` is the one exception: notebooks default to "auto" (a GPU when there is one),
-    the quick profile pins the CPU.
-    """
-    import ast
-
-    import papermill
-
-    for name in pipeline.notebook_names():
-        declared = papermill.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
-        for key, value in pipeline.parameters_for("quick", name).items():
-            if key == "device":
-                continue
-            default = ast.literal_eval(declared[key]["default"])
-            assert default == value, f"{name}: {key} defaults to {default!r}, quick sets {value!r}"
-
-
-@pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
-def test_later_notebooks_request_the_models_notebooks_02_03_and_06_train(profile):
-    """06-08 and 10 reuse the trained base models only if they ask with the very same settings
-    (architecture, views and the whole training schedule key the model directory)."""
-    get = lambda name: pipeline.parameters_for(profile, name)  # noqa: E731
-    autoencoder, barlow_twins = get("02_autoencoder"), get("03_barlow_twins")
-    for name in ("06_sparsity", "07_decoder", "08_forecasting", "10_assimilation"):
-        later = get(name)
-        if name != "10_assimilation":  # 10 uses the sparse-view Barlow Twins only
-            assert (later["ae_epochs"], later["ae_lr"]) == (autoencoder["epochs"],
-                                                            autoencoder["lr"])
-        assert (later["encoder_epochs"], later["encoder_lr"], later["lambd"]) == (
-            barlow_twins["epochs"], barlow_twins["lr"], barlow_twins["lambd"])
-        assert later["augmentation"] == barlow_twins["augmentation"], name
-        for key in ("batch_size", "width", "latent_dim", "patience", "lr_schedule",
-                    "warmup_epochs"):
-            assert later[key] == autoencoder[key] == barlow_twins[key], (name, key)
-    sparse_keys = ("mask_kind", "min_ratio", "max_ratio", "noise_std", "noise_length",
-                   "both_views")
-    assert {k: get("06_sparsity")[k] for k in sparse_keys} == \
-        {k: get("08_forecasting")[k] for k in sparse_keys}
 
 
 def test_the_scorecard_merges_results_written_during_this_run_only(tmp_path):
@@ -284,7 +223,7 @@ def test_a_scorecard_breaking_the_schema_fails_the_run_naming_the_notebook(noteb
 
 
 def test_seeds_reruns_each_seed_in_its_own_run_dir_and_writes_the_spread(notebooks, tmp_path):
-    pipeline.PROFILES["tiny"]["common"]["seed"] = 5
+    profiles.PROFILES["tiny"]["common"]["seed"] = 5
     write_notebook(notebooks / "01_ok.ipynb",
                    "from geofusion.experiments.scorecard import save_results\n"
                    "import os; os.makedirs(f'{run_dir}/models', exist_ok=True)\n"

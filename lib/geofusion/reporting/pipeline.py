@@ -58,6 +58,8 @@ from papermill.exceptions import PapermillExecutionError
 from traitlets import default
 
 from geofusion import reproducibility
+from geofusion.experiments import profiles
+from geofusion.experiments.profiles import COMMON, REPORT_SWEEPS, parameters_for
 from geofusion.experiments.scorecard import (
     SCORECARD_SECTIONS,
     TABLE_3_1_FIGURES,
@@ -74,179 +76,6 @@ from geofusion.io import repository_root
 
 REPO = repository_root()
 NOTEBOOK_DIR = REPO / "notebooks"
-WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
-
-# Parameters every notebook's `parameters` cell defines.
-COMMON = ("data_path", "profile", "seed", "device", "run_dir", "cache_dir", "start", "end",
-          "level")
-
-# The base models. Notebooks 06-08 and 10 ask geofusion.learning.model_cache for the autoencoder of
-# 02 and the
-# Barlow Twins of 03 with these same settings, so a pipeline run trains each of them once.
-_BASE = {
-    # Measured on two CPU cores (reports/benchmarks/quick_convergence.md): native-scale views
-    # (36x72 -> 32x64, 3x3 filter) instead of the report's 5x larger crops, and training to a
-    # plateau (warm-up + cosine schedule, early stopping with best-weight restore) instead of
-    # a fixed handful of epochs.
-    "quick": {"batch_size": 64, "width": 8, "latent_dim": 1000, "proj_dim": 128,
-              "ae_epochs": 12, "ae_lr": 1e-3, "encoder_epochs": 6, "encoder_lr": 1e-3,
-              "lambd": 0.01, "augmentation": "native", "patience": 3,
-              "lr_schedule": "cosine", "warmup_epochs": 1},
-    # The report: ResNet-18, batch 128, Adam 1e-3 at a constant rate, autoencoder 300 epochs,
-    # Barlow Twins 100 epochs with lambda 0.01, its augmentation, no early stopping.
-    "full": {"batch_size": 128, "width": 64, "latent_dim": 1000, "proj_dim": 128,
-             "ae_epochs": 300, "ae_lr": 1e-3, "encoder_epochs": 100, "encoder_lr": 1e-3,
-             "lambd": 0.01, "augmentation": "report", "patience": None,
-             "lr_schedule": "constant", "warmup_epochs": 0},
-}
-_SCHEDULE = ("patience", "lr_schedule", "warmup_epochs")
-
-
-def _autoencoder(base: dict[str, Any]) -> dict[str, Any]:
-    return {"epochs": base["ae_epochs"], "lr": base["ae_lr"], "batch_size": base["batch_size"],
-            "width": base["width"], "latent_dim": base["latent_dim"],
-            **{key: base[key] for key in _SCHEDULE}}
-
-
-def _contrastive(base: dict[str, Any], **own: Any) -> dict[str, Any]:
-    return {"epochs": base["encoder_epochs"], "lr": base["encoder_lr"],
-            "batch_size": base["batch_size"], "width": base["width"],
-            "latent_dim": base["latent_dim"], "proj_dim": base["proj_dim"],
-            "augmentation": base["augmentation"], **{key: base[key] for key in _SCHEDULE},
-            **own}
-
-
-# The sparse-view Barlow Twins of notebook 06, requested again by notebooks 08 and 10.
-_SPARSE = {"mask_kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std": 0.1,
-           "noise_length": 2.0, "both_views": False}
-# Frozen-encoder decoders: notebooks 06, 07 and 08 draw the same training days, so they share
-# the decoders they train.
-_DECODER = {
-    "quick": {"decoder_epochs": 6, "decoder_lr": 1e-3, "decoder_width": 16},
-    "full": {"decoder_epochs": 30, "decoder_lr": 1e-3, "decoder_width": 64},
-}
-
-
-def _assimilation(forecast: dict[str, Any], **own: Any) -> dict[str, Any]:
-    """Notebook 10 asks for the sparse-view model, frozen decoder and LSTM of notebook 08 with
-    08's settings (so they are loaded, not retrained), without 08's own evaluation keys."""
-    skip = {"ae_epochs", "ae_lr", "n_eval_days", "max_lead", "residual_pooling",
-            "residual_target", "residual_stride"}
-    return {**{k: v for k, v in forecast.items() if k not in skip}, **own}
-
-
-# The latent LSTM of notebook 08 (and 10). Quick, measured in
-# reports/benchmarks/latent_forecasting.md: on the quick representations the LSTM fits the
-# training windows after 2-3 epochs (validation loss rising), so early stopping with patience 2
-# ends it; a 10-day context forecasts as well as 30 days at a third of the cost, and a
-# multi-step (horizon 3) loss did not help. The damped residual's rho is fitted to the LSTM's own
-# training-day forecast errors (every 4th start day). Full keeps the report's 30 days and 50 epochs.
-_FORECAST = {
-    "quick": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"], "n_decoder_days": 512,
-              "context": 10, "lstm_hidden": 128, "forecast_epochs": 8, "forecast_patience": 2,
-              "forecast_horizon": 1, "residual_target": "forecast", "residual_stride": 4,
-              "residual_pooling": "gridpoint", "n_eval_days": 180,
-              "max_lead": 7},
-    "full": {**_BASE["full"], **_SPARSE, **_DECODER["full"], "n_decoder_days": None,
-             "context": 30, "lstm_hidden": 512, "forecast_epochs": 50, "forecast_patience": None,
-             "forecast_horizon": 1, "residual_target": "forecast", "residual_stride": 4,
-             "residual_pooling": "gridpoint", "n_eval_days": None,
-             "max_lead": 10},
-}
-
-
-# Notebook 11's ablation (issue 15): its own sparse-view Barlow Twins per variant. Quick: tiny
-# models on native-scale views, two epochs, each addition alone (the "all" row only in full);
-# the latents decoded by the closed-form ridge decoder (a two-epoch convolutional decoder
-# scored worse than the training mean), the DDPMs trained on 1024 training days (480 Adam
-# steps) and sampled in 100 steps: the old 160 training steps and 50 sampling steps gave
-# ensembles 10-50x worse than the climatological one (reports/benchmarks/ablation_scoring.md).
-_BEYOND = {
-    "quick": {"epochs": 2, "batch_size": 64, "width": 4, "latent_dim": 64, "proj_dim": 32,
-              "proj_hidden_dim": 128, "augmentation": "native", "easy_min": 1000,
-              "decoder": "ridge", "n_eval_days": 64, "members": 8, "diffusion_steps": 100,
-              "diffusion_epochs": 120, "diffusion_batch_size": 256, "diffusion_lr": 3e-3,
-              "diffusion_hidden": 128, "diffusion_train_days": 1024, "probe_hidden": [64],
-              "probe_iterations": 100,
-              "variants": ["baseline", "temporal_positives", "smoothness", "time_aware_batches"]},
-    "full": {"epochs": 100, "batch_size": 128, "width": 64, "latent_dim": 1000,
-             "proj_dim": 128, "proj_hidden_dim": 1024, "augmentation": "report",
-             "easy_min": 1000, "decoder": "conv", "decoder_epochs": 30, "decoder_width": 64,
-             "n_decoder_days": None, "n_eval_days": 512, "members": 16, "diffusion_steps": 100,
-             "diffusion_epochs": 100, "diffusion_batch_size": 128, "diffusion_lr": 1e-3,
-             "diffusion_hidden": 1024, "diffusion_train_days": 8192,
-             "probe_hidden": [128], "probe_iterations": 300,
-             "variants": ["baseline", "temporal_positives", "smoothness", "time_aware_batches",
-                          "all"]},
-}
-
-
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {
-        "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
-                   "run_dir": "runs/quick", "cache_dir": "runs/cache", "start": "2000-01-01",
-                   "end": "2007-12-31", "level": 500},
-        # The twin experiment saturates by day ~25 (error doubling ~2 days from 1e-7 s^-1).
-        "01_data_loading": {"twin_days": 40},
-        "02_autoencoder": _autoencoder(_BASE["quick"]),
-        "03_barlow_twins": _contrastive(_BASE["quick"], lambd=_BASE["quick"]["lambd"]),
-        # SimCLR's own head (no final batch norm), as in the SimCLR paper; full follows the
-        # report's Barlow Twins head.
-        "04_simclr": _contrastive(_BASE["quick"], temperature=0.3, proj_final_batchnorm=False),
-        "05_supervised_contrastive": _contrastive(_BASE["quick"], temperature=0.1,
-                                                  proj_final_batchnorm=False),
-        "06_sparsity": {**_BASE["quick"], **_SPARSE, **_DECODER["quick"],
-                        "n_decoder_days": 512, "n_eval_days": 64, "distinct_masks": 8},
-        "07_decoder": {**_BASE["quick"], **_DECODER["quick"], "joint_epochs": 3,
-                       "joint_lr": 1e-3, "n_train_days": 512, "n_eval": 256, "distinct_masks": 8},
-        "08_forecasting": _FORECAST["quick"],
-        "10_assimilation": _assimilation(_FORECAST["quick"], cycle_days=60,
-                                         observed_fractions=[0.02, 0.1, 0.5],
-                                         obs_noise_stds=[0.1, 0.5], b_rank=10,
-                                         var_iterations=8, n_stat_days=512,
-                                         distinct_masks=8),
-        "11_beyond": _BEYOND["quick"],
-    },
-    "full": {
-        "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
-                   "device": "cuda", "run_dir": "runs/full", "cache_dir": "runs/cache",
-                   "start": "1959-01-01", "end": "2022-12-31", "level": None},
-        "01_data_loading": {"twin_days": 60},  # used when data_path is the synthetic default
-        "02_autoencoder": _autoencoder(_BASE["full"]),
-        "03_barlow_twins": _contrastive(_BASE["full"], lambd=_BASE["full"]["lambd"]),
-        # The report trains SimCLR and SupCon at lr 1e-4 with "the same projection network as
-        # in Barlow Twins" (3.3.2), i.e. ending in batch norm.
-        "04_simclr": {**_contrastive(_BASE["full"], temperature=0.3,
-                                     proj_final_batchnorm=True), "lr": 1e-4},
-        "05_supervised_contrastive": {**_contrastive(_BASE["full"], temperature=0.1,
-                                                     proj_final_batchnorm=True), "lr": 1e-4},
-        "06_sparsity": {**_BASE["full"], **_SPARSE, **_DECODER["full"],
-                        "n_decoder_days": None, "n_eval_days": 512, "distinct_masks": 64},
-        "07_decoder": {**_BASE["full"], **_DECODER["full"], "joint_epochs": 100,
-                       "joint_lr": 1e-3, "n_train_days": None, "n_eval": None,
-                       "distinct_masks": 64},
-        "08_forecasting": _FORECAST["full"],
-        "09_fusion": {"epochs": 100, "batch_size": 128, "width": 64, "mode_width": 32,
-                      "token_dim": 256, "latent_dim": 1000, "proj_dim": 128,
-                      "proj_hidden_dim": 1024, "n_train_days": None, "n_eval": 2048,
-                      "decoder_epochs": 30, "decoder_width": 64, "context": 30,
-                      "lstm_hidden": 512, "forecast_epochs": 50, "forecast_lr": 1e-3,
-                      "forecast_train_days": None},
-        "10_assimilation": _assimilation(_FORECAST["full"], cycle_days=365,
-                                         observed_fractions=[0.02, 0.1, 0.5],
-                                         obs_noise_stds=[0.1, 0.5], b_rank=50,
-                                         var_iterations=50, n_stat_days=4096,
-                                         distinct_masks=32),
-        "11_beyond": _BEYOND["full"],
-    },
-}
-
-# The report's sweeps (section 3.3), one documented command: `make sweeps PROFILE=full`.
-REPORT_SWEEPS: dict[str, dict[str, list[Any]]] = {
-    "03_barlow_twins": {"lambd": [0.001, 0.01, 0.1]},
-    "04_simclr": {"temperature": [0.01, 0.03, 0.05, 0.07, 0.08, 0.1, 0.3]},
-    "05_supervised_contrastive": {"temperature": [0.01, 0.03, 0.05, 0.07, 0.08, 0.1, 0.3]},
-}
 
 
 class PipelineError(RuntimeError):
@@ -400,22 +229,6 @@ def checked_parameters(profile: str, names: list[str], overrides: dict[str, Any]
                              f"them from the profile")
         checked[name] = {**base, **applied[name]}
     return checked
-
-
-def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-    """The papermill parameters of notebook ``name`` under ``profile`` plus ``overrides``.
-
-    Not checked against the notebook (see :func:`checked_parameters`).
-
-    Example:
-        >>> parameters_for("quick", "03_barlow_twins")["lambd"]
-        0.01
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    settings = PROFILES[profile]
-    return {**settings["common"], **settings.get(name, {}), **(overrides or {})}
 
 
 _PYTHON_LITERALS = {"None": None, "True": True, "False": False}
@@ -704,7 +517,7 @@ def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds
     """
     from geofusion.io import atomic_write_text
 
-    common = PROFILES[profile]["common"] if profile in PROFILES else {}
+    common = profiles.PROFILES[profile]["common"] if profile in profiles.PROFILES else {}
     data = runs[0].parameters.get("data_path") if runs else common.get("data_path")
     data_label = ("synthetic ERA5-like default (geofusion.data.synthetic_era5) — NOT real "
                   "observations" if data is None else f"ERA5 from {data}")
@@ -1111,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", metavar="notebook",
                         help="notebook name prefixes, e.g. 03 (with `run`: like --only; with "
                              "`sweep`: exactly one notebook)")
-    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    parser.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES))
     parser.add_argument("--only", nargs="*", default=[], help="notebook name prefixes, e.g. 01 03")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override parameters, e.g. epochs=2 data_path=None; each key goes "
