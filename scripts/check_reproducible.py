@@ -3,7 +3,7 @@
     python scripts/check_reproducible.py --notebook 03 --device cpu
     python scripts/check_reproducible.py --notebook 03 --device cuda --keep /tmp/repro
 
-Each run goes through :func:`geofusion.reporting.pipeline.execute` (papermill, as ``make reports``
+Each run goes through :func:`geofusion.reporting.execution.execute` (papermill, as ``make reports``
 does)
 into its own temporary directory (own ``run_dir``, own prepared-data cache), with the quick
 profile's parameters, the chosen device and a tiny budget (:data:`TINY`: one epoch of a narrow
@@ -41,7 +41,7 @@ import torch
 from geofusion import reproducibility
 from geofusion.experiments import profiles
 from geofusion.learning.checkpoints import load_checkpoint
-from geofusion.reporting import pipeline
+from geofusion.reporting import execution, notebooks
 
 #: Tiny-budget parameters, applied where the notebook's parameters cell declares the key.
 TINY: dict[str, Any] = {"start": "2000-01-01", "end": "2000-12-31", "epochs": 1,
@@ -54,7 +54,7 @@ WALL_CLOCK_KEYS = frozenset({"seconds", "elapsed_s", "wall_seconds", "duration_s
 
 def notebook_name(prefix: str) -> str:
     """The one numbered notebook whose name starts with ``prefix`` (e.g. "03")."""
-    names = pipeline.notebook_names([prefix])
+    names = notebooks.notebook_names([prefix])
     if len(names) != 1:
         raise ValueError(f"--notebook {prefix!r} matches {names}; give a longer prefix")
     return names[0]
@@ -63,7 +63,7 @@ def notebook_name(prefix: str) -> str:
 def run_parameters(name: str, device: str, profile: str, run_root: Path,
                    overrides: dict[str, Any]) -> dict[str, Any]:
     """Profile parameters + tiny budget (declared keys only) + device + this run's dirs."""
-    declared = papermill.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
+    declared = papermill.inspect_notebook(str(notebooks.NOTEBOOK_DIR / f"{name}.ipynb"))
     parameters = profiles.parameters_for(profile, name)
     parameters.update({k: v for k, v in TINY.items() if k in declared})
     parameters.update(overrides)
@@ -157,7 +157,7 @@ def compare_runs(first: Path, second: Path) -> tuple[list[str], dict[str, int]]:
 def check(name: str, device: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
           keep: Path | None = None, parallel: bool = True) -> tuple[list[str], dict[str, int]]:
     """Execute notebook ``name`` twice and compare the runs (see :func:`compare_runs`)."""
-    source = (pipeline.NOTEBOOK_DIR / f"{name}.ipynb").read_text()
+    source = (notebooks.NOTEBOOK_DIR / f"{name}.ipynb").read_text()
     if device.startswith("cuda") and "reproducibility.configure" not in source:
         print(f"[check_reproducible] warning: {name} does not call "
               "geofusion.reproducibility.configure; CUDA kernels may not be deterministic",
@@ -171,7 +171,7 @@ def check(name: str, device: str, profile: str = "quick", overrides: dict[str, A
             parameters = run_parameters(name, device, profile, root / run, overrides or {})
             print(f"[check_reproducible] run {run}: {name} on {device} into {root / run}",
                   flush=True)
-            pipeline.execute(name, parameters, root / run / "output")
+            execution.execute(name, parameters, root / run / "output")
 
         # Each run is its own kernel process: running both at once halves the wall time on
         # two cores (CUDA runs share the GPU, so they go one after the other).
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: CUDA is not available on this machine")
     name = notebook_name(args.notebook)
     differences, counts = check(name, args.device, args.profile,
-                                pipeline.parse_assignments(args.set), args.keep,
+                                notebooks.parse_assignments(args.set), args.keep,
                                 parallel=not args.sequential)
     environment = reproducibility.describe(args.device)
     print(f"[check_reproducible] {name} on {environment['device']} (torch "

@@ -1,4 +1,4 @@
-"""Command-line alias: ``python -m geofusion.pipeline`` runs :mod:`geofusion.reporting.pipeline`.
+"""Command-line alias: ``python -m geofusion.pipeline`` runs :mod:`geofusion.reporting.cli`.
 
 Kept at the package root so the command users type stays short; nothing imports this module
 (the layer test in ``tests/test_layers.py`` checks that).
@@ -7,6 +7,6 @@ Kept at the package root so the command users type stays short; nothing imports 
 if __name__ == "__main__":
     import sys
 
-    from geofusion.reporting.pipeline import main
+    from geofusion.reporting.cli import main
 
     sys.exit(main())

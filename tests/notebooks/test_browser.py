@@ -16,7 +16,7 @@ import nbformat
 import papermill
 import pytest
 
-from geofusion.reporting import pipeline, rendering
+from geofusion.reporting import rendering, scheduling
 from tests.notebooks import browser_helpers as bh
 
 REASON = bh.unavailable_reason()
@@ -206,7 +206,7 @@ def report_dir(tmp_path_factory):
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        pipeline.run_pipeline("quick", only=["02"], overrides=overrides,
+        scheduling.run_pipeline("quick", only=["02"], overrides=overrides,
                               output_dir=output)
     finally:
         if previous is None:

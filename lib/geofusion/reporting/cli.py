@@ -1,0 +1,165 @@
+"""Run the numbered notebooks with papermill under a profile and render them into ``reports/``.
+
+Usage::
+
+    python -m geofusion.pipeline                         # quick profile, all notebooks
+    python -m geofusion.pipeline --profile full          # the report's settings, GPU, real ERA5
+    python -m geofusion.pipeline --only 03 04 --set epochs=2
+    python -m geofusion.pipeline run 03 --set data_path=None --dry-run   # check, print the plan
+    python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1
+
+Notebooks are named by prefix everywhere (``03``, ``03_barlow``, ``notebooks/03_...ipynb``);
+an unknown or (for ``sweep``) ambiguous prefix is an error listing the notebooks. Values of
+``--set`` / ``--grid`` are JSON (``2``, ``1e-3``, ``null``, ``"text"``) or Python's ``None``,
+``True``, ``False``; anything else is text. Every key is checked against the notebooks'
+``parameters`` cells before anything runs: a ``--set`` key goes to the selected notebooks that
+declare it and must be declared by at least one of them (the run prints which notebooks keep
+their profile's value); a ``--grid`` key must be declared by the swept notebook. A key nobody
+declares is an error naming the valid keys, never a silent run of the defaults.
+
+Profiles:
+
+- ``quick``: CPU, the embedded synthetic default (2000-2007), width-8 networks trained to a
+  plateau on native-scale views (warm-up + cosine, early stopping; autoencoder 12, encoders
+  6, decoders 6 epochs), so that all notebooks run in minutes on two cores
+  (reports/benchmarks/quick_convergence.md has the measurements and what they miss).
+- ``full``: GPU, WeatherBench 2 ERA5 64x32 1959-2022 at the store's first level (the report's
+  choice), ResNet-18 at full width, batch 128, 100 epochs (autoencoder 300), the report's
+  learning rates, lambda and temperatures.
+
+Each notebook is executed from the repository root into ``reports/<name>.ipynb`` and rendered
+to ``reports/<name>.html``; ``reports/index.html`` links them with the run's parameters, git
+commit, machine and durations. A failing notebook stops the run with the notebook and cell
+named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from geofusion.experiments import profiles
+from geofusion.experiments.profiles import REPORT_SWEEPS
+from geofusion.io import repository_root
+from geofusion.reporting.execution import PipelineError
+from geofusion.reporting.notebooks import (
+    UsageError,
+    checked_parameters,
+    checked_sweep,
+    notebook_names,
+    parse_assignments,
+    parse_grid,
+    report_partial_overrides,
+)
+from geofusion.reporting.scheduling import (
+    SEED_NOTEBOOK_PREFIXES,
+    execution_waves,
+    kernel_threads,
+    run_pipeline,
+    run_seeds,
+    run_sweep,
+)
+
+REPO = repository_root()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (0 ok, 1 a notebook failed, 2 bad usage).
+
+    Example:
+        >>> main(["sweep", "03", "--grid", "lambd=0.001,0.01", "--set", "epochs=1",
+        ...       "--dry-run"])
+        [geofusion] would run 03_barlow_twins with lambd=0.001
+        [geofusion] would run 03_barlow_twins with lambd=0.01
+        0
+    """
+    parser = argparse.ArgumentParser(prog="python -m geofusion.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "sweep", "sweeps", "seeds"])
+    parser.add_argument("notebooks", nargs="*", metavar="notebook",
+                        help="notebook name prefixes, e.g. 03 (with `run`: like --only; with "
+                             "`sweep`: exactly one notebook)")
+    parser.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES))
+    parser.add_argument("--only", nargs="*", default=[], help="notebook name prefixes, e.g. 01 03")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override parameters, e.g. epochs=2 data_path=None; each key goes "
+                             "to the selected notebooks that declare it and must be declared "
+                             "by at least one")
+    parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
+                        help="swept values, e.g. lambd=0.001,0.01,0.1")
+    parser.add_argument("--n", type=int, default=3,
+                        help="number of seeds (with `seeds`; seed, seed+1, ...)")
+    parser.add_argument("--output-dir", type=Path, default=REPO / "reports",
+                        help="where reports go (default: reports/; sweeps in its sweeps/)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="`run`: notebooks executed at once, each started when the ones it "
+                             "depends on are done (NOTEBOOK_PREREQUISITES); `make reports` "
+                             "uses 2 (default: %(default)s, one after another)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every notebook and parameter, print the plan, run nothing")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_assignments(args.set)
+        if args.command == "run":
+            if args.grid:
+                raise UsageError("--grid belongs to `sweep`; use --set with `run`")
+            only = [*args.only, *args.notebooks] or None
+            if args.dry_run:
+                planned = checked_parameters(args.profile, notebook_names(only), overrides)
+                report_partial_overrides(list(planned), overrides)
+                for name, params in planned.items():
+                    print(f"[geofusion] would run {name} with {json.dumps(params)}")
+                if args.jobs > 1:
+                    for wave in execution_waves(list(planned), args.jobs):
+                        print(f"[geofusion] side by side ({kernel_threads(args.jobs)} "
+                              f"thread(s) each): {', '.join(wave)}")
+            else:
+                run_pipeline(args.profile, only, overrides, args.output_dir, jobs=args.jobs)
+        elif args.command == "sweep":
+            if len(args.notebooks) != 1 or args.only or not args.grid:
+                raise UsageError("sweep needs one notebook and --grid KEY=V1,V2, e.g. "
+                                 "`sweep 03 --grid lambd=0.001,0.01`")
+            grid = parse_grid(args.grid)
+            if args.dry_run:
+                name, _ = checked_sweep(args.notebooks[0], grid, args.profile, overrides)
+                for key, values in grid.items():
+                    for value in values:
+                        print(f"[geofusion] would run {name} with {key}={value}")
+            else:
+                run_sweep(args.notebooks[0], grid, args.profile, overrides,
+                          args.output_dir / "sweeps")
+        elif args.command == "seeds":
+            if args.grid:
+                raise UsageError("--grid belongs to `sweep`; `seeds` takes --n")
+            only = [*args.only, *args.notebooks] or None
+            if args.dry_run:
+                names = notebook_names(only) if only else [
+                    n for n in notebook_names() if n[:2] in SEED_NOTEBOOK_PREFIXES]
+                checked_parameters(args.profile, names, overrides)
+                print(f"[geofusion] would run {', '.join(names)} with {args.n} seeds")
+            else:
+                run_seeds(args.profile, args.n, only, overrides, args.output_dir)
+        else:
+            if args.notebooks or args.only or args.grid:
+                raise UsageError("`sweeps` runs the report's sweeps (REPORT_SWEEPS) and takes "
+                                 "no notebook or --grid; use `sweep NOTEBOOK --grid ...`")
+            for name, grid in REPORT_SWEEPS.items():
+                if args.dry_run:
+                    checked_sweep(name, grid, args.profile, overrides)
+                    print(f"[geofusion] would sweep {name} over {grid}")
+                else:
+                    run_sweep(name, grid, args.profile, overrides, args.output_dir / "sweeps")
+    except UsageError as error:
+        print(f"[geofusion] error: {error}", file=sys.stderr)
+        return 2
+    except PipelineError as error:
+        print(f"[geofusion] FAILED: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
