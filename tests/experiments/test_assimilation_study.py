@@ -3,6 +3,8 @@ scores that equal their definitions, and the bounds the schemes must respect."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,7 +41,10 @@ def tiny_world() -> tuple[PreparedData, LatentForecaster]:
     decoder = nn.Sequential(nn.Linear(D, C * H * W), nn.Unflatten(1, (C, H, W)))
     forecaster = LatentForecaster(method, decoder, LatentSeq2Seq(D, 8),
                                   LatentStandardiser(torch.zeros(D), torch.ones(D)), context=3)
-    forecaster.latents = {"train": forecaster.encode(prepared.train)}
+    # As fit_latent_forecaster leaves it: the validation latents too, so a statistic that
+    # wrongly reads them is computed (and caught below) rather than failing on a KeyError.
+    forecaster.latents = {"train": forecaster.encode(prepared.train),
+                          "valid": forecaster.encode(prepared.valid)}
     return prepared, forecaster
 
 
@@ -116,6 +121,66 @@ def test_scorecard_section_follows_the_schema(setting):
     assert low <= entry["geopotential"] <= high
     with pytest.raises(ValueError, match="no experiment"):
         results.experiment(0.5, 0.1)
+
+
+def fitted_statistics(monkeypatch, prepared, forecaster) -> dict:
+    """Run a short experiment and return every statistic it fitted: ``B`` and ``R`` of 3D-Var,
+    gains and bias corrections of the blend, optimal interpolation's fit, the climatology."""
+    from geofusion.experiments import assimilation_study
+
+    fitted: dict = {}
+    real_cycle, real_oi = assimilation_study.run_cycle, assimilation_study.fit_optimal_interpolation
+    real_climatology = assimilation_study.climatology
+
+    def recording_cycle(forecaster, initial, scheme, days, progress=True):
+        fitted[type(scheme).__name__] = scheme
+        return real_cycle(forecaster, initial, scheme, days, progress=progress)
+
+    def recording_oi(*args, **kwargs):
+        fitted["oi"] = real_oi(*args, **kwargs)
+        return fitted["oi"]
+
+    def recording_climatology(*args, **kwargs):
+        fitted["climatology"] = real_climatology(*args, **kwargs)
+        return fitted["climatology"]
+
+    monkeypatch.setattr(assimilation_study, "run_cycle", recording_cycle)
+    monkeypatch.setattr(assimilation_study, "fit_optimal_interpolation", recording_oi)
+    monkeypatch.setattr(assimilation_study, "climatology", recording_climatology)
+    run_assimilation_experiment(forecaster, prepared, [0.5], [0.1], days=4, n_stat_days=100,
+                                var_iterations=1, progress=False)
+    var, blend, oi = fitted["Latent3DVar"], fitted["LatentBlend"], fitted["oi"]
+    return {"b_diagonal": var.b.diagonal, "b_factors": var.b.factors,
+            "r_representation": torch.stack([r.representation_var for r in var.r]),
+            "blend_gain": blend.gain, "blend_bias": blend.observation_bias,
+            "oi_climatology": oi.climatology, "oi_std": oi.background_std,
+            "oi_length": oi.length_scale_km, "oi_fraction": oi.correlated_fraction,
+            "climatology": fitted["climatology"]}
+
+
+def test_error_statistics_are_fitted_on_training_days_only(monkeypatch):
+    """B, R, the blend's gains and bias, OI and the climatology come from the training days:
+    replacing every validation and test day (the cycle's days, and the held-out block of a
+    three-way split) leaves each of them bit for bit the same (the very same computation on
+    the very same training days, repeated on one machine)."""
+    prepared, forecaster = tiny_world()
+    # A three-way split of the same days: train / valid / test.
+    prepared = dataclasses.replace(prepared, valid=prepared.valid[:120],
+                                   valid_times=prepared.valid_times[:120],
+                                   test=prepared.valid[120:], test_times=prepared.valid_times[120:])
+    forecaster.latents["valid"] = forecaster.encode(prepared.valid)
+    rng = np.random.default_rng(5)
+    other = dataclasses.replace(
+        prepared,
+        valid=prepared.valid + 3 * rng.normal(size=prepared.valid.shape).astype(np.float32),
+        test=prepared.test + 3 * rng.normal(size=prepared.test.shape).astype(np.float32))
+    first = fitted_statistics(monkeypatch, prepared, forecaster)
+    forecaster.latents["valid"] = forecaster.encode(other.valid)
+    second = fitted_statistics(monkeypatch, other, forecaster)
+    assert first["b_diagonal"].abs().sum() > 0 and first["r_representation"].abs().sum() > 0
+    for name, value in first.items():
+        torch.testing.assert_close(torch.as_tensor(second[name]), torch.as_tensor(value),
+                                   rtol=0, atol=0, msg=name)
 
 
 def test_bad_settings_are_refused(setting):
