@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -66,6 +68,27 @@ def test_three_way_split_holds_out_the_last_block_and_keeps_the_two_way_default(
         two.times("test")
     with pytest.raises(data.DataError, match="test_fraction"):
         data.prepare(small, train_fraction=0.8, test_fraction=0.2)
+
+
+def test_all_days_views_never_include_the_test_block(small):
+    """``physical()``, ``times_all`` and the diagnostics built on them (seasonal cycle, mode
+    correlations, point series: everything fitted on "all days") cover train and valid only;
+    changing every test day changes none of them."""
+    three = data.prepare(small, train_fraction=0.6, test_fraction=0.2)
+    days = np.concatenate([three.train_times, three.valid_times])
+    np.testing.assert_array_equal(three.times_all, days)
+    assert len(np.intersect1d(three.times_all, three.test_times)) == 0
+    # The same elementwise destandardisation of the same days: bit for bit.
+    np.testing.assert_array_equal(
+        three.physical(), three.destandardise(np.concatenate([three.train, three.valid])))
+    other = dataclasses.replace(three, test=three.test + 5.0,
+                                test_times=three.test_times + np.timedelta64(200, "D"))
+    pd.testing.assert_frame_equal(data.seasonal_cycle(other), data.seasonal_cycle(three))
+    pd.testing.assert_frame_equal(data.mode_correlations(other), data.mode_correlations(three))
+    points = [(45.0, 10.0), (-30.0, 200.0)]
+    pd.testing.assert_frame_equal(data.point_series(other, points),
+                                  data.point_series(three, points))
+    assert len(data.point_series(three, points)) == len(three.train) + len(three.valid)
 
 
 def test_statistics_use_training_part_only(small):
