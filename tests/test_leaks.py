@@ -3,7 +3,8 @@
 Each test changes only the validation days of a copy of the data, or inspects what a fit
 receives, so it fails as soon as a validation day reaches training: the latent LSTM's windows or
 standardiser, the encoders of ``model_cache.pretrained``, the LSTM's logged ``valid_loss``, and the
-day-of-year climatology of the forecasting notebooks.
+day-of-year climatology of the forecasting notebooks, and every baseline and decoder the
+experiments fit (unchanged by other validation days and a NaN test block).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from geofusion.downstream.forecasting import fit_latent_forecaster, make_windows
 from geofusion.learning import model_cache
 from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
+from geofusion.verification import baselines, linear_regression, optimal_interpolation
 
 TINY = dict(latent_dim=8, width=4, proj_dim=4, proj_hidden_dim=8)
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -162,3 +164,61 @@ def test_forecast_notebooks_build_the_climatology_from_training_days_only(notebo
         else:
             assert args[:2] == ["prepared.train", "prepared.train_times"], (
                 f"{notebook}: climatology({arguments}) must take the training split only")
+
+
+def three_way(prepared: PreparedData) -> PreparedData:
+    """The fixture split train / valid / test (30 / 5 / 5 days)."""
+    return dataclasses.replace(prepared, valid=prepared.valid[:5],
+                               valid_times=prepared.valid_times[:5], test=prepared.valid[5:],
+                               test_times=prepared.valid_times[5:])
+
+
+def poisoned(prepared: PreparedData) -> PreparedData:
+    """Other validation days and a test block of NaNs: a fit that reads either changes."""
+    other = other_validation_days(prepared)
+    return dataclasses.replace(other, test=np.full_like(prepared.test, np.nan))
+
+
+def frozen_decoder_weights(prepared: PreparedData, tmp_path: Path) -> dict:
+    from geofusion.downstream.reconstruction import fit_frozen_decoder
+
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, device="cpu")
+    model, _ = fit_frozen_decoder(frozen_autoencoder(), tmp_path / "autoencoder", prepared,
+                                  tmp_path, config, TINY["latent_dim"], width=4, progress=False)
+    return model.decoder.state_dict()
+
+
+def fitted_arrays(fitted) -> dict:
+    if isinstance(fitted, dict):
+        return fitted
+    if dataclasses.is_dataclass(fitted):
+        return {f.name: getattr(fitted, f.name) for f in dataclasses.fields(fitted)}
+    return {"value": fitted}
+
+
+FITS = {
+    "training_climatology": lambda p, _: baselines.training_climatology(p),
+    "damped_persistence": lambda p, _: baselines.fit_damped_persistence(p, max_lead=2),
+    "linear_regression": lambda p, _: linear_regression.fit_linear_regression(p, max_lead=2,
+                                                                      n_components=4, folds=2),
+    "optimal_interpolation": lambda p, _: optimal_interpolation.fit_optimal_interpolation(
+        p, noise_std=0.1, noise_length=2.0),
+    "frozen_decoder": frozen_decoder_weights,
+}
+
+
+@pytest.mark.parametrize("name", list(FITS))
+def test_statistics_fitted_in_the_experiments_see_training_days_only(prepared, tmp_path, name):
+    """Every statistic the notebooks' experiments fit (climatology, baselines, optimal
+    interpolation's B, the frozen decoder) is the same when the validation days change and the
+    test block is NaN: the same computation on the same training days, so bit for bit."""
+    split = three_way(prepared)
+    first = fitted_arrays(FITS[name](split, tmp_path / "a"))
+    second = fitted_arrays(FITS[name](poisoned(split), tmp_path / "b"))
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        if isinstance(value, (np.ndarray, torch.Tensor)):
+            torch.testing.assert_close(torch.as_tensor(second[key]), torch.as_tensor(value),
+                                       rtol=0, atol=0, msg=f"{name}.{key}")
+        else:
+            assert second[key] == value, f"{name}.{key}"
