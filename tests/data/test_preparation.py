@@ -321,7 +321,7 @@ def _as_block(ds, level=500):
                        for name in data.VARIABLES})
 
 
-def test_regular_daily_means_are_the_resampled_means_bit_for_bit(small):
+def test_regular_daily_means_are_the_resampled_means(small):
     block = _as_block(small)
     block["2m_temperature"][5, 3, 7] = np.nan  # a NaN spoils its day, as with skipna=False
     values, times = preparation._regular_daily_means(block)
@@ -329,7 +329,13 @@ def test_regular_daily_means_are_the_resampled_means_bit_for_bit(small):
     np.testing.assert_array_equal(times, resampled["time"].values.astype("datetime64[ns]"))
     for name in data.VARIABLES:
         assert values[name].dtype == np.float32 and values[name].shape == (20, 32, 64)
-        np.testing.assert_array_equal(values[name], resampled[name].values.astype(np.float32))
+        # Here the same float additions in the same order; but xarray may route resample
+        # through flox / numbagg (another summation order) on other installs, and the mean of
+        # 4 float32 steps then differs by at most a few float32 ulps (2**-23 ~ 1.2e-7 relative):
+        # 1e-6 of each variable's largest magnitude (winds cross zero).
+        expected = resampled[name].values.astype(np.float32)
+        np.testing.assert_allclose(values[name], expected, rtol=1e-6,
+                                   atol=1e-6 * float(np.nanmax(np.abs(expected))))
     assert np.isnan(values["2m_temperature"][1, 3, 7])
     assert np.isnan(values["2m_temperature"]).sum() == 1
 

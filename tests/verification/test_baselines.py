@@ -209,6 +209,8 @@ def test_damped_persistence_forecast_formula_source_and_skill():
     source = damped_persistence_source(model, valid, vtimes)
     out = source(inits[:5], 4)
     assert isinstance(out, torch.Tensor)
+    # Exact: the source calls the same forecast, whose arithmetic is elementwise
+    # (climatology + rho * anomaly, correctly rounded whatever the batch shape or SIMD width).
     np.testing.assert_array_equal(out.numpy(), forecast[:5, :4])
     # Beats both persistence and climatology at lead 3 on the validation days.
     truth = valid[inits + 3]
