@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: reports sweeps test lint benchmark clean
+.PHONY: reports sweeps test test-cpu-paths lint benchmark clean
 
 # The venv is (re)built when pyproject.toml changes. torch is pinned so that pip takes the
 # CPU wheel on disk here instead of pulling a multi-GB CUDA build of a newer release.
@@ -37,6 +37,15 @@ TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	bash scripts/install_browser.sh
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+
+## The numerical tests again on a second CPU code path: torch's portable kernels
+## (ATEN_CPU_CAPABILITY=default instead of the machine's best, AVX2 / AVX-512) at two intra-op
+## threads instead of one, so that a pass on one machine stands for others (CONTRIBUTING.md).
+NUMERICAL_TESTS ?= tests/data tests/downstream tests/experiments tests/learning tests/models \
+	tests/verification tests/world tests/test_grids.py tests/test_leaks.py tests/test_reproducibility.py
+test-cpu-paths: $(VENV)/.installed
+	ATEN_CPU_CAPABILITY=default GEOFUSION_TEST_THREADS=2 \
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(NUMERICAL_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lib tests benchmarks scripts notebooks
