@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,3 +155,52 @@ def test_simclr_and_supcon_take_the_barlow_twins_projection_head_on_request(name
     loss, _ = report.loss((torch.randn(4, 5, 32, 64), torch.tensor([0, 0, 1, 1])),
                           torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
+
+
+# --- anomaly space: the EOF-residual encoder and the latitude-weighted loss (issue 23) ---
+
+def test_latitude_weighted_loss_equals_its_formula():
+    """L = (1/C) sum_c mean_{b,i,j} w_i (x_hat - x)^2 with w = cos(lat) / mean(cos(lat))."""
+    lat = np.array([-60.0, 0.0, 60.0, 80.0])
+    method = build_method("autoencoder", grid=(4, 8), width=2, latent_dim=3,
+                          reconstruction_loss="lat_weighted", latitudes=lat)
+    x = torch.randn(2, 5, 4, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loss, _ = method.loss((x, None))
+        err = (method(x) - x) ** 2
+    w = np.cos(np.deg2rad(lat)) / np.cos(np.deg2rad(lat)).mean()
+    expected = sum(float((err[b, c] * torch.tensor(w, dtype=torch.float32)[:, None]).mean())
+                   for b in range(2) for c in range(5)) / 10
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="needs the grid's latitudes"):
+        build_method("autoencoder", grid=(4, 8), width=2, latent_dim=3,
+                     reconstruction_loss="lat_weighted")
+    with pytest.raises(ValueError, match="unknown reconstruction_loss"):
+        build_method("autoencoder", grid=(4, 8), width=2, latent_dim=3, reconstruction_loss="l1")
+
+
+def test_eof_residual_methods_start_as_the_eof_code():
+    from geofusion.data.eof import fit_eof
+
+    lat = np.linspace(-80, 80, 8)
+    a = np.random.default_rng(1).normal(size=(30, 5, 8, 16)).astype("float32")
+    code = fit_eof(a, lat, 4)
+    eof_basis = {"components": torch.from_numpy(code.components),
+                 "sqrt_weights": torch.from_numpy(code.sqrt_weights),
+                 "mean": torch.from_numpy(code.mean)}
+    ae = build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4,
+                      encoder="eof_residual", eof_basis=eof_basis)
+    with torch.no_grad():
+        out = ae(torch.from_numpy(a[:3])).numpy()
+    np.testing.assert_allclose(out, code.decode(code.encode(a[:3])), rtol=1e-4, atol=1e-4)
+    bt = build_method("barlow_twins", grid=(8, 16), width=2, latent_dim=4, proj_dim=4,
+                      proj_hidden_dim=8, augmentation="native", encoder="eof_residual",
+                      eof_basis=eof_basis, lambd=0.01)
+    assert bt.encoder.latent_dim == 4
+    with pytest.raises(ValueError, match="needs eof_basis"):
+        build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4, encoder="eof_residual")
+    with pytest.raises(ValueError, match="4 components for latent_dim=5"):
+        build_method("autoencoder", grid=(8, 16), width=2, latent_dim=5,
+                     encoder="eof_residual", eof_basis=eof_basis)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4, encoder="vit")

@@ -37,6 +37,7 @@ import tqdm
 import tqdm.auto
 import xarray as xr
 
+from geofusion.data.anomalies import SPACES, to_space
 from geofusion.data.era5_files import describe_cds_request
 from geofusion.data.prepared import PreparedData
 from geofusion.data.stores import default_store, open_era5
@@ -490,7 +491,7 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
          cache_dir: str | os.PathLike | None = "runs/cache", seed: int = 0,
          train_fraction: float = 0.8, grid: tuple[int, int] | None = DEFAULT_GRID,
          regrid: str | None = "conservative", progress: bool | None = None,
-         test_fraction: float = 0.0) -> PreparedData:
+         test_fraction: float = 0.0, space: str = "report") -> PreparedData:
     """Prepared data for a notebook: the synthetic default (``data_path=None``) or ERA5.
 
     ``data_path``: None, a WeatherBench 2 zarr store, or CDS netCDF/GRIB files (a file,
@@ -502,7 +503,11 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
     accepts any grid). Data on another grid is regridded with ``regrid`` (``"conservative"``,
     the default, for a finer source such as the CDS's 0.25 deg) or, with ``regrid=None``,
     refused. ``progress``, ``test_fraction`` (three-way split): see :func:`prepare`.
-    Returns :func:`prepare`'s result (cached).
+    ``space``: the representation the models read, "anomaly" (day-of-year anomalies scaled per
+    variable) or "report" (the report's global standardisation, the default until every notebook
+    passes the days to ``destandardise``),
+    :func:`geofusion.data.anomalies.to_space`. Returns :func:`prepare`'s result (cached) in
+    that space.
 
     >>> prepared = load(None, start="2000-01-01", end="2000-01-10",
     ...                 cache_dir=tmp_cache)  # doctest: +SKIP
@@ -518,10 +523,13 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
                              levels=(500 if level is None else int(level),))
     else:
         path = data_path
+    if space not in SPACES:
+        raise ValueError(f"unknown space {space!r}; choose one of {SPACES}")
     ds = open_era5(path)
-    return prepare(ds, level=level, train_fraction=train_fraction, start=start, end=end,
-                   cache_dir=cache_dir, expected_grid=grid, regrid=regrid, progress=progress,
-                   test_fraction=test_fraction)
+    prepared = prepare(ds, level=level, train_fraction=train_fraction, start=start, end=end,
+                       cache_dir=cache_dir, expected_grid=grid, regrid=regrid,
+                       progress=progress, test_fraction=test_fraction)
+    return to_space(prepared, space)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ statistics are the training block's only. Built by :func:`geofusion.data.prepara
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,11 @@ class PreparedData:
     lat, lon: degrees ``(lat,)`` ascending and ``(lon,)`` 0..360 east.
     level: pressure level of the pressure-level variables, hPa.
     synthetic: True when the data is the synthetic default, not real ERA5.
+    space: "report" (fields standardised with ``mean`` / ``std``, the report's section 3.1) or
+        "anomaly" (day-of-year anomalies of ``climatology`` divided by ``std`` per variable,
+        :func:`geofusion.data.anomalies.to_space`, the notebooks' default).
+    climatology: float32 ``(366, C, lat, lon)`` physical training climatology that the
+        anomaly space is taken from; None in the report space.
     test, test_times: the held-out last block of a three-way split (``prepare(...,
         test_fraction=...)``), standardised with the training statistics; None for the
         default two-way split. Sweeps select on ``valid``; only a final scorecard reads
@@ -55,15 +61,59 @@ class PreparedData:
     synthetic: bool
     test: np.ndarray | None = None
     test_times: np.ndarray | None = None
+    space: str = "report"
+    climatology: np.ndarray | None = None
 
-    def destandardise(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """Standardised ``(..., C, lat, lon)`` -> physical units; numpy in, numpy out, torch too."""
-        if isinstance(x, torch.Tensor):
+    def destandardise(self, x: np.ndarray | torch.Tensor, times: Any = None
+                      ) -> np.ndarray | torch.Tensor:
+        """Fields of this space ``(..., T, C, lat, lon)`` -> physical units; numpy in, numpy
+        out, torch too.
+
+        Report space: ``x * std + mean``. Anomaly space: ``x * std + climatology(doy)``, which
+        needs the day of each field: ``times`` ``(T,)`` datetime64, matching the axis before
+        the channels (a leading axis of any length, e.g. members, broadcasts).
+        """
+        torch_in = isinstance(x, torch.Tensor)
+        if torch_in:
             std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
             mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
-            return x * std + mean
-        x = np.asarray(x)
-        return x * self.std[:, None, None] + self.mean[:, None, None]
+            out = x * std + mean
+        else:
+            x = np.asarray(x)
+            out = x * self.std[:, None, None] + self.mean[:, None, None]
+        if self.climatology is None:
+            return out
+        if times is None:
+            raise ValueError("these fields are anomalies (space='anomaly'): pass the day of "
+                             "each field, destandardise(x, times), to add the climatology "
+                             "back")
+        doy = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]").reshape(-1)
+                               ).day_of_year.to_numpy() - 1
+        if x.ndim < 4 or x.shape[-4] != len(doy):
+            raise ValueError(f"{len(doy)} times for fields of shape {tuple(x.shape)}; pass "
+                             "one time per field (the axis before the channels)")
+        clim = self.climatology[doy]
+        if torch_in:
+            return out + torch.as_tensor(clim, dtype=x.dtype, device=x.device)
+        return out + clim
+
+    def as_valid_at(self, x: np.ndarray | torch.Tensor, from_times: Any, to_times: Any
+                    ) -> np.ndarray | torch.Tensor:
+        """The fields ``x`` of days ``from_times`` expressed as fields of days ``to_times``:
+        the same physical fields (persistence), ``x + (c(from) - c(to)) / std`` in the anomaly
+        space, ``x`` itself in the report space. ``x`` ``(T, C, lat, lon)``, both times
+        ``(T,)``.
+        """
+        if self.climatology is None:
+            return x
+        def doy(times: Any) -> np.ndarray:
+            return pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]").reshape(-1)
+                                    ).day_of_year.to_numpy() - 1
+        shift = (self.climatology[doy(from_times)] - self.climatology[doy(to_times)]) \
+            / self.std[:, None, None]
+        if isinstance(x, torch.Tensor):
+            return x + torch.as_tensor(shift, dtype=x.dtype, device=x.device)
+        return np.asarray(x) + shift.astype(np.float32)
 
     def _check_split(self, split: str) -> None:
         if split not in ("train", "valid", "test"):
@@ -94,7 +144,8 @@ class PreparedData:
 
     def physical(self) -> np.ndarray:
         """All days (train then valid) in physical units, float32 ``(T, C, lat, lon)``."""
-        return self.destandardise(np.concatenate([self.train, self.valid])).astype(np.float32)
+        return self.destandardise(np.concatenate([self.train, self.valid]),
+                                  self.times_all).astype(np.float32)
 
     def summary(self) -> pd.DataFrame:
         """Per-variable statistics in physical units over all days (train + valid).
@@ -102,9 +153,9 @@ class PreparedData:
         Columns: units, mean, std, min, max, and the training mean/std used to standardise.
         """
         rows = []
+        physical = self.physical()
         for c, name in enumerate(self.channels):
-            values = np.concatenate([self.train[:, c].ravel(), self.valid[:, c].ravel()])
-            values = values.astype(np.float64) * self.std[c] + self.mean[c]
+            values = physical[:, c].ravel().astype(np.float64)
             rows.append({"variable": name, "units": UNITS.get(name, ""),
                          "mean": values.mean(), "std": values.std(), "min": values.min(),
                          "max": values.max(), "train mean": float(self.mean[c]),

@@ -32,13 +32,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from geofusion.data.eof import area_weights
 from geofusion.data.observations import Observation, apply_mask
 from geofusion.learning.augment import ReportAugmentation, augmentation_preset, two_views
 from geofusion.learning.losses import barlow_twins_loss, nt_xent_loss, supcon_loss
 from geofusion.learning.smoothness import latent_smoothness_loss
+from geofusion.models.eof_residual import EOFResidualDecoder, EOFResidualEncoder
 from geofusion.models.resnet import FieldDecoder, LinearFieldDecoder, ProjectionHead, ResNetEncoder
 
 Batch = tuple[Tensor, ...]
@@ -53,16 +56,25 @@ class AutoencoderMethod(nn.Module):
         channel_weights: None (the report: every channel alike) or C non-negative weights,
             ``L = sum_c w_c MSE_c / sum_c w_c`` (e.g. the inverse of each channel's
             climatology error, so that no channel's residual is negligible in the loss).
+        latitude_weights: None (the report: every grid point alike) or ``(H,)`` cell-area
+            weights of mean 1 (:func:`geofusion.data.eof.area_weights`): each ``MSE_c`` is then
+            ``mean_{b,i,j} w_i (x_hat - x)^2``, the latitude-weighted MSE the scores use. In the
+            anomaly space (unit area-weighted variance per variable) this counts every variable
+            equally: ``L = (1/C) sum_c mean w (x_hat - x)^2``.
     """
 
     #: Whether the encoder takes the observation mask as an extra input channel.
     mask_channel = False
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module,
-                 channel_weights: Sequence[float] | None = None) -> None:
+                 channel_weights: Sequence[float] | None = None,
+                 latitude_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.latitude_weights: Tensor | None
+        self.register_buffer("latitude_weights", None if latitude_weights is None else
+                             torch.as_tensor([float(w) for w in latitude_weights]))
         self.channel_weights: Tensor | None
         self.register_buffer("channel_weights", None)
         if channel_weights is not None:
@@ -88,9 +100,21 @@ class AutoencoderMethod(nn.Module):
              ) -> tuple[Tensor, dict[str, float]]:
         fields = batch[0]
         reconstruction = self(fields)
+        return self.reconstruction_loss(reconstruction, fields), {}
+
+    def reconstruction_loss(self, reconstruction: Tensor, fields: Tensor) -> Tensor:
+        """The (channel- and latitude-weighted) mean squared error of the class docstring."""
+        if self.channel_weights is None and self.latitude_weights is None:
+            return nn.functional.mse_loss(reconstruction.float(), fields.float())
+        error = (reconstruction.float() - fields.float()).pow(2)
+        if self.latitude_weights is not None:
+            if self.latitude_weights.shape[0] != error.shape[-2]:
+                raise ValueError(f"{self.latitude_weights.shape[0]} latitude_weights for "
+                                 f"fields with {error.shape[-2]} latitudes")
+            error = error * self.latitude_weights[:, None]
+        per_channel = error.mean(dim=(0, 2, 3))
         if self.channel_weights is None:
-            return nn.functional.mse_loss(reconstruction.float(), fields.float()), {}
-        per_channel = (reconstruction.float() - fields.float()).pow(2).mean(dim=(0, 2, 3))
+            return per_channel.mean()
         if per_channel.shape != self.channel_weights.shape:
             raise ValueError(f"{len(self.channel_weights)} channel_weights for "
                              f"{per_channel.shape[0]} channels")
@@ -335,8 +359,9 @@ class DenoisingAutoencoderMethod(AutoencoderMethod):
     mask_channel = True
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module,
-                 observation: Observation | dict[str, Any]) -> None:
-        super().__init__(encoder, decoder)
+                 observation: Observation | dict[str, Any],
+                 latitude_weights: Sequence[float] | None = None) -> None:
+        super().__init__(encoder, decoder, latitude_weights=latitude_weights)
         self.observation = Observation.from_dict(observation)
         if self.observation.both_views:
             raise ValueError("both_views has no meaning for the autoencoder (one input, the "
@@ -352,7 +377,7 @@ class DenoisingAutoencoderMethod(AutoencoderMethod):
         fields = batch[0]
         corrupted, observed = self.observation(fields, generator)
         reconstruction = self(corrupted, observed)
-        loss = nn.functional.mse_loss(reconstruction.float(), fields.float())
+        loss = self.reconstruction_loss(reconstruction, fields)
         return loss, {"missing_fraction": float((~observed).float().mean())}
 
 
@@ -389,6 +414,10 @@ def embed_observed(method: nn.Module, fields: Tensor, observed: Tensor | None = 
 METHODS = ("autoencoder", "barlow_twins", "simclr", "supcon")
 #: Decoders of the autoencoder: the convolutional FieldDecoder (the report's) or one linear map.
 AE_DECODERS = ("conv", "linear")
+#: Encoders of :func:`build_method`: the report's ResNet, or the EOF code plus a ResNet residual.
+ENCODERS = ("resnet", "eof_residual")
+#: Reconstruction losses of the autoencoders: plain MSE (the report) or latitude-weighted.
+RECONSTRUCTION_LOSSES = ("mse", "lat_weighted")
 
 
 def build_method(
@@ -408,6 +437,10 @@ def build_method(
     ae_decoder: str = "conv",
     ae_decoder_width: int | None = None,
     ae_channel_weights: Sequence[float] | None = None,
+    encoder: str = "resnet",
+    eof_basis: dict[str, Any] | None = None,
+    reconstruction_loss: str = "mse",
+    latitudes: Sequence[float] | None = None,
     **loss_params: float,
 ) -> nn.Module:
     """Build a method by name with the report's architecture.
@@ -443,6 +476,17 @@ def build_method(
             are
             the report's ResNet-18. ``encoder_pool="flatten"`` fixes the encoder's input grid
             to ``grid``, so it is for the autoencoder, which encodes only the native grid.
+        encoder: "resnet" (the report's) or "eof_residual": the EOF code of the training days
+            plus a zero-initialised ResNet residual
+            (:class:`geofusion.models.eof_residual.EOFResidualEncoder`; the autoencoder's decoder
+            is then :class:`~geofusion.models.eof_residual.EOFResidualDecoder`), which starts as
+            the linear code of the same size. Needs ``eof_basis``.
+        eof_basis: ``{"components": (k, C*H*W), "sqrt_weights": (C, H, W), "mean": (C, H,
+            W)}`` of :func:`geofusion.data.eof.fit_eof` on the training days, ``k =
+            latent_dim`` (:func:`geofusion.learning.model_cache.pretrained` fits it).
+        reconstruction_loss: the autoencoders' loss, "mse" (the report's) or "lat_weighted"
+            (the latitude-weighted MSE of the scores; needs ``latitudes``).
+        latitudes: ``(H,)`` degrees, for ``reconstruction_loss="lat_weighted"``.
         **loss_params: ``lambd`` (Barlow Twins) or ``temperature`` (SimCLR, SupCon); for the
             contrastive methods also ``temporal_positives`` and ``smoothness_weight``
             (:class:`ContrastiveMethod`).
@@ -455,9 +499,31 @@ def build_method(
     """
     sparse = Observation.from_dict(observation) if observation is not None else None
     encoder_channels = in_channels + (1 if sparse is not None else 0)
-    encoder = ResNetEncoder(in_channels=encoder_channels, latent_dim=latent_dim, width=width,
-                            stem=encoder_stem, pool=encoder_pool, grid=grid,
-                            stage_channels=encoder_stage_channels)
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
+    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
+                         f"{RECONSTRUCTION_LOSSES}")
+    latitude_weights = None
+    if reconstruction_loss == "lat_weighted":
+        if latitudes is None:
+            raise ValueError("reconstruction_loss='lat_weighted' needs the grid's latitudes")
+        latitude_weights = area_weights(np.asarray(latitudes)).tolist()
+    if encoder == "eof_residual":
+        if eof_basis is None:
+            raise ValueError("encoder='eof_residual' needs eof_basis (fit_eof on the training "
+                             "days; geofusion.learning.model_cache.pretrained passes it)")
+        k = int(torch.as_tensor(eof_basis["components"]).shape[0])
+        if k != latent_dim:
+            raise ValueError(f"eof_basis has {k} components for latent_dim={latent_dim}; fit "
+                             "as many EOFs as the latent has dimensions")
+        basis = (eof_basis["components"], eof_basis["sqrt_weights"], eof_basis.get("mean"))
+        network: nn.Module = EOFResidualEncoder(*basis, in_channels=encoder_channels,
+                                                width=width, stem=encoder_stem)
+    else:
+        network = ResNetEncoder(in_channels=encoder_channels, latent_dim=latent_dim,
+                                width=width, stem=encoder_stem, pool=encoder_pool, grid=grid,
+                                stage_channels=encoder_stage_channels)
     views = augmentation_preset(augmentation)  # unknown presets raise here
     if name != "autoencoder":
         if ae_decoder != "conv" or ae_decoder_width is not None or ae_channel_weights:
@@ -473,7 +539,10 @@ def build_method(
         if ae_decoder not in AE_DECODERS:
             raise ValueError(f"unknown ae_decoder {ae_decoder!r}; choose one of {AE_DECODERS}")
         decoder: nn.Module
-        if ae_decoder == "linear":
+        if encoder == "eof_residual":
+            decoder = EOFResidualDecoder(*basis, width=width if ae_decoder_width is None
+                                         else ae_decoder_width)
+        elif ae_decoder == "linear":
             decoder = LinearFieldDecoder(latent_dim=latent_dim, out_channels=in_channels,
                                          grid=grid)
         else:
@@ -482,23 +551,25 @@ def build_method(
         if sparse is not None:
             if ae_channel_weights is not None:
                 raise ValueError("ae_channel_weights is for the plain autoencoder")
-            return DenoisingAutoencoderMethod(encoder, decoder, sparse)
-        return AutoencoderMethod(encoder, decoder, channel_weights=ae_channel_weights)
+            return DenoisingAutoencoderMethod(network, decoder, sparse,
+                                              latitude_weights=latitude_weights)
+        return AutoencoderMethod(network, decoder, channel_weights=ae_channel_weights,
+                                 latitude_weights=latitude_weights)
     if name == "barlow_twins":
         final_bn = True if proj_final_batchnorm is None else bool(proj_final_batchnorm)
         projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim,
                                    final_batchnorm=final_bn)
         if sparse is not None:
-            return SparseBarlowTwinsMethod(encoder, projector, sparse, **loss_params)
-        return BarlowTwinsMethod(encoder, projector, **loss_params)
+            return SparseBarlowTwinsMethod(network, projector, sparse, **loss_params)
+        return BarlowTwinsMethod(network, projector, **loss_params)
     projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim,
                                final_batchnorm=bool(proj_final_batchnorm))
     if name == "simclr":
         if sparse is not None:
-            return SparseSimCLRMethod(encoder, projector, sparse, **loss_params)
-        return SimCLRMethod(encoder, projector, **loss_params)
+            return SparseSimCLRMethod(network, projector, sparse, **loss_params)
+        return SimCLRMethod(network, projector, **loss_params)
     if name == "supcon":
         if sparse is not None:
-            return SparseSupConMethod(encoder, projector, sparse, **loss_params)
-        return SupConMethod(encoder, projector, **loss_params)
+            return SparseSupConMethod(network, projector, sparse, **loss_params)
+        return SupConMethod(network, projector, **loss_params)
     raise ValueError(f"unknown method {name!r}; choose one of {METHODS}")

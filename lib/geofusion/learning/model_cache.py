@@ -29,13 +29,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from geofusion.data import FieldDataset, PreparedData
+from geofusion.data.eof import fit_eof
 from geofusion.data.samplers import TemporalPairDataset
 from geofusion.io import atomic_write_text
 from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
 from geofusion.learning.training import fit
 
-__all__ = ["data_fingerprint", "model_dir", "cached_fit", "pretrained", "builder_key"]
+__all__ = ["data_fingerprint", "data_dependent_parameters", "model_dir", "cached_fit", "pretrained",
+           "builder_key"]
 
 
 # TrainConfig fields added after models were first cached; hashed only when set.
@@ -59,7 +61,28 @@ def data_fingerprint(prepared: PreparedData) -> dict[str, Any]:
         # Only for a three-way split, so the fingerprints of earlier runs are unchanged.
         fingerprint["test"] = [str(prepared.test_times[0])[:10],
                                str(prepared.test_times[-1])[:10]]
+    if getattr(prepared, "space", "report") != "report":
+        # Only outside the report space, so the fingerprints of earlier runs are unchanged.
+        fingerprint["space"] = prepared.space
     return fingerprint
+
+
+def data_dependent_parameters(prepared: PreparedData, build_params: dict[str, Any]
+                              ) -> dict[str, Any]:
+    """Builder arguments fitted on ``prepared.train`` that the build parameters ask for: the
+    EOF basis of ``encoder="eof_residual"`` (:func:`geofusion.data.eof.fit_eof`, ``k =
+    latent_dim``) and the latitudes of ``reconstruction_loss="lat_weighted"``. They follow
+    from the data, which the description already fingerprints, so they are not part of it.
+    """
+    extra: dict[str, Any] = {}
+    if build_params.get("encoder") == "eof_residual":
+        code = fit_eof(prepared.train, prepared.lat, int(build_params.get("latent_dim", 1000)))
+        extra["eof_basis"] = {"components": torch.from_numpy(code.components),
+                              "sqrt_weights": torch.from_numpy(code.sqrt_weights),
+                              "mean": torch.from_numpy(code.mean)}
+    if build_params.get("reconstruction_loss") == "lat_weighted":
+        extra["latitudes"] = [float(v) for v in prepared.lat]
+    return extra
 
 
 def _canonical_json(value: Any) -> str:
@@ -166,9 +189,11 @@ def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
     description = {"name": name, "builder": builder_key(builder),
                    "init_seed": seed, "params": build_params, "data": data_fingerprint(prepared)}
 
+    extra = data_dependent_parameters(prepared, build_params)
+
     def make_method() -> nn.Module:
         torch.manual_seed(seed)
-        return builder(name, in_channels=in_channels, grid=grid, **build_params)
+        return builder(name, in_channels=in_channels, grid=grid, **build_params, **extra)
 
     if temporal_pairs is None:
         train_set = FieldDataset(prepared.train, prepared.season_labels("train"))

@@ -30,8 +30,10 @@ Forecast sources (``source(inits, steps) -> (B, steps, C, H, W)`` standardised f
 :func:`linear_regression_source` score the new baselines next to the LSTMs with
 ``score_forecasts``.
 
-Fields are ``(time, channel, lat, lon)`` in any consistent units (the project passes
-standardised fields; a baseline's output is in the units of its input).
+Fields are ``(time, channel, lat, lon)`` in any consistent units (the project passes the
+fields of its representation space, :mod:`geofusion.data.anomalies`; a baseline's output is in
+the units of its input). ``day_of_year``, ``climatology`` and ``climatology_forecast`` are
+those of :mod:`geofusion.data.climatology` (the same climatology the anomalies are taken from).
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
+
+from geofusion.data.anomalies import CLIMATOLOGY_WINDOW
+from geofusion.data.climatology import climatology, climatology_forecast, day_of_year
 
 __all__ = [
     "day_of_year", "climatology", "climatology_forecast", "persistence_forecast",
@@ -76,63 +80,6 @@ def persistence_forecast(fields: np.ndarray | Tensor, lead: int = 1) -> Any:
     return fields[:-lead]
 
 
-def day_of_year(times: Any) -> np.ndarray:
-    """Day of year 1..366 of datetime64 times (Feb 29 is day 60 in leap years, as in WB2)."""
-    return pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]")).day_of_year.to_numpy()
-
-
-def climatology(train_fields: np.ndarray | Tensor, train_times: Any, window: int = 15
-                ) -> np.ndarray:
-    """Day-of-year climatology from the training days only.
-
-    The mean for day ``d`` pools every training day whose day of year is within
-    ``window // 2`` days of ``d`` (circularly, so late December pools with early January):
-    a running mean of per-day sums divided by the running count, so every pooled day counts
-    once. A day of year with no training day in its window (training shorter than a year)
-    takes the value of the nearest one that has (circularly).
-
-    Args:
-        train_fields: ``(T, C, lat, lon)`` (any trailing shape) of the training split.
-        train_times: ``(T,)`` datetime64 of those days.
-        window: width in days of the smoothing window, odd, >= 1.
-
-    Returns:
-        float32 ``(366, C, lat, lon)``; row ``d - 1`` is day of year ``d``.
-    """
-    x = (train_fields.detach().cpu().numpy() if isinstance(train_fields, Tensor)
-         else np.asarray(train_fields))
-    doy = day_of_year(train_times)
-    if len(doy) != len(x) or len(x) == 0:
-        raise ValueError(f"need one time per field and at least one field, got {len(doy)} "
-                         f"times for {len(x)} fields")
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be an odd number of days >= 1, got {window}")
-    sums = np.zeros((366,) + x.shape[1:], dtype=np.float64)
-    np.add.at(sums, doy - 1, x.astype(np.float64))
-    counts = np.bincount(doy - 1, minlength=366).astype(np.float64)
-    half = window // 2
-    offsets = range(-half, half + 1)
-    pooled_sums = sum(np.roll(sums, k, axis=0) for k in offsets)
-    pooled_counts = sum(np.roll(counts, k) for k in offsets)
-    have = np.flatnonzero(pooled_counts > 0)
-    days = np.arange(366)
-    dist = np.abs(days[:, None] - have[None, :])
-    nearest = have[np.argmin(np.minimum(dist, 366 - dist), axis=1)]
-    clim = pooled_sums[nearest] / pooled_counts[nearest].reshape((-1,) + (1,) * (x.ndim - 1))
-    return clim.astype(np.float32)
-
-
-def climatology_forecast(climatology: np.ndarray | Tensor, times: Any) -> Any:
-    """The climatology at each time: ``(len(times), C, lat, lon)``, same type as the input.
-
-    ``climatology`` is :func:`climatology`'s ``(366, ...)`` array; ``times`` datetime64.
-    """
-    idx = day_of_year(times) - 1
-    if isinstance(climatology, Tensor):
-        return climatology[torch.as_tensor(idx, device=climatology.device)]
-    return np.asarray(climatology)[idx]
-
-
 def training_days(prepared: Any) -> tuple[np.ndarray, np.ndarray]:
     """``prepared.train`` as float numpy and ``prepared.train_times``: all a fit may read."""
     try:
@@ -161,8 +108,15 @@ def training_climatology(prepared: Any, window: int = 15) -> np.ndarray:
 
         clim = training_climatology(prepared)
         climatology_forecast(clim, prepared.valid_times)  # (T_valid, C, H, W)
+
+    In the anomaly space (:mod:`geofusion.data.anomalies`) the fields are already departures
+    from the training climatology of the same window, so the climatology is exactly zero
+    there: the baseline stays the physical day-of-year climatology of the training days, the
+    same forecast in either space.
     """
     x, times = training_days(prepared)
+    if getattr(prepared, "space", "report") == "anomaly" and window == CLIMATOLOGY_WINDOW:
+        return np.zeros((366,) + x.shape[1:], dtype=np.float32)
     return climatology(x, times, window)
 
 
