@@ -118,7 +118,7 @@ class AutoencoderMethod(nn.Module):
         if per_channel.shape != self.channel_weights.shape:
             raise ValueError(f"{len(self.channel_weights)} channel_weights for "
                              f"{per_channel.shape[0]} channels")
-        return (per_channel * self.channel_weights).sum(), {}
+        return (per_channel * self.channel_weights).sum()
 
 
 class ContrastiveMethod(nn.Module):
