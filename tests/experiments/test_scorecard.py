@@ -160,3 +160,18 @@ def test_seed_spread_uses_the_sample_std_and_skips_missing_values():
     assert (t2m["min"], t2m["max"], t2m["n"]) == (1.0, 8.0, 3)
     assert z == {"mean": 10.0, "std": None, "min": 10.0, "max": 10.0, "n": 1,
                  "values": [10.0, None, None]}
+
+
+def test_scored_block_and_the_anomaly_sections_of_issue_23():
+    card = {"scored_block": "test",
+            "reconstruction_acc": {"eof_code": {"0": {"geopotential": 0.9}}},
+            "reconstruction_anomaly_variance_explained": {
+                "autoencoder_report_space": {"0": {"2m_temperature": 0.3}}},
+            "intervals": {"reconstruction_acc": {"eof_code": {"0": {"geopotential": [0.8,
+                                                                                    0.95]}}}}}
+    assert validate_scorecard(card) is card
+    with pytest.raises(ScorecardError, match="scored_block"):
+        validate_scorecard({"scored_block": "train"})
+    merged, conflicts = merge_scorecards([("02", {"scored_block": "test"}),
+                                          ("03", {"scored_block": "test"})])
+    assert merged["scored_block"] == "test" and conflicts == []

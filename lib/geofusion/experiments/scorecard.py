@@ -82,6 +82,12 @@ SCORECARD_SECTIONS: dict[str, tuple[str, ...]] = {
     "climatology_rmse": ("variable",),
     "persistence_rmse": ("lead", "variable"),
     "reconstruction_rmse": ("name", "fraction", "variable"),
+    # Issue 23: the anomaly metrics of the same reconstructions (notebooks 02 and 03):
+    # anomaly correlation against the climatology and 1 - MSE / MSE_climatology. Names
+    # beside the models: "eof_code" (the equal-size anomaly EOF code, k = latent_dim) and
+    # "autoencoder_report_space" (notebook 02's autoencoder trained in the report's space).
+    "reconstruction_acc": ("name", "fraction", "variable"),
+    "reconstruction_anomaly_variance_explained": ("name", "fraction", "variable"),
     "forecast_rmse": ("name", "lead", "variable"),
     "table_3_1": ("name", "figure"),
     "assimilation": ("name", "fraction", "variable"),
@@ -109,6 +115,9 @@ SCORECARD_PROVENANCE: dict[str, tuple[type, ...]] = {
     "profile": (str,), "synthetic": (bool,), "commit": (str,), "seconds": (int, float),
     "environment": (dict,), "notebooks": (dict,), "overrides": (dict,),
 }
+#: ``scored_block``: the block of days every score of a card was computed on (issue 23: the
+#: held-out "test" block of a three-way split; "valid" for a two-way one).
+SCORED_BLOCKS: tuple[str, ...] = ("test", "valid")
 TABLE_3_1_FIGURES: tuple[str, ...] = ("positive_cosine", "negative_cosine", "embedding_variance")
 #: The entries issue 13 asks a complete quick/full scorecard to hold.
 SCORECARD_REQUIRED: dict[str, tuple[str, ...]] = {
@@ -217,9 +226,13 @@ def validate_scorecard(card: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(card, dict):
         raise ScorecardError(f"a scorecard is a JSON object, got {type(card).__name__}")
-    allowed = [*SCORECARD_PROVENANCE, *SCORECARD_SECTIONS, "intervals"]
+    allowed = [*SCORECARD_PROVENANCE, *SCORECARD_SECTIONS, "intervals", "scored_block"]
     for key, value in card.items():
-        if key in SCORECARD_PROVENANCE:
+        if key == "scored_block":
+            if value not in SCORED_BLOCKS:
+                raise ScorecardError(f"{_where((key,))}: one of {list(SCORED_BLOCKS)}, got "
+                                     f"{value!r}")
+        elif key in SCORECARD_PROVENANCE:
             if not isinstance(value, SCORECARD_PROVENANCE[key]) or (
                     key == "seconds" and isinstance(value, bool)):
                 raise ScorecardError(f"{_where((key,))}: expected "
