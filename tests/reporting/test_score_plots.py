@@ -67,3 +67,17 @@ def test_lead_curves_have_interval_error_bars_and_skip_undefined_acc():
     fig = score_plots.plot_mask_ratio_curves(robust, ["t"], {"t": 1.2})
     assert fig.axes[0].lines[-1].get_ydata()[0] == 1.2
     plt.close(fig)
+
+
+def test_plot_convergence_draws_the_reference_losses_at_their_values():
+    import pandas as pd
+
+    from geofusion.reporting.score_plots import plot_convergence
+
+    history = pd.DataFrame({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.5],
+                            "valid_loss": [2.5, 2.0, 2.2]})
+    fig = plot_convergence(history, {"EOF code": {"loss": 1.25, "valid_loss": 1.75}}, "ae")
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    assert list(lines["EOF code, loss"].get_ydata()) == [1.25, 1.25]
+    assert list(lines["EOF code, valid_loss"].get_ydata()) == [1.75, 1.75]
+    assert "ae, loss" in lines

@@ -312,3 +312,31 @@ def plot_reconstruction_panels(evaluation: SparsityEvaluation, day: int, kind: s
                             f"{mode} [{units}]", f"Reconstructions of {date} from sparse "
                             "observations", synthetic, vmin=float(truth.min()),
                             vmax=float(truth.max()))
+
+
+def plot_convergence(history: pd.DataFrame, references: Mapping[str, Mapping[str, float]],
+                     name: str = "model", ylabel: str = "loss", title: str = "",
+                     log: bool = True, synthetic: bool = False) -> Figure:
+    """A model's training and validation loss per epoch (:func:`plot_histories`) against
+    reference losses on the same days, drawn as horizontal lines: ``references`` maps a
+    reference name (e.g. ``"EOF code (k = 64)"``) to ``{"loss": value on the training days,
+    "valid_loss": value on the validation days}``, the same loss (solid: training, dashed:
+    validation), so the figure shows whether and when the model reaches the bar.
+
+    Example:
+        >>> h = pd.DataFrame({"epoch": [1, 2], "loss": [3.0, 2.0], "valid_loss": [2.5, 2.2]})
+        >>> fig = plot_convergence(h, {"EOF": {"loss": 1.9, "valid_loss": 2.1}}, "ae")
+        >>> sorted(line.get_label() for line in fig.axes[0].lines)[:2]
+        ['EOF, loss', 'EOF, valid_loss']
+    """
+    fig = plot_histories({name: history}, ("loss", "valid_loss"), ylabel, title, log,
+                         synthetic)
+    ax = fig.axes[0]
+    for i, (reference, values) in enumerate(references.items()):
+        colour = f"C{(i + 3) % 10}"
+        for column, style in (("loss", "-"), ("valid_loss", "--")):
+            if values.get(column) is not None:
+                ax.axhline(values[column], color=colour, linestyle=style, linewidth=1,
+                           label=f"{reference}, {column}")
+    ax.legend(fontsize=7)
+    return fig
