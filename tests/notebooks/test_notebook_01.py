@@ -16,7 +16,10 @@ def test_notebook_01_runs_on_synthetic_default(run_notebook, tmp_path):
             text += output.get("text", "") + output.get("data", {}).get("text/plain", "")
             images += "image/png" in output.get("data", {})
     assert "SYNTHETIC ERA5-like default" in text
-    assert "train (293, 5, 32, 64)" in text and "valid (73, 5, 32, 64)" in text
+    # Three blocks in time, 60/20/20 of the 366 days (issue 23), and the anomaly space.
+    assert "train (220, 5, 32, 64)" in text and "valid (73, 5, 32, 64)" in text
+    assert "test (73, 5, 32, 64)" in text and "model space: anomaly" in text
+    assert "anomaly share of variance" in text
     assert "specific_humidity" in text  # the summary table
     assert images >= 8  # maps, seasonal cycle, series, heatmap; surface, Hovmoller, twin
     # The simulated world: its version, and the calibration table computed on the run.

@@ -11,7 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-TINY = dict(start="2000-01-01", end="2000-12-31", epochs=1, batch_size=16, width=4,
+# 18 months: the 60 % training block then covers every season, as the season probe needs.
+TINY = dict(start="2000-01-01", end="2001-06-30", epochs=1, batch_size=16, width=4,
             latent_dim=16, n_embed=12)
 CONTRASTIVE = [("03_barlow_twins.ipynb", "barlow_twins", {"lambd": 0.01}),
                ("04_simclr.ipynb", "simclr", {"temperature": 0.3}),
@@ -49,7 +50,23 @@ def test_autoencoder_notebook_reports_physical_rmse_and_table_figures(run_notebo
     assert 0 <= diagnostics["season_accuracy"] <= 1 and diagnostics["latent_step"] > 0
     assert (diagnostics["season_accuracy_low"] <= diagnostics["season_accuracy"]
             <= diagnostics["season_accuracy_high"])
-    assert len(list((tmp_path / "runs" / "models").glob("autoencoder-*/checkpoint.pt"))) == 1
+    # Issue 23: scored on the test block against the climatology and the equal-size EOF code,
+    # with the anomaly metrics, and the report-space model as an extra row.
+    from geofusion.experiments.scorecard import validate_scorecard
+    card = saved["scorecard"]
+    validate_scorecard(card)
+    assert saved["scored_block"] == card["scored_block"] == "test" and saved["space"] == "anomaly"
+    for section in ("reconstruction_rmse", "reconstruction_acc",
+                    "reconstruction_anomaly_variance_explained"):
+        assert set(card[section]) == {"climatology", "eof_code", "autoencoder",
+                                      "autoencoder_report_space"}, section
+    rmse = card["reconstruction_rmse"]["autoencoder"]["0"]
+    assert rmse == pytest.approx(saved["rmse"])
+    low, high = card["intervals"]["reconstruction_rmse"]["autoencoder"]["0"]["geopotential"]
+    assert low <= rmse["geopotential"] <= high
+    assert set(saved["eof_code_loss"]) == {"loss", "valid_loss"}
+    # The anomaly-space model and the report-space one.
+    assert len(list((tmp_path / "runs" / "models").glob("autoencoder-*/checkpoint.pt"))) == 2
 
 
 @pytest.mark.notebook
