@@ -3,9 +3,12 @@
 import json
 import math
 
+import matplotlib.colors
+import numpy as np
 import pytest
 
 from geofusion.reporting import headline
+from geofusion.variables import VARIABLES
 
 T, Z = "2m_temperature", "geopotential"
 
@@ -95,3 +98,130 @@ def test_command_line_prints_the_markdown_and_names_a_missing_file(tmp_path, cap
     assert "**forecast_rmse, lead (days) 1**" in capsys.readouterr().out
     assert headline.main([str(tmp_path / "absent.json")]) == 2
     assert "run `make reports` first" in capsys.readouterr().err
+
+
+# --- the scorecard figure -------------------------------------------------------------------
+
+COLUMNS = (("reconstruction_rmse", "0"), ("forecast_rmse", "1"))
+
+
+def cell_colours(fig):
+    """The drawn face colour of every cell, as (rows, columns, RGBA)."""
+    fig.draw_without_rendering()
+    mesh = fig.axes[0].collections[0]
+    rows, columns = mesh.get_array().shape
+    return mesh.get_facecolors().reshape(rows, columns, 4)
+
+
+def marks(fig):
+    return {p.get_gid() for p in fig.axes[0].patches if (p.get_gid() or "").startswith("mark:")}
+
+
+def test_the_figure_has_a_row_per_learned_model_and_a_column_per_column_and_variable():
+    fig = headline.scorecard_figure(card(), COLUMNS, (T, Z))
+    ax = fig.axes[0]
+    assert ax.collections[0].get_array().shape == (2, 4)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["autoencoder", "lstm"]
+    # Below each column its best baseline, above each group its section and column.
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clim", "clim", "damped", "regr"]
+    texts = [t.get_text() for t in ax.texts]
+    assert "reconstruction\n0 missing" in texts and "forecast\nlead 1 d" in texts
+    # The printed ratios are headline_table's.
+    assert {"1.50", "0.50", f"{0.9 / 0.95:.2f}", f"{480 / 450:.2f}"} <= set(texts)
+    assert "profile quick, synthetic default, commit abc1234" in fig._suptitle.get_text()
+    assert len(fig.axes) == 2  # the grid and its colour bar
+
+
+def test_a_cell_is_blue_where_the_model_beats_the_baseline_red_where_it_loses_grey_if_absent():
+    colours = cell_colours(headline.scorecard_figure(card(), COLUMNS, (T, Z)))
+    red, blue = colours[..., 0], colours[..., 2]
+    # autoencoder: T ×1.5 (worse), Z ×0.5 (better); lstm: T ×0.95 (better), Z ×1.07 (worse).
+    assert red[0, 0] > blue[0, 0] and blue[0, 1] > red[0, 1]
+    assert blue[1, 2] > red[1, 2] and red[1, 3] > blue[1, 3]
+    # A larger ratio is further from white: ×0.5 is a deeper blue than ×0.95.
+    assert colours[0, 1, 0] < colours[1, 2, 0]
+    # The autoencoder has no forecast, the LSTM no reconstruction: grey.
+    grey = matplotlib.colors.to_rgba(headline.MISSING_COLOUR)
+    for i, j in [(0, 2), (0, 3), (1, 0), (1, 1)]:
+        assert tuple(colours[i, j]) == pytest.approx(grey)
+
+
+def test_the_colour_scale_is_logarithmic_and_symmetric_about_one():
+    fig = headline.scorecard_figure(card(), COLUMNS, (T, Z))
+    norm = fig.axes[0].collections[0].norm
+    assert norm.vmin * norm.vmax == pytest.approx(1.0) and norm(1.0) == pytest.approx(0.5)
+    assert norm(0.5) == pytest.approx(1 - norm(2.0))  # ×0.5 and ×2 equally far from white
+    assert norm.vmax == pytest.approx(2.0)  # the largest ratio, ×0.5, sets the limits
+
+
+def test_a_cell_is_framed_exactly_where_the_interval_excludes_the_baseline():
+    fig = headline.scorecard_figure(card(), COLUMNS, (T, Z))
+    # Autoencoder T [2.8, 3.2] > 2 and Z [400, 500] < 900; LSTM's intervals hold the baseline.
+    assert marks(fig) == {f"mark:autoencoder:reconstruction_rmse:0:{T}",
+                          f"mark:autoencoder:reconstruction_rmse:0:{Z}"}
+    lstm = f"mark:lstm:forecast_rmse:1:{T}"
+    touching = card()  # an interval ending at the baseline's 0.95 does not exclude it
+    touching["intervals"]["forecast_rmse"]["lstm"]["1"][T] = [0.85, 0.95]
+    assert lstm not in marks(headline.scorecard_figure(touching, COLUMNS, (T, Z)))
+    below = card()
+    below["intervals"]["forecast_rmse"]["lstm"]["1"][T] = [0.85, 0.949]
+    assert lstm in marks(headline.scorecard_figure(below, COLUMNS, (T, Z)))
+    assert "(×0.95 ✓)" in headline.headline_markdown(below, COLUMNS, (T, Z))  # the same rule
+
+
+def test_the_cells_and_marks_come_from_the_headline_table():
+    cells = headline.scorecard_cells(card(), COLUMNS, (T, Z))
+    for section, column in COLUMNS:
+        table = headline.headline_table(card(), section, column, (T, Z))
+        own = cells[(cells.section == section) & (cells.column == column)]
+        assert own.ratio.tolist() == table.ratio.tolist()
+        assert own.mark.tolist() == [headline.interval_mark(r) for r in table.itertuples()]
+
+
+def test_absent_columns_and_values_are_grey_and_named():
+    partial = card()
+    del partial["forecast_rmse"]["lstm"]["1"][Z]
+    fig = headline.scorecard_figure(partial)  # DEFAULT_COLUMNS, every variable
+    colours = cell_colours(fig)
+    assert colours.shape[:2] == (2, len(headline.DEFAULT_COLUMNS) * len(VARIABLES))
+    grey = matplotlib.colors.to_rgba(headline.MISSING_COLOUR)
+    lstm_z = 2 * len(VARIABLES) + VARIABLES.index(Z)  # forecast lead 1, geopotential
+    assert tuple(colours[1, lstm_z]) == pytest.approx(grey)
+    # Forecast lead 3 and assimilation are not in the card: their groups are grey.
+    assert np.allclose(colours[:, 3 * len(VARIABLES):], grey)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "forecast\nlead 3 d\n(not in card)" in texts
+    assert "assimilation\n0.1 observed\n(not in card)" in texts
+
+
+def test_all_columns_are_every_column_the_card_holds():
+    assert headline.card_columns(card()) == (("reconstruction_rmse", "0"),
+                                             ("reconstruction_rmse", "0.5"),
+                                             ("forecast_rmse", "1"))
+    fig = headline.scorecard_figure(card(), "all", (T, Z))
+    assert fig.axes[0].collections[0].get_array().shape == (2, 6)
+
+
+def test_a_card_without_learned_models_gives_a_figure_saying_so_and_wrong_input_an_error():
+    for empty in ({}, {"profile": "tiny", "climatology_rmse": {T: 2.0}}):
+        fig = headline.scorecard_figure(empty)
+        assert not fig.axes
+        assert any("No learned model" in t.get_text() for t in fig.texts)
+    with pytest.raises(TypeError, match="a scorecard is a dict"):
+        headline.scorecard_figure([card()])
+    with pytest.raises(ValueError, match="unknown headline section 'table_3_1'"):
+        headline.scorecard_figure(card(), (("table_3_1", "0"),))
+    with pytest.raises(ValueError, match="or 'all'"):
+        headline.scorecard_figure(card(), "every")
+
+
+def test_command_line_writes_the_figure(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(card()))
+    out = tmp_path / "figures" / "scorecard.png"
+    assert headline.main(["--figure", str(out), str(path)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out == ""  # the figure instead of the markdown
+    assert headline.main(["--figure", str(tmp_path / "all.png"), "--all-columns",
+                          str(path)]) == 0
+    assert (tmp_path / "all.png").stat().st_size > 0

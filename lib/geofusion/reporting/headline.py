@@ -356,8 +356,8 @@ def scorecard_figure(card: dict[str, Any],
     limit = min(max(spread, RATIO_LIMITS[0]), RATIO_LIMITS[1])
     norm = colors.LogNorm(vmin=1 / limit, vmax=limit)
     cmap = colors.LinearSegmentedColormap.from_list(
-        "ratio", ["#2166ac", "#92c5de", "#f7f7f7", "#f4a582", "#b2182b"])
-    cmap.set_bad(MISSING_COLOUR)
+        "ratio", ["#2166ac", "#92c5de", "#f7f7f7", "#f4a582", "#b2182b"]
+    ).with_extremes(bad=MISSING_COLOUR)
 
     ncols, nrows = len(keys), len(models)
     fig = Figure(figsize=(2.4 + 0.46 * ncols + 1.3, 2.3 + 0.34 * nrows), layout="constrained")
