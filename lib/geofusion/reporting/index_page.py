@@ -1,5 +1,6 @@
 """What a run leaves next to the executed notebooks: the scorecard (``results.json``), the
-headline (``headline.md``), ``index.html`` and, after ``seeds``, ``seeds.html``.
+headline (``headline.md``), its figure (``scorecard.png``), ``index.html`` and, after ``seeds``,
+``seeds.html``.
 
 Holds the scorecard of a run (:func:`build_scorecard`), its HTML tables
 (:func:`scorecard_tables_html`), the index page (:func:`write_index`), the three written
@@ -170,12 +171,13 @@ def scorecard_tables_html(card: dict[str, Any]) -> str:
 def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float,
                 scorecard: dict[str, Any] | None = None, notes: list[str] | None = None
                 ) -> Path:
-    """Write ``index.html``: the scorecard as tables first, then every executed notebook with
-    the run's provenance.
+    """Write ``index.html``: the scorecard first (its figure, ``scorecard.png`` next to the page
+    where it exists, then its tables), then every executed notebook with the run's provenance.
 
     Elements a browser test can find: ``#profile`` (the profile name), ``#commit`` (git
     commit), ``#machine`` (a list of host, CPUs, versions, GPU), ``#synthetic`` (with
-    ``data-synthetic="true"`` or ``"false"``), ``#scorecard`` (the section holding one
+    ``data-synthetic="true"`` or ``"false"``), ``#scorecard`` (the section holding
+    ``figure#scorecard-figure`` where ``scorecard.png`` exists and one
     ``table#scorecard-<section>`` per scorecard section), ``#notebooks`` (the run table).
     """
     common = profiles.PROFILES[profile]["common"] if profile in profiles.PROFILES else {}
@@ -196,7 +198,8 @@ def write_index(runs: list[NotebookRun], profile: str, output_dir: Path, seconds
     else:
         missing = missing_entries(scorecard)
         card_html = (
-            '<p><a href="results.json">results.json</a> (schema in the README); RMSE in '
+            (SCORECARD_FIGURE if (output_dir / "scorecard.png").exists() else "")
+            + '<p><a href="results.json">results.json</a> (schema in the README); RMSE in '
             "physical units, 95 % block-bootstrap intervals as [low, high] where computed; "
             "— where a value does not apply.</p>" + scorecard_tables_html(scorecard)
             + (f"<p>Not in this scorecard: {html.escape(', '.join(missing))}.</p>"
@@ -229,10 +232,12 @@ td,th{{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left}}</style><
 def finish_run(runs: list[NotebookRun], profile: str, output_dir: Path, seconds: float,
                overrides: dict[str, Any] | None) -> Path:
     """Write ``results.json`` (the scorecard), ``headline.md`` (each learned model against the
-    best baseline, :mod:`geofusion.reporting.headline`) and ``index.html`` after a run, ok or
-    failed."""
-    from geofusion.reporting.headline import headline_markdown
+    best baseline, :mod:`geofusion.reporting.headline`), ``scorecard.png`` (the same as a
+    figure) and ``index.html`` after a run, ok or failed. A figure that cannot be drawn is a
+    note on the index, not a failed run; a stale ``scorecard.png`` is removed first."""
+    from geofusion.reporting.headline import headline_markdown, save_scorecard_figure
 
+    (output_dir / "scorecard.png").unlink(missing_ok=True)
     try:
         scorecard, notes = build_scorecard(runs, profile, seconds, overrides)
     except ScorecardError as error:
@@ -243,9 +248,26 @@ def finish_run(runs: list[NotebookRun], profile: str, output_dir: Path, seconds:
         print(f"[geofusion] scorecard: {note}", file=sys.stderr, flush=True)
     write_scorecard(output_dir / "results.json", scorecard)
     atomic_write_text(output_dir / "headline.md", headline_markdown(scorecard) + "\n")
+    try:
+        save_scorecard_figure(scorecard, output_dir / "scorecard.png")
+    except Exception as error:  # the tables and the run's record come first
+        notes = [*notes, f"scorecard figure not drawn: {type(error).__name__}: {error}"]
+        print(f"[geofusion] {notes[-1]}", file=sys.stderr, flush=True)
     return write_index(runs, profile, output_dir, seconds, scorecard, notes)
 
 
+#: The figure at the top of the scorecard section: its natural size up to nearly the window's
+#: width (wider than the page's text: the grid has a column per variable and column), centred.
+SCORECARD_FIGURE = (
+    '<figure id="scorecard-figure" style="margin:1em 0"><a href="scorecard.png">'
+    '<img src="scorecard.png" alt="Scorecard: each learned model\'s RMSE over the best '
+    'baseline\'s, per variable and column" style="max-width:96vw;position:relative;'
+    'left:50%;transform:translateX(-50%)"></a><figcaption>Each learned model\'s RMSE over '
+    "the best baseline's of the variable (blue better, red worse, log scale), framed where "
+    "the 95 % interval lies wholly below or above the baseline, grey where the card holds no "
+    "value (<code>python -m geofusion.headline --figure scorecard.png reports/results.json"
+    '</code>; the numbers in <a href="headline.md">headline.md</a> and the tables below).'
+    "</figcaption></figure>\n")
 SEEDS_LINK = ('<p id="seeds-link"><a href="seeds.html">Seed spread of the scorecard</a> '
               "(<code>python -m geofusion.pipeline seeds</code>).</p>")
 SEEDS_PLACEHOLDER = "<!--seeds-link-->"
