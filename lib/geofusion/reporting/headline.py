@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +295,8 @@ def scorecard_cells(card: dict[str, Any],
 
 
 def _provenance(card: dict[str, Any]) -> str:
-    data = "synthetic default" if card.get("synthetic") else "ERA5"
-    return (f"profile {card.get('profile')}, {data}, commit {card.get('commit')}")
+    data = {True: "synthetic default", False: "ERA5"}.get(card.get("synthetic"), "data unknown")
+    return f"profile {card.get('profile')}, {data}, commit {card.get('commit')}"
 
 
 def scorecard_figure(card: dict[str, Any],
@@ -332,13 +333,14 @@ def scorecard_figure(card: dict[str, Any],
     if isinstance(columns, str):
         columns = card_columns(card)
     if cells.empty:
-        fig = Figure(figsize=(8, 2))
-        fig.text(0.5, 0.62, f"geofusion scorecard — {_provenance(card)}", ha="center",
+        fig = Figure(figsize=(9, 2.2))
+        fig.text(0.5, 0.75, f"geofusion scorecard — {_provenance(card)}", ha="center",
                  fontsize=11, weight="bold")
-        held = ", ".join(f"{s} {c}" for s, c in columns) or "none"
-        fig.text(0.5, 0.35, "No learned model of this scorecard holds any of the columns "
-                 f"({held}):\nno figure to draw. The tables below list what the card holds.",
-                 ha="center", va="center", fontsize=9)
+        asked = ", ".join(f"{s} {c}" for s, c in columns) or "none"
+        fig.text(0.5, 0.4, textwrap.fill(
+            f"No learned model of this scorecard holds any of the columns asked for ({asked}): "
+            "no grid to draw. The tables list what the card holds.", 110),
+            ha="center", va="center", fontsize=9)
         return fig
 
     models = list(dict.fromkeys(cells.model))
