@@ -499,3 +499,91 @@ def test_fit_latent_forecaster_trains_once_then_loads(tmp_path):
     _, _, other = fit_latent_forecaster(method, method.decoder, prepared, tmp_path, config,
                                         **{**kwargs, "representation": "other"})
     assert other != directory
+
+
+def two_spaces(years: int = 3) -> tuple[PreparedData, PreparedData]:
+    """The same three-way split (60/20/20) in the report space and in the anomaly space."""
+    from geofusion.data.anomalies import to_space
+
+    times = np.arange(np.datetime64("2001-01-01"), np.datetime64("2001-01-01")
+                      + np.timedelta64(365 * years, "D")).astype("datetime64[ns]")
+    g = torch.Generator().manual_seed(3)
+    weather = torch.randn(len(times), 5, 2, 4, generator=g).cumsum(0) / 6
+    weather = torch.nn.functional.interpolate(weather, size=(4, 8), mode="bilinear").numpy()
+    doy = day_of_year(times)[:, None, None, None]
+    lat = np.linspace(-67.5, 67.5, 4)
+    seasonal = np.sin(2 * np.pi * doy / 365.25) * np.cos(np.deg2rad(lat))[:, None]
+    fields = (2 * seasonal + weather).astype(np.float32)
+    n_train, n_valid = int(0.6 * len(times)), int(0.2 * len(times))
+    split = np.cumsum([n_train, n_valid])
+    report = PreparedData(
+        train=fields[:split[0]], valid=fields[split[0]:split[1]],
+        train_times=times[:split[0]], valid_times=times[split[0]:split[1]],
+        channels=("2m_temperature", "geopotential", "u_component_of_wind",
+                  "v_component_of_wind", "specific_humidity"),
+        mean=np.array([280, 5e4, 5, 0, 5e-3], np.float32),
+        std=np.array([10, 3e3, 8, 6, 3e-3], np.float32),
+        lat=lat, lon=np.arange(8) * 45.0, level=500, synthetic=True,
+        test=fields[split[1]:], test_times=times[split[1]:])
+    return report, to_space(report, "anomaly")
+
+
+def baseline_scores(prepared: PreparedData, steps: int = 3):
+    from geofusion.verification.baselines import (
+        damped_persistence_source,
+        fit_damped_persistence,
+        training_climatology,
+    )
+    from geofusion.verification.linear_regression import (
+        fit_linear_regression,
+        linear_regression_source,
+    )
+
+    x, t = prepared.test, prepared.test_times
+    clim = training_climatology(prepared)
+    sources = {
+        "persistence": persistence_source(x, t, prepared.as_valid_at),
+        "climatology": climatology_source(clim, t),
+        "damped_persistence": damped_persistence_source(
+            fit_damped_persistence(prepared, max_lead=steps), x, t),
+        "linear_regression": linear_regression_source(
+            fit_linear_regression(prepared, max_lead=steps, n_components=8), x, t)}
+    return score_forecasts(sources, x, t, prepared.lat, clim, prepared.destandardise,
+                           list(prepared.channels), context=1, steps=steps)
+
+
+def test_baselines_score_the_same_in_the_report_and_the_anomaly_space():
+    """Persistence (the physical x_t), the climatology, damped persistence and linear
+    regression are the same physical forecasts in either space, scored on the test block."""
+    report, anomaly = two_spaces()
+    assert anomaly.space == "anomaly" and anomaly.climatology is not None
+    a, b = baseline_scores(report), baseline_scores(anomaly)
+    assert list(a.forecaster.unique()) == ["persistence", "climatology", "damped_persistence",
+                                           "linear_regression"]
+    # Same days, same forecasts; the spaces differ by float32 rounding of values ~280 K,
+    # 5e4 m^2 s^-2 (a few ulps of the physical fields, relative ~1e-6) and the fits by float
+    # products of the anomalies: rtol 1e-4 of the RMSE.
+    np.testing.assert_allclose(a.rmse, b.rmse, rtol=1e-4)
+    np.testing.assert_allclose(a.acc.fillna(0), b.acc.fillna(0), rtol=1e-4, atol=1e-5)
+    # Persistence in the anomaly space is the physical field of the init day, not the
+    # persisted anomaly: it differs from persisting the anomaly itself.
+    anomaly_persistence = score_forecasts(
+        {"anomaly persisted": persistence_source(anomaly.test)}, anomaly.test,
+        anomaly.test_times, anomaly.lat, np.zeros((366, 5, 4, 8), np.float32),
+        anomaly.destandardise, list(anomaly.channels), context=1, steps=3)
+    assert not np.allclose(anomaly_persistence.rmse, b[b.forecaster == "persistence"].rmse,
+                           rtol=1e-3)
+
+
+def test_persistence_source_re_expresses_the_init_day_for_each_valid_day():
+    report, anomaly = two_spaces(years=2)
+    x, t = anomaly.test, anomaly.test_times
+    forecast = persistence_source(x, t, anomaly.as_valid_at)([3, 10], 2).numpy()
+    for b, init in enumerate([3, 10]):
+        for k in range(2):
+            physical = anomaly.destandardise(forecast[b, k][None], t[init + k + 1:init + k + 2])
+            np.testing.assert_allclose(physical[0], anomaly.destandardise(x[init][None],
+                                                                          t[init:init + 1])[0],
+                                       rtol=1e-5)
+    with pytest.raises(ValueError, match="times"):
+        persistence_source(x, as_valid_at=anomaly.as_valid_at)

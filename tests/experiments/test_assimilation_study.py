@@ -123,14 +123,14 @@ def test_scorecard_section_follows_the_schema(setting):
         results.experiment(0.5, 0.1)
 
 
-def fitted_statistics(monkeypatch, prepared, forecaster) -> dict:
+def fitted_statistics(monkeypatch, prepared, forecaster, block: str = "valid") -> dict:
     """Run a short experiment and return every statistic it fitted: ``B`` and ``R`` of 3D-Var,
     gains and bias corrections of the blend, optimal interpolation's fit, the climatology."""
     from geofusion.experiments import assimilation_study
 
     fitted: dict = {}
     real_cycle, real_oi = assimilation_study.run_cycle, assimilation_study.fit_optimal_interpolation
-    real_climatology = assimilation_study.climatology
+    real_climatology = assimilation_study.training_climatology
 
     def recording_cycle(forecaster, initial, scheme, days, progress=True):
         fitted[type(scheme).__name__] = scheme
@@ -146,9 +146,9 @@ def fitted_statistics(monkeypatch, prepared, forecaster) -> dict:
 
     monkeypatch.setattr(assimilation_study, "run_cycle", recording_cycle)
     monkeypatch.setattr(assimilation_study, "fit_optimal_interpolation", recording_oi)
-    monkeypatch.setattr(assimilation_study, "climatology", recording_climatology)
+    monkeypatch.setattr(assimilation_study, "training_climatology", recording_climatology)
     run_assimilation_experiment(forecaster, prepared, [0.5], [0.1], days=4, n_stat_days=100,
-                                var_iterations=1, progress=False)
+                                var_iterations=1, progress=False, block=block)
     var, blend, oi = fitted["Latent3DVar"], fitted["LatentBlend"], fitted["oi"]
     return {"b_diagonal": var.b.diagonal, "b_factors": var.b.factors,
             "r_representation": torch.stack([r.representation_var for r in var.r]),
@@ -158,7 +158,8 @@ def fitted_statistics(monkeypatch, prepared, forecaster) -> dict:
             "climatology": fitted["climatology"]}
 
 
-def test_error_statistics_are_fitted_on_training_days_only(monkeypatch):
+@pytest.mark.parametrize("block", ["valid", "test"])
+def test_error_statistics_are_fitted_on_training_days_only(monkeypatch, block):
     """B, R, the blend's gains and bias, OI and the climatology come from the training days:
     replacing every validation and test day (the cycle's days, and the held-out block of a
     three-way split) leaves each of them bit for bit the same (the very same computation on
@@ -174,9 +175,9 @@ def test_error_statistics_are_fitted_on_training_days_only(monkeypatch):
         prepared,
         valid=prepared.valid + 3 * rng.normal(size=prepared.valid.shape).astype(np.float32),
         test=prepared.test + 3 * rng.normal(size=prepared.test.shape).astype(np.float32))
-    first = fitted_statistics(monkeypatch, prepared, forecaster)
+    first = fitted_statistics(monkeypatch, prepared, forecaster, block)
     forecaster.latents["valid"] = forecaster.encode(other.valid)
-    second = fitted_statistics(monkeypatch, other, forecaster)
+    second = fitted_statistics(monkeypatch, other, forecaster, block)
     assert first["b_diagonal"].abs().sum() > 0 and first["r_representation"].abs().sum() > 0
     for name, value in first.items():
         torch.testing.assert_close(torch.as_tensor(second[name]), torch.as_tensor(value),
@@ -187,8 +188,12 @@ def test_bad_settings_are_refused(setting):
     prepared, results = setting
     with pytest.raises(ValueError, match="observed fractions"):
         run_assimilation_experiment(None, prepared, [0.0], [0.1])
-    with pytest.raises(ValueError, match="validation days"):
+    with pytest.raises(ValueError, match="days of the valid block"):
         run_assimilation_experiment(None, prepared, [0.5], [0.1], days=10_000)
+    with pytest.raises(ValueError, match="never the training days"):
+        run_assimilation_experiment(None, prepared, [0.5], [0.1], block="train")
+    with pytest.raises(ValueError, match="no test split"):
+        run_assimilation_experiment(None, prepared, [0.5], [0.1], block="test")
 
 
 def test_observations_rotate_through_distinct_nested_masks_with_fresh_noise():
@@ -213,3 +218,34 @@ def test_observations_rotate_through_distinct_nested_masks_with_fresh_noise():
     assert not torch.equal(fresh[3], fresh[0])
     with pytest.raises(ValueError, match="distinct_masks"):
         draw_observations(truth, experiments, distinct_masks=0)
+
+
+def test_the_cycle_runs_over_the_test_block_in_the_anomaly_space():
+    """block="test": the truth and days are the test block's; scores in physical units equal
+    their definition with the days (destandardise(x, times)); the explorer's to_physical too."""
+    from geofusion.data.anomalies import to_space
+
+    prepared, forecaster = tiny_world()
+    prepared = dataclasses.replace(prepared, valid=prepared.valid[:100],
+                                   valid_times=prepared.valid_times[:100],
+                                   test=prepared.valid[100:], test_times=prepared.valid_times[100:])
+    anomaly = to_space(prepared, "anomaly")
+    forecaster.latents = {"train": forecaster.encode(anomaly.train)}
+    results = run_assimilation_experiment(forecaster, anomaly, [0.5], [0.1], days=6,
+                                          n_stat_days=100, var_iterations=2, progress=False,
+                                          block="test", first_day=2)
+    assert results.settings["block"] == "test"
+    np.testing.assert_array_equal(results.times, anomaly.test_times[2:8])
+    np.testing.assert_array_equal(results.truth, anomaly.test[2:8])
+    truth = anomaly.destandardise(results.truth, results.times)
+    for name in ("latent_3dvar", "climatology", "optimal_interpolation"):
+        analysis = anomaly.destandardise(results.analyses[name][:, 0], results.times)
+        # the same float32 fields through the same metric, one batch shape against another
+        expected = lat_weighted_rmse(analysis, truth, anomaly.lat)
+        np.testing.assert_allclose(np.sqrt(results.mse[name][:, 0]), expected,
+                                   rtol=1e-5)
+    # The climatology analysis is the physical training climatology of each day.
+    np.testing.assert_allclose(
+        anomaly.destandardise(results.analyses["climatology"][:, 0], results.times),
+        anomaly.climatology[pd.DatetimeIndex(results.times).day_of_year - 1], rtol=1e-6)
+    np.testing.assert_allclose(results.to_physical(results.truth[3], 3), truth[3], rtol=1e-6)

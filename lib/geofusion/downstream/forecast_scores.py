@@ -1,9 +1,14 @@
 """Scoring forecasts per variable and lead in physical units, and the reference sources.
 
 A *forecast source* (:data:`geofusion.downstream.forecasting.ForecastSource`) is a callable
-``source(inits, steps) -> (B, steps, C, H, W)`` standardised fields: for each initialisation
-index ``i`` of an evaluation series (the last day the forecast may use), the forecasts valid at
-``i + 1 .. i + steps``. :func:`persistence_source` and :func:`climatology_source` build the
+``source(inits, steps) -> (B, steps, C, H, W)`` fields of the model's space (report or
+anomaly space, :mod:`geofusion.data.anomalies`): for each initialisation index ``i`` of an
+evaluation series (the last day the forecast may use), the forecasts valid at
+``i + 1 .. i + steps``, each expressed as a field **of its valid day** (in the anomaly space
+a field is a departure from the climatology of its own day, so persistence is re-expressed
+with ``prepared.as_valid_at``, :func:`persistence_source`). :func:`score_forecasts` converts
+every field to physical units with the day it is valid at, ``to_physical(x, times)``
+(``prepared.destandardise``). :func:`persistence_source` and :func:`climatology_source` build the
 references; :meth:`geofusion.downstream.forecasting.LatentForecaster.source` and ``ceiling_source``
 the
 learned ones. :func:`score_forecasts` verifies them all on the same initialisations
@@ -23,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,7 +49,7 @@ from geofusion.verification.bootstrap import (
 from geofusion.verification.metrics import lat_weighted_acc, lat_weighted_mse
 
 __all__ = ["ForecastSource", "persistence_source", "climatology_source", "score_forecasts",
-           "skill_vs_mask_ratio"]
+           "skill_vs_mask_ratio", "physical_at", "takes_times"]
 
 
 def _check_inits(inits: Any, length: int, first: int, steps: int) -> np.ndarray:
@@ -61,13 +67,67 @@ def _as_float_tensor(x: Any) -> Tensor:
     return (x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))).float()
 
 
-def persistence_source(fields: np.ndarray | Tensor) -> ForecastSource:
-    """Persistence as a forecast source: the field of the init day at every lead."""
+def takes_times(to_physical: Callable[..., Any]) -> bool:
+    """Whether ``to_physical`` accepts a second positional argument (the days)."""
+    try:
+        parameters = list(inspect.signature(to_physical).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature: assume one argument
+        return False
+    positional = [p for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+
+
+def physical_at(to_physical: Callable[..., Any], fields: Tensor, times: Any) -> Tensor:
+    """``fields`` ``(..., C, H, W)`` of the model's space -> physical units, each field with
+    the day it is valid at, ``times`` (datetime64, shape ``fields.shape[:-3]``).
+
+    ``to_physical(x (N, C, H, W), times (N,))`` is ``prepared.destandardise``; a callable of
+    one argument (``to_physical(x)``, report space, where the day does not matter) is called
+    without the days.
+    """
+    if not takes_times(to_physical):
+        return to_physical(fields)
+    lead_shape = fields.shape[:-3]
+    days = np.asarray(times, dtype="datetime64[ns]")
+    if days.shape != tuple(lead_shape):
+        raise ValueError(f"times of shape {days.shape} for fields of shape "
+                         f"{tuple(fields.shape)}; pass one day per field")
+    flat = fields.reshape(-1, *fields.shape[-3:])
+    out = to_physical(flat, days.reshape(-1))
+    return out.reshape(*lead_shape, *out.shape[1:])
+
+
+def persistence_source(fields: np.ndarray | Tensor, times: Any = None,
+                       as_valid_at: Callable[[Tensor, Any, Any], Tensor] | None = None
+                       ) -> ForecastSource:
+    """Persistence as a forecast source: the (physical) field of the init day at every lead.
+
+    In the report space the field itself; in the anomaly space pass the series' ``times`` and
+    ``as_valid_at=prepared.as_valid_at``, which re-expresses the init day's field as a field
+    of each valid day ``times[i + k]`` (the same physical field ``x_t``, not the persisted
+    anomaly).
+    """
     x = _as_float_tensor(fields)
+    if as_valid_at is not None:
+        if times is None:
+            raise ValueError("persistence in the anomaly space needs the days of the series: "
+                             "pass times with as_valid_at")
+        days = np.asarray(times, dtype="datetime64[ns]")
+        if len(days) != len(x):
+            raise ValueError(f"{len(days)} times for {len(x)} fields; pass the series' times")
 
     def source(inits: Any, steps: int) -> Tensor:
-        day = x[torch.as_tensor(np.asarray(inits, dtype=np.int64).reshape(-1))]
-        return day[:, None].expand(-1, steps, *day.shape[1:])
+        inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+        day = x[torch.as_tensor(inits)]
+        out = day[:, None].expand(-1, steps, *day.shape[1:])
+        if as_valid_at is None:
+            return out
+        valid = inits[:, None] + np.arange(1, steps + 1)
+        origin = np.repeat(days[inits], steps)
+        flat = out.reshape(-1, *day.shape[1:])
+        moved = as_valid_at(flat, origin, days[valid.reshape(-1)])
+        return _as_float_tensor(moved).reshape(out.shape)
     return source
 
 
@@ -88,7 +148,7 @@ def climatology_source(climatology: np.ndarray | Tensor, times: Any) -> Forecast
 @torch.no_grad()
 def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | Tensor,
                     times: Any, lat: Any, climatology: np.ndarray | Tensor,
-                    to_physical: Callable[[Tensor], Tensor], channels: Sequence[str],
+                    to_physical: Callable[..., Tensor], channels: Sequence[str],
                     context: int, steps: int = 1, inits: Any = None, batch_size: int = 64,
                     intervals: bool = False, block: int = DEFAULT_BLOCK,
                     n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
@@ -102,15 +162,18 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
     initialisations, so no decoded forecast of the whole period is held.
 
     Args:
-        sources: name -> forecast source (module docstring), standardised fields.
-        fields: ``(T, C, H, W)`` standardised evaluation series (e.g. ``prepared.valid``).
+        sources: name -> forecast source (module docstring), fields of the model's space,
+            each of its valid day.
+        fields: ``(T, C, H, W)`` evaluation series in the model's space (e.g.
+            ``prepared.test``).
         times: ``(T,)`` datetime64 of ``fields``.
         lat: ``(H,)`` degrees ascending.
         climatology: ``(366, C, H, W)`` standardised
             (:func:`geofusion.verification.baselines.training_climatology`), the reference of the
             anomalies.
-        to_physical: standardised ``(..., C, H, W)`` tensor -> physical units
-            (``prepared.destandardise``).
+        to_physical: ``to_physical(x (N, C, H, W), times (N,))`` -> physical units
+            (``prepared.destandardise``; every field goes with the day it is valid at,
+            :func:`physical_at`), or a one-argument callable in the report space.
         channels: the ``C`` variable names.
         context: days of history the forecasters read; the default initialisations are
             ``context - 1 .. T - 1 - steps`` (all with a full context and a verifying day).
@@ -145,6 +208,7 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
     doy = day_of_year(times) - 1
     if len(doy) != len(x):
         raise ValueError(f"{len(doy)} times for {len(x)} fields; pass the times of the fields")
+    day_times = np.asarray(times, dtype="datetime64[ns]")
     lat = np.array(lat, dtype=np.float64)  # a writable copy (torch warns on read-only arrays)
     # Per-initialisation scores (n, steps, C): small, and what the bootstrap resamples.
     mse_days: dict[str, list[Tensor]] = {name: [] for name in sources}
@@ -152,14 +216,15 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
     for start in range(0, len(inits), batch_size):
         chunk = inits[start:start + batch_size]
         idx = chunk[:, None] + np.arange(1, steps + 1)
-        truth = to_physical(x[torch.as_tensor(idx)])
-        reference = to_physical(clim[torch.as_tensor(doy[idx])])
+        valid_times = day_times[idx]
+        truth = physical_at(to_physical, x[torch.as_tensor(idx)], valid_times)
+        reference = physical_at(to_physical, clim[torch.as_tensor(doy[idx])], valid_times)
         for name, source in sources.items():
             forecast = _as_float_tensor(source(chunk, steps)).cpu()
             if forecast.shape != truth.shape:
                 raise ValueError(f"source {name!r} returned shape {tuple(forecast.shape)}, "
                                  f"expected {tuple(truth.shape)} (inits, steps, C, H, W)")
-            forecast = to_physical(forecast)
+            forecast = physical_at(to_physical, forecast, valid_times)
             mse_days[name].append(lat_weighted_mse(forecast, truth, lat).double())
             acc_days[name].append(lat_weighted_acc(forecast, truth, reference, lat).double())
     rows = []
@@ -186,7 +251,7 @@ def score_forecasts(sources: Mapping[str, ForecastSource], fields: np.ndarray | 
 def skill_vs_mask_ratio(forecasters: Mapping[str, LatentForecaster],
                         fields: np.ndarray | Tensor, times: Any, lat: Any,
                         climatology: np.ndarray | Tensor,
-                        to_physical: Callable[[Tensor], Tensor], channels: Sequence[str],
+                        to_physical: Callable[..., Tensor], channels: Sequence[str],
                         ratios: Sequence[float], kind: str = "pixel", seed: int = 0,
                         inits: Any = None, batch_size: int = 64, **mask_params: Any
                         ) -> pd.DataFrame:

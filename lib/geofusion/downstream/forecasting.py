@@ -19,9 +19,11 @@ latents).
   decoder's reconstruction error in full at every lead.
 
 A *forecast source* (:data:`ForecastSource`) is a callable
-``source(inits, steps) -> (B, steps, C, H, W)`` standardised fields: for each initialisation
-index ``i`` of an evaluation series (the last day the forecast may use), the forecasts valid at
-``i + 1 .. i + steps``. :meth:`LatentForecaster.source` and
+``source(inits, steps) -> (B, steps, C, H, W)`` fields of the model's space (report or anomaly
+space, :mod:`geofusion.data.anomalies`): for each initialisation index ``i`` of an evaluation
+series (the last day the forecast may use), the forecasts valid at ``i + 1 .. i + steps``, each
+a field of its valid day (scored in physical units with that day,
+:func:`geofusion.downstream.forecast_scores.score_forecasts`). :meth:`LatentForecaster.source` and
 :meth:`LatentForecaster.ceiling_source` build them; :mod:`geofusion.downstream.forecast_scores`
 holds the
 reference sources (persistence, climatology) and scores them all per variable and lead; the
@@ -556,12 +558,17 @@ def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
 
     Returns:
         ``(forecaster, history, directory)``; ``forecaster.latents`` holds the standardised
-        ``"train"`` and ``"valid"`` latents.
+        ``"train"`` and ``"valid"`` latents, and ``"test"`` when ``prepared`` has a test
+        block (three-way split): encoded with the frozen method and the training
+        standardisation, for scoring only (no fit, early stopping or choice reads them).
     """
     train = encode_series(method, prepared.train)
     valid = encode_series(method, prepared.valid)
     standardiser = LatentStandardiser.fit(train)
     train, valid = standardiser.transform(train), standardiser.transform(valid)
+    test = getattr(prepared, "test", None)
+    if test is not None:  # encoded for scoring only; nothing below reads it
+        test = standardiser.transform(encode_series(method, test))
     description = {
         "name": "latent_seq2seq", "representation": representation, "context": context,
         "horizon": horizon, "hidden_dim": hidden_dim, "num_layers": num_layers, "dropout": dropout,
@@ -583,4 +590,6 @@ def fit_latent_forecaster(method: nn.Module, decoder: nn.Module, prepared: Any,
     forecaster = LatentForecaster(method, decoder, trained.model, standardiser, context,
                                   sliding=horizon == 1)
     forecaster.latents = {"train": train, "valid": valid}
+    if test is not None:
+        forecaster.latents["test"] = test
     return forecaster, history, directory

@@ -5,7 +5,8 @@ latent LSTM: :class:`geofusion.downstream.forecasting.LatentForecaster`) and a g
 systems
 (observed fraction ``f`` x noise std ``sigma``, the project's masks of one kind and its
 correlated noise). For each of the ``E = len(fractions) * len(noises)`` experiments it draws,
-every day of the cycle, a sparse noisy observation of the truth (validation days), and cycles
+every day of the cycle, a sparse noisy observation of the truth (the days of one block,
+``block``: the notebook cycles over the held-out **test** days), and cycles
 side by side (:func:`geofusion.downstream.assimilation.run_cycle`):
 
 - ``free_run``: no observations (upper bound);
@@ -60,9 +61,10 @@ from geofusion.downstream.assimilation import (
     run_cycle,
     shrunk_covariance,
 )
+from geofusion.downstream.forecast_scores import takes_times
 from geofusion.downstream.reconstruction import observation_generator
 from geofusion.variables import UNITS
-from geofusion.verification.baselines import climatology, climatology_forecast
+from geofusion.verification.baselines import climatology_forecast, training_climatology
 from geofusion.verification.bootstrap import bootstrap_rmse
 from geofusion.verification.metrics import lat_weighted_mse
 from geofusion.verification.optimal_interpolation import fit_optimal_interpolation
@@ -82,14 +84,17 @@ class AssimilationResults:
 
     Attributes:
         experiments: ``E`` pairs ``(observed fraction, noise std)``.
-        truth: ``(T, C, H, W)`` standardised validation days; times: ``(T,)``.
+        truth: ``(T, C, H, W)`` the cycle's days in the model's space; times: ``(T,)``.
         observations, observed: ``(T, E, C, H, W)`` observed values (0 where missing) and
             bool masks ``(T, E, H, W)``.
-        analyses: scheme -> ``(T, E, C, H, W)`` standardised analyses.
+        analyses: scheme -> ``(T, E, C, H, W)`` analyses in the model's space.
         mse: scheme -> ``(T, E, C)`` lat-weighted MSE per day in squared physical units.
         costs: per cycle day, the 3D-Var cost ``J`` (summed over experiments) per iteration.
         channels, units, lat, lon, synthetic: for tables and figures.
-        settings: the experiment's settings (JSON-friendly).
+        settings: the experiment's settings (JSON-friendly), with ``block``, the block of
+            days cycled and scored.
+        destandardise: ``prepared.destandardise`` (``(x, times)``; a one-argument callable
+            in the report space); :meth:`to_physical` applies it to one day.
     """
 
     experiments: list[tuple[float, float]]
@@ -107,6 +112,16 @@ class AssimilationResults:
     synthetic: bool
     settings: dict[str, Any] = field(default_factory=dict)
     destandardise: Any = None
+
+    def to_physical(self, fields: np.ndarray, day: int) -> np.ndarray:
+        """Fields ``(..., C, H, W)`` of cycle day ``day`` (e.g. ``truth[day]`` or
+        ``analyses[s][day, e]``) in physical units."""
+        x = np.asarray(fields)
+        if takes_times(self.destandardise):
+            flat = x.reshape(-1, *x.shape[-3:])
+            days = np.repeat(np.asarray(self.times)[day:day + 1], len(flat))
+            return np.asarray(self.destandardise(flat, days)).reshape(x.shape)
+        return np.asarray(self.destandardise(x))
 
     def experiment(self, fraction: float, noise: float) -> int:
         """Index of the experiment ``(fraction, noise)``."""
@@ -203,6 +218,14 @@ class AssimilationResults:
         return fig
 
 
+def _physical(destandardise: Any, x: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``destandardise(x, times)`` (the days on the axis before the channels), or
+    ``destandardise(x)`` for a one-argument callable."""
+    if takes_times(destandardise):
+        return np.asarray(destandardise(x, times))
+    return np.asarray(destandardise(x))
+
+
 def _observation(kind: str, fraction: float, noise: float, length: float) -> Observation:
     missing = 1.0 - fraction
     return Observation(kind=kind, min_ratio=missing, max_ratio=missing, noise_std=noise,
@@ -261,8 +284,9 @@ def run_assimilation_experiment(
     kind: str = "pixel", noise_length: float = 2.0, days: int = 60, first_day: int = 0,
     b_rank: int = 0, var_iterations: int = 20, n_stat_days: int = 512,
     distinct_masks: int | None = None, seed: int = 0, progress: bool = True,
+    block: str = "valid",
 ) -> AssimilationResults:
-    """Cycle every scheme over ``days`` validation days for each (fraction, noise) experiment.
+    """Cycle every scheme over ``days`` days of ``block`` for each (fraction, noise) experiment.
 
     Args:
         forecaster: the trained sparse-view
@@ -273,13 +297,17 @@ def run_assimilation_experiment(
         prepared: :class:`geofusion.data.PreparedData`.
         fractions: observed fractions in (0, 1]; noises: noise std (standardised units).
         kind, noise_length: mask kind and noise correlation length (grid points).
-        days: cycle length; first_day: its first validation day.
+        days: cycle length; first_day: its first day within ``block``.
         b_rank: rank of ``B``'s low-rank part (0 = diagonal).
         var_iterations: L-BFGS iterations per day.
         n_stat_days: training days for the encoder- and decoder-error statistics.
         distinct_masks: masks per observed fraction the cycle days rotate through
             (:func:`draw_observations`; None: a new mask every day).
         seed: observations and statistics draws.
+        block: the days cycled and scored, ``"valid"`` or ``"test"`` (the notebook's: the
+            held-out test block of a three-way split). Every statistic (``B``, ``R``, the
+            encoder errors, the OI fit, the climatology) comes from training days whatever
+            the block.
 
     Returns:
         :class:`AssimilationResults`.
@@ -287,12 +315,16 @@ def run_assimilation_experiment(
     for f in fractions:
         if not 0 < f <= 1:
             raise ValueError(f"observed fractions must lie in (0, 1], got {f}")
-    if not 0 <= first_day < first_day + days <= len(prepared.valid):
+    if block not in ("valid", "test"):
+        raise ValueError(f"block must be 'valid' or 'test' (never the training days the "
+                         f"statistics come from), got {block!r}")
+    block_fields, block_times = prepared.fields(block), prepared.times(block)
+    if not 0 <= first_day < first_day + days <= len(block_fields):
         raise ValueError(f"the cycle (first_day {first_day}, {days} days) must lie within the "
-                         f"{len(prepared.valid)} validation days")
+                         f"{len(block_fields)} days of the {block} block")
     experiments = [(float(f), float(s)) for f in fractions for s in noises]
-    truth = torch.as_tensor(prepared.valid[first_day:first_day + days])
-    times = np.asarray(prepared.valid_times[first_day:first_day + days])
+    truth = torch.as_tensor(block_fields[first_day:first_day + days])
+    times = np.asarray(block_times[first_day:first_day + days])
 
     # Training-period error statistics
     rng = np.random.default_rng(seed)
@@ -320,7 +352,7 @@ def run_assimilation_experiment(
                            for e in range(len(experiments))], dim=1)
 
     # Climatological spin-up: the latents of the climatology of the days before the cycle
-    clim = climatology(prepared.train, prepared.train_times)
+    clim = training_climatology(prepared)  # zero in the anomaly space
     before = times[0] - np.arange(forecaster.context, 0, -1).astype("timedelta64[D]")
     spin_up = forecaster.encode(torch.as_tensor(climatology_forecast(clim, before)))
     initial = spin_up[None].repeat(len(experiments), 1, 1)
@@ -360,9 +392,11 @@ def run_assimilation_experiment(
     analyses["climatology"] = np.repeat(climatology_forecast(clim, times)[:, None],
                                         len(experiments), axis=1)
 
-    truth_physical = prepared.destandardise(truth.numpy())
-    mse = {name: np.asarray(lat_weighted_mse(prepared.destandardise(a),
-                                             truth_physical[:, None], prepared.lat))
+    truth_physical = _physical(prepared.destandardise, truth.numpy(), times)
+    # (T, E, C, H, W) -> (E, T, ...) so the days are the axis before the channels.
+    mse = {name: np.asarray(lat_weighted_mse(
+               _physical(prepared.destandardise, a.swapaxes(0, 1), times).swapaxes(0, 1),
+               truth_physical[:, None], prepared.lat))
            for name, a in analyses.items()}
     return AssimilationResults(
         experiments=experiments, truth=truth.numpy(), times=times,
@@ -374,5 +408,6 @@ def run_assimilation_experiment(
         settings={"kind": kind, "noise_length": noise_length, "days": days,
                   "first_day": first_day, "b_rank": b_rank, "var_iterations": var_iterations,
                   "n_stat_days": len(stat_days), "distinct_masks": distinct_masks, "seed": seed,
-                  "n_background_error_samples": int(len(background_errors))},
+                  "n_background_error_samples": int(len(background_errors)),
+                  "block": block},
         destandardise=prepared.destandardise)

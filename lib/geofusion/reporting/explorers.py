@@ -191,7 +191,7 @@ class AssimilationExplorer:
         ...     observed=np.ones((2, 1, 4, 8), bool), analyses={"x": np.zeros((2, 1, 1, 4, 8))},
         ...     mse={"x": np.ones((2, 1, 1))}, lat=np.linspace(-60, 60, 4),
         ...     lon=np.arange(0, 360, 45), times=np.arange(2).astype("datetime64[D]"),
-        ...     synthetic=True, destandardise=lambda x: x,
+        ...     synthetic=True, to_physical=lambda x, day: x,
         ...     experiment=lambda f, s: 0)
         >>> AssimilationExplorer(r).figure(0.1, 0.1, 1, "a")._suptitle.get_text()
         '10% observed, noise std 0.1, day 1 (1970-01-02): assimilation explorer (synthetic)'
@@ -222,12 +222,12 @@ class AssimilationExplorer:
         if not 0 <= day < len(r.truth):
             raise ValueError(f"day must lie in [0, {len(r.truth)}), got {day}")
         e, c = r.experiment(fraction, noise), r.channels.index(mode)
-        truth = r.destandardise(r.truth[day])[c]
+        truth = r.to_physical(r.truth[day], day)[c]
         limits = {"vmin": float(truth.min()), "vmax": float(truth.max())}
-        observation = np.where(r.observed[day, e], r.destandardise(r.observations[day, e])[c],
+        observation = np.where(r.observed[day, e], r.to_physical(r.observations[day, e], day)[c],
                                np.nan)
         panels = [(truth, f"truth {mode}"), (observation, "observation")]
-        panels += [(r.destandardise(r.analyses[s][day, e])[c],
+        panels += [(r.to_physical(r.analyses[s][day, e], day)[c],
                     f"{s}: RMSE {np.sqrt(r.mse[s][day, e, c]):.3g}") for s in self.schemes]
         ncols = min(4, len(panels))
         nrows = -(-len(panels) // ncols)

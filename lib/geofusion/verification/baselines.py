@@ -341,7 +341,9 @@ def fit_damped_persistence(prepared: Any, max_lead: int = 7, pooling: str = "gri
         model.forecast(prepared.valid, prepared.valid_times, [0, 1], steps=7)  # (2, 7, C, H, W)
     """
     x, times = training_days(prepared)
-    clim = climatology(x, times, window)
+    # The training climatology (exactly zero in the anomaly space, whose fields already are
+    # departures from it): the same physical forecast in either space.
+    clim = training_climatology(prepared, window)
     rho = lag_regression(anomalies(x, times, clim), times, max_lead, pooling, prepared.lat)
     return DampedPersistence(clim, rho, pooling)
 

@@ -27,7 +27,7 @@ from geofusion.verification.baselines import (
     _valid_doy_index,
     anomalies,
     as_numpy,
-    climatology,
+    training_climatology,
     training_days,
 )
 
@@ -178,7 +178,9 @@ def fit_linear_regression(prepared: Any, max_lead: int = 7, n_components: int = 
     n, c, h, w = x.shape
     if n < 3:
         raise ValueError(f"{n} training days are too few for a regression; use more")
-    clim = climatology(x, times, window)
+    # The training climatology (exactly zero in the anomaly space): the same anomalies, so
+    # the same physical forecast, in either space.
+    clim = training_climatology(prepared, window)
     a = anomalies(x, times, clim)                                  # (N, C, H, W) float64
     area = latitude_weights(np.asarray(prepared.lat, dtype=np.float64))
     if area.shape[0] != h:

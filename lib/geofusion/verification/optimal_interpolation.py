@@ -32,8 +32,8 @@ from geofusion.data.observations import correlated_noise_covariance
 from geofusion.verification.baselines import (
     anomalies,
     as_numpy,
-    climatology,
     climatology_forecast,
+    training_climatology,
     training_days,
 )
 
@@ -379,7 +379,7 @@ def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: flo
     if (len(lat), len(lon)) != x.shape[-2:]:
         raise ValueError(f"prepared.lat/lon give a {len(lat)} x {len(lon)} grid, the fields "
                          f"are {x.shape[-2]} x {x.shape[-1]}")
-    clim = climatology(x, times, window)
+    clim = training_climatology(prepared, window)  # zero in the anomaly space
     a = anomalies(x, times, clim)
     std = np.sqrt(np.mean(a**2, axis=0))
     floor = 1e-6 * max(float(std.max()), 1e-30)
