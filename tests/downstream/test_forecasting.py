@@ -587,3 +587,38 @@ def test_persistence_source_re_expresses_the_init_day_for_each_valid_day():
                                        rtol=1e-5)
     with pytest.raises(ValueError, match="times"):
         persistence_source(x, as_valid_at=anomaly.as_valid_at)
+
+
+def test_fit_latent_forecaster_encodes_the_test_block_without_reading_it(tmp_path):
+    """With a test block the forecaster carries its latents for scoring; the LSTM, the
+    standardiser and the residual damping are bit for bit those fitted with other test days
+    (the very same computation on the same training and validation days)."""
+    import dataclasses
+
+    from geofusion.learning.config import TrainConfig
+
+    base = tiny_prepared(80)
+    three = dataclasses.replace(base, valid=base.valid[:10], valid_times=base.valid_times[:10],
+                                test=base.valid[10:], test_times=base.valid_times[10:])
+    other = dataclasses.replace(three, test=three.test + 5.0)
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cpu")
+    fitted = []
+    for i, prepared in enumerate([three, other]):
+        torch.manual_seed(0)
+        method = build_method("autoencoder", **TINY).eval()
+        forecaster, _, _ = fit_latent_forecaster(
+            method, method.decoder, prepared, tmp_path / str(i), config,
+            representation="ae", context=4, hidden_dim=8, seed=0, progress=False)
+        forecaster.fit_residual_damping(prepared, 2, latents=forecaster.latents["train"])
+        fitted.append(forecaster)
+    first, second = fitted
+    assert first.latents["test"].shape == (len(three.test), 8)
+    torch.testing.assert_close(first.latents["test"],
+                               first.standardiser.transform(encode_series(first.method,
+                                                                          three.test)))
+    assert not torch.equal(first.latents["test"], second.latents["test"])
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(first.standardiser.mean, second.standardiser.mean, rtol=0, atol=0)
+    torch.testing.assert_close(first.residual_rho, second.residual_rho, rtol=0, atol=0)
