@@ -21,10 +21,17 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
         "08_forecasting.ipynb", start="2000-01-01", end="2000-12-31", batch_size=32, width=4,
         latent_dim=16, proj_dim=8, ae_epochs=1, encoder_epochs=1, decoder_epochs=1,
         decoder_width=2, context=10, lstm_hidden=16, forecast_epochs=1, forecast_batch_size=32,
-        n_eval_days=60, max_lead=3, context_mask_ratios=RATIOS, lr_components=8)
+        n_eval_days=60, max_lead=3, context_mask_ratios=RATIOS, lr_components=8,
+        space="anomaly", train_fraction=0.6, test_fraction=0.2, encoder="eof_residual")
     runs = tmp_path / "runs"
     results = json.loads((runs / "results" / "08_forecasting.json").read_text())
     assert results["synthetic"] is True and results["context"] == 10
+    # Issue 23: anomaly space, EOF-residual encoders, every score on the held-out test block.
+    assert results["scored_block"] == "test" and results["space"] == "anomaly"
+    assert results["encoder"] == "eof_residual"
+    # Forecasts start in the last 20 % of the year (test block from ~19 October), after the
+    # 10 days of context.
+    assert "2000-10-25" <= results["split"]["first_scored_day"] <= "2000-11-05"
     assert results["reproducibility"]["deterministic_algorithms"] is True
     # 60 evaluation days: starts from day 9 (10 days of context) to day 56 (3 days ahead).
     assert results["n_eval_days"] == 60 and results["n_forecasts"] == 48
