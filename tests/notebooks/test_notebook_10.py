@@ -18,9 +18,14 @@ def test_notebook_10_cycles_latent_assimilation(run_notebook, tmp_path):
         latent_dim=16, proj_dim=8, encoder_epochs=1, decoder_epochs=1, decoder_width=2,
         context=10, lstm_hidden=16, forecast_epochs=1, forecast_batch_size=32, cycle_days=12,
         observed_fractions=[0.1, 0.5], obs_noise_stds=[0.1], b_rank=2, var_iterations=3,
-        n_stat_days=64, show_fraction=0.1, show_noise=0.1)
+        n_stat_days=64, show_fraction=0.1, show_noise=0.1, space="anomaly",
+        train_fraction=0.6, test_fraction=0.2, encoder="eof_residual")
     results = json.loads((tmp_path / "runs" / "results" / "10_assimilation.json").read_text())
     assert results["synthetic"] is True and results["minimiser_monotone"] is True
+    # Issue 23: anomaly space, the cycle over the held-out test block (last 20 % of the year).
+    assert results["scored_block"] == "test" and results["settings"]["block"] == "test"
+    assert results["space"] == "anomaly" and results["encoder_kind"] == "eof_residual"
+    assert "2000-10-15" <= results["cycle"][0] <= "2000-10-25"
     card = results["scorecard"]["assimilation"]
     assert set(card) == set(SCHEMES)
     for scheme in SCHEMES:
