@@ -497,7 +497,8 @@ class LatentForecaster:
         """The forecast of an LSTM that predicts no change: ``d(z_t)`` at every lead, with
         ``fields`` plus the damped residual, ``d(z_t) + rho_k r_t`` (:meth:`source`). Scored
         next to :meth:`source` it shows what the trained LSTM adds to the decoder and the
-        residual (with ``rho = 1`` it is field persistence)."""
+        residual (with ``rho = 1`` it persists the field of the model space: the physical field in
+        the report space, the anomaly in the anomaly space)."""
         if fields is not None:
             self._check_residual()
 
