@@ -26,7 +26,7 @@ SCALE = np.array([10.0, 500.0, 5.0, 4.0, 0.002])[:, None, None]
 OFFSET = np.array([280.0, 5.5e4, 0.0, 0.0, 0.004])[:, None, None]
 
 
-def to_physical(x):
+def to_physical(x, times=None):
     return x * SCALE + OFFSET
 
 
@@ -199,3 +199,99 @@ def test_intervals_scorecard_and_best_baseline(autoencoder, days):
     low, high = card["intervals"]["reconstruction_rmse"]["ae"]["0.5"]["geopotential"]
     assert (low, high) == pytest.approx((expected.low[1], expected.high[1]))
     assert sorted(card["intervals"]["climatology_rmse"]) == sorted(CHANNELS)
+
+
+# ------------------------------------------------------------------ issue 23: EOF baselines,
+# masked ridge decoder, anomaly metrics
+
+
+class _TrainOnly:
+    """A prepared-data stand-in whose validation and test blocks raise when read: a fit that
+    touches them fails."""
+
+    def __init__(self, train: np.ndarray, lat: np.ndarray) -> None:
+        self.train, self.lat = train, lat
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the fit read prepared.{name}; only training days may be read")
+
+
+def _low_rank_days(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 4)) @ rng.normal(size=(4, 5 * GRID[0] * GRID[1]))) \
+        .reshape(n, 5, *GRID).astype(np.float32)
+
+
+def test_eof_reconstructors_fit_on_training_days_only_and_recover_low_rank_days():
+    from geofusion.downstream.reconstruction import (
+        eof_reconstructor,
+        fit_eof_code,
+        gappy_eof_reconstructor,
+    )
+    days = _low_rank_days(60)
+    code = fit_eof_code(_TrainOnly(days[:40], LAT), k=4)
+    held = torch.from_numpy(days[40:])
+    full = eof_reconstructor(code).reconstruct(held, None, None)
+    torch.testing.assert_close(full, held, rtol=0, atol=1e-3)  # rank 4 data, 4 modes
+    observed = make_mask((20, *GRID), 0.5, "pixel", torch.Generator().manual_seed(0))
+    sparse = apply_mask(held, observed)
+    gappy = gappy_eof_reconstructor(code).reconstruct(sparse, observed, None)
+    projected = eof_reconstructor(code).reconstruct(sparse, observed, None)
+    gappy_err = float((gappy - held).pow(2).mean())
+    # The gappy fit uses the observed points only: far better than projecting zero-filled days.
+    assert gappy_err < 1e-3 < float((projected - held).pow(2).mean())
+
+
+def test_masked_ridge_decoder_reads_training_days_only_and_decodes_masked_latents():
+    from geofusion.downstream.reconstruction import fit_masked_ridge_decoder
+    days = _low_rank_days(48, seed=1)
+    torch.manual_seed(0)
+    method = build_method("barlow_twins", in_channels=5, grid=GRID, latent_dim=8, width=2,
+                          proj_dim=4, proj_hidden_dim=8,
+                          observation={"kind": "pixel", "min_ratio": 0.5, "max_ratio": 0.5})
+    observation = {"kind": "pixel", "min_ratio": 0.5, "max_ratio": 0.5}
+    decoder = fit_masked_ridge_decoder(method, _TrainOnly(days, LAT), observation, seed=3)
+    again = fit_masked_ridge_decoder(method, _TrainOnly(days, LAT), observation, seed=3)
+    assert torch.equal(decoder.weight, again.weight)  # same days, same masks: same fit
+    complete = fit_masked_ridge_decoder(method, _TrainOnly(days, LAT),
+                                        {"kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.0},
+                                        seed=3)
+    assert not torch.allclose(decoder.weight, complete.weight)  # the masks changed the latents
+    assert decoder(torch.zeros(2, 8)).shape == (2, 5, *GRID)
+
+
+def test_anomaly_metrics_match_their_definitions():
+    days = torch.from_numpy(_low_rank_days(10, seed=2))
+    times = np.arange(10).astype("datetime64[D]")
+    truth = to_physical(days.numpy().astype(np.float64))
+    climatology = to_physical(np.zeros_like(truth))
+    half = FunctionReconstructor(lambda fields, observed, t, s: 0.5 * fields)
+    score, _ = score_reconstruction(half, days, None, truth, LAT, to_physical, CHANNELS, times,
+                                    climatology=climatology)
+    # The forecast anomaly is half the true anomaly: perfectly correlated ...
+    assert all(abs(v - 1.0) < 1e-9 for v in score.acc.values())
+    # ... and explains 1 - 0.25 = 0.75 of the anomaly variance.
+    for value in score.anomaly_variance_explained.values():
+        assert value == pytest.approx(0.75, abs=1e-9)
+    clim = FunctionReconstructor(lambda fields, observed, t, s: 0 * fields)
+    score, _ = score_reconstruction(clim, days, None, truth, LAT, to_physical, CHANNELS, times,
+                                    climatology=climatology)
+    assert all(abs(v) < 1e-12 for v in score.anomaly_variance_explained.values())
+    ev = SparsityEvaluation({"half": half}, days, times, LAT, to_physical, CHANNELS,
+                            climatology=climatology)
+    curves = ev.curves(["pixel"], [0.0])
+    assert np.allclose(curves["anomaly_variance_explained"], 0.75)
+
+
+def test_scorecard_records_the_block_and_anomaly_correlation():
+    days = torch.from_numpy(_low_rank_days(8, seed=3))
+    times = np.arange(8).astype("datetime64[D]")
+    climatology = to_physical(np.zeros(days.shape))
+    models = {"climatology": FunctionReconstructor(lambda f, o, t, s: 0 * f),
+              "half": FunctionReconstructor(lambda f, o, t, s: 0.5 * f)}
+    ev = SparsityEvaluation(models, days, times, LAT, to_physical, CHANNELS,
+                            climatology=climatology)
+    card = validate_scorecard(ev.scorecard((0.0, 0.5), scored_block="test"))
+    assert card["scored_block"] == "test"
+    assert set(card["reconstruction_acc"]["half"]) == {"0", "0.5"}
+    assert card["reconstruction_acc"]["half"]["0"]["geopotential"] == pytest.approx(1.0)

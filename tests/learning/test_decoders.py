@@ -112,3 +112,27 @@ def test_a_sparse_method_gets_its_mask_channel_through_the_frozen_decoder():
     observed = torch.rand(3, 32, 64, generator=torch.Generator().manual_seed(1)) > 0.5
     torch.testing.assert_close(encode_series(model, x, observed=observed),
                                embed_observed(method.eval(), x, observed))
+
+
+def test_frozen_decoder_latitude_weighted_loss_and_observed_latents():
+    from geofusion.data.eof import area_weights
+    from geofusion.learning.decoders import reconstruction_error
+    torch.manual_seed(0)
+    lat = torch.linspace(-80, 80, 32).numpy()
+    method = build_method("barlow_twins", observation={"kind": "pixel", "min_ratio": 0.5,
+                                                       "max_ratio": 0.5}, **TINY)
+    weights = area_weights(lat)
+    model = FrozenEncoderDecoder(method, FieldDecoder(16, 5, (32, 64), width=2),
+                                 latitude_weights=weights,
+                                 observation={"kind": "pixel", "min_ratio": 0.9, "max_ratio": 0.9})
+    fields = smooth_fields(4)
+    loss, _ = model.loss((fields,), torch.Generator().manual_seed(1))
+    # The loss is the latitude-weighted error of the decoded latent of the *masked* day.
+    gen = torch.Generator().manual_seed(1)
+    observed_fields, observed = model.observation(fields, gen)
+    expected = reconstruction_error(model(observed_fields, observed), fields,
+                                    torch.as_tensor(weights, dtype=torch.float32))
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    assert not torch.equal(model(observed_fields, observed), model(fields))
+    with pytest.raises(ValueError, match="generator"):
+        model.loss((fields,), None)

@@ -94,7 +94,7 @@ fields = waves * torch.randn(4, 5, 1, 1) + 0.1 * torch.randn(4, 5, 32, 64)
 autoencoder = build_method("autoencoder", grid=(32, 64), width=2, latent_dim=4)
 evaluation = SparsityEvaluation({"ae": LatentReconstructor(autoencoder, autoencoder.decoder)},
                                 fields, np.arange(4).astype("datetime64[D]"), lat,
-                                lambda x: x, list("abcde"))
+                                lambda x, times: x, list("abcde"))
 explorer = SparsityExplorer(evaluation, 0, lon, "day 0", synthetic=True)
 working_figure = explorer.figure
 widget = explorer.show(ratio=0.5, kind="pixel", noise=0.0, mode="a")

@@ -29,7 +29,7 @@ def explorer():
     models = {"autoencoder": LatentReconstructor(ae, ae.decoder),
               "mean": FunctionReconstructor(lambda f, o, t, s: torch.zeros_like(f))}
     ev = SparsityEvaluation(models, days, np.arange(5).astype("datetime64[D]"),
-                            np.linspace(-78.75, 78.75, 8), lambda x: 2.0 * x + 1.0, CHANNELS)
+                            np.linspace(-78.75, 78.75, 8), lambda x, times: 2.0 * x + 1.0, CHANNELS)
     return explorers.SparsityExplorer(ev, day=2, lon=np.arange(0, 360, 22.5), date="2001-01-03",
                                       labels={"autoencoder": "AE"}, synthetic=True)
 

@@ -48,20 +48,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geofusion.data import FieldDataset
-from geofusion.data.observations import MASK_KINDS
+from geofusion.data.eof import EOFCode, area_weights, fit_eof
+from geofusion.data.observations import MASK_KINDS, Observation
 from geofusion.learning import model_cache
 from geofusion.learning.decoders import FrozenEncoderDecoder, JointContrastiveDecoder, build_joint
-from geofusion.learning.methods import embed_observed
+from geofusion.learning.methods import RECONSTRUCTION_LOSSES, embed_observed
 from geofusion.models.resnet import FieldDecoder
+from geofusion.models.ridge_decoder import RidgeDecoder, fit_ridge_decoder
 from geofusion.verification.baselines import climatology_forecast
 from geofusion.verification.bootstrap import BootstrapInterval, bootstrap_mean, bootstrap_rmse
-from geofusion.verification.metrics import lat_weighted_mse
+from geofusion.verification.metrics import lat_weighted_acc, lat_weighted_mean, lat_weighted_mse
 
 __all__ = [
     "Reconstructor", "LatentReconstructor", "FunctionReconstructor", "ReconstructionScore",
     "score_reconstruction", "observation_generator",
     "decoder_training_days", "fit_frozen_decoder", "fit_joint_decoder", "climatology_reconstructor",
-    "optimal_interpolation_reconstructor",
+    "optimal_interpolation_reconstructor", "fit_eof_code", "eof_reconstructor",
+    "gappy_eof_reconstructor", "fit_masked_ridge_decoder", "physical",
 ]
 
 
@@ -229,6 +232,92 @@ def optimal_interpolation_reconstructor(interpolation: Any) -> FunctionReconstru
     return FunctionReconstructor(analyse)
 
 
+def physical(to_physical: Callable[..., Any], x: np.ndarray, times: Any = None) -> np.ndarray:
+    """``to_physical(x, times)`` as numpy: model-space fields ``(N, C, H, W)`` of days
+    ``times`` to physical units (``prepared.destandardise``, which in the anomaly space needs
+    the days to add the climatology back); ``to_physical(x)`` when ``times`` is None.
+
+    Example:
+        >>> import numpy as np
+        >>> float(physical(lambda x, times: x + 1, np.zeros(1), ["2001-01-01"])[0])
+        1.0
+    """
+    return np.asarray(to_physical(x) if times is None else to_physical(x, times))
+
+
+def fit_eof_code(prepared: Any, k: int) -> EOFCode:
+    """The ``k`` leading area-weighted EOFs of the training days (``prepared.train``, in the
+    model space: anomalies in the anomaly space), :func:`geofusion.data.eof.fit_eof`: the
+    equal-size linear code of a latent of size ``k``. Reads no validation or test day."""
+    return fit_eof(prepared.train, prepared.lat, int(k))
+
+
+def eof_reconstructor(code: EOFCode) -> FunctionReconstructor:
+    """The EOF code as a reconstruction from its projection: ``x_hat = decode(encode(x_obs))``.
+
+    On complete input this is the best linear code of its size (the bar every latent of that
+    size is measured against); on sparse input the projection sees the missing points as 0
+    (the climatology in the anomaly space), as the learned encoders do: compare with
+    :func:`gappy_eof_reconstructor`, which fits the coefficients to the observed points only.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from geofusion.data.eof import fit_eof
+        >>> a = np.random.default_rng(0).normal(size=(30, 2, 4, 6)).astype("float32")
+        >>> code = fit_eof(a, np.linspace(-60, 60, 4), k=30)
+        >>> out = eof_reconstructor(code).reconstruct(torch.from_numpy(a[:3]), None, None)
+        >>> bool(torch.allclose(out, torch.from_numpy(a[:3]), atol=1e-4))
+        True
+    """
+    return FunctionReconstructor(
+        lambda fields, observed, times, noise_std: code.decode(code.encode(fields.numpy())))
+
+
+def gappy_eof_reconstructor(code: EOFCode) -> FunctionReconstructor:
+    """Gappy EOF (Everson & Sirovich 1995) as a reconstruction: the EOF coefficients fitted
+    to the observed points only (:meth:`geofusion.data.eof.EOFCode.encode_observed`, ridge
+    to the training coefficient variance), decoded to the complete grid: the linear code's
+    sparse-input form.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from geofusion.data.eof import fit_eof
+        >>> rng = np.random.default_rng(0)
+        >>> a = (rng.normal(size=(40, 3)) @ rng.normal(size=(3, 48))).reshape(40, 2, 4, 6)
+        >>> code = fit_eof(a.astype("float32"), np.linspace(-60, 60, 4), k=3)
+        >>> observed = torch.from_numpy(rng.random((2, 4, 6)) < 0.5)
+        >>> x = torch.from_numpy(a[:2].astype("float32")) * observed[:, None]
+        >>> out = gappy_eof_reconstructor(code).reconstruct(x, observed, None)
+        >>> bool(torch.allclose(out, torch.from_numpy(a[:2].astype("float32")), atol=1e-2))
+        True
+    """
+    return FunctionReconstructor(
+        lambda fields, observed, times, noise_std: code.decode(
+            code.encode_observed(fields.numpy(), observed.numpy())))
+
+
+def fit_masked_ridge_decoder(method: nn.Module, prepared: Any, observation: Mapping[str, Any],
+                             n_days: int | None = None, seed: int = 0, ridge: float = 1.0,
+                             batch_size: int = 256) -> RidgeDecoder:
+    """A closed-form ridge decoder (:func:`geofusion.models.ridge_decoder.fit_ridge_decoder`)
+    of the latents of *masked* training days to the complete days.
+
+    Each of the :func:`decoder_training_days` of ``prepared.train`` is observed once through
+    ``Observation.from_dict(observation)`` (masks and noise drawn from a generator seeded
+    ``seed``), encoded by ``embed_observed(method, x_obs, m)`` and the decoder fitted to map
+    those latents to the complete day. For a sparse-view encoder this is the decoder of its
+    sparse-input latents; one fitted on complete days sees a latent off its training cloud.
+    Only training days are read.
+    """
+    days = decoder_training_days(len(prepared.train), n_days, seed)
+    fields = torch.as_tensor(np.asarray(prepared.train[days]), dtype=torch.float32)
+    observed_fields, observed = Observation.from_dict(dict(observation))(
+        fields, torch.Generator().manual_seed(seed))
+    latents = LatentReconstructor(method, nn.Identity(), batch_size=batch_size).latents(
+        observed_fields, observed)
+    return fit_ridge_decoder(latents, fields, ridge=ridge)
+
+
 @dataclass
 class ReconstructionScore:
     """Scores of one model on ``N`` observed days.
@@ -241,6 +330,10 @@ class ReconstructionScore:
         centred_cosine, cosine: mean over days of the centred and raw latent cosine to the
             complete day (NaN without a latent).
         daily_centred_cosine: ``(N,)`` (NaN without a latent).
+        daily_acc: ``(N, C)`` latitude-weighted anomaly correlation per day and variable
+            against the climatology (NaN when none was given).
+        daily_anomaly_variance: ``(N, C)`` latitude-weighted mean squared anomaly of the
+            truth (the climatology's daily MSE; NaN when none was given).
     """
 
     rmse: dict[str, float]
@@ -248,6 +341,28 @@ class ReconstructionScore:
     centred_cosine: float
     cosine: float
     daily_centred_cosine: np.ndarray
+    daily_acc: np.ndarray | None = None
+    daily_anomaly_variance: np.ndarray | None = None
+
+    def _per_variable(self, values: np.ndarray) -> dict[str, float]:
+        return dict(zip(self.rmse, (float(v) for v in values), strict=True))
+
+    @property
+    def acc(self) -> dict[str, float]:
+        """variable -> anomaly correlation averaged over the days (WeatherBench 2's ACC)."""
+        if self.daily_acc is None:
+            return {name: math.nan for name in self.rmse}
+        return self._per_variable(np.nanmean(self.daily_acc, axis=0))
+
+    @property
+    def anomaly_variance_explained(self) -> dict[str, float]:
+        """variable -> fraction of the anomaly variance explained,
+        ``1 - sum_n MSE_nc / sum_n A_nc`` (``A_nc`` the daily mean squared anomaly of the
+        truth): ``1 - (RMSE / RMSE_climatology)^2``; 0 = the climatology, 1 = perfect."""
+        if self.daily_anomaly_variance is None:
+            return {name: math.nan for name in self.rmse}
+        return self._per_variable(1.0 - self.daily_mse.sum(axis=0)
+                                  / self.daily_anomaly_variance.sum(axis=0))
 
     def rmse_interval(self, seed: int = 0, block: int = 7) -> BootstrapInterval:
         """95 % block-bootstrap interval ``(C,)`` of the RMSE over the days (blocks of
@@ -275,7 +390,8 @@ def decoder_training_days(n_train: int, n_days: int | None, seed: int = 0) -> np
 
 def fit_frozen_decoder(method: nn.Module, encoder_dir: Any, prepared: Any, run_dir: Any,
                        config: Any, latent_dim: int, n_days: int | None = None, width: int = 16,
-                       seed: int = 0, progress: bool = True
+                       seed: int = 0, progress: bool = True, reconstruction_loss: str = "mse",
+                       observation: Mapping[str, Any] | None = None
                        ) -> tuple[FrozenEncoderDecoder, pd.DataFrame]:
     """A :class:`geofusion.models.resnet.FieldDecoder` trained on the frozen latents of ``method``.
 
@@ -295,6 +411,11 @@ def fit_frozen_decoder(method: nn.Module, encoder_dir: Any, prepared: Any, run_d
         latent_dim: the size of the method's latent.
         n_days: training days (None for all); width: the decoder's base width; seed: its
             initial weights and the day draw.
+        reconstruction_loss: "mse" (the report's) or "lat_weighted" (the latitude-weighted
+            MSE of the scores, :func:`geofusion.learning.decoders.reconstruction_error`).
+        observation: None to decode latents of complete days, or the settings of a
+            :class:`geofusion.data.observations.Observation` to train on latents of masked
+            training days (for a sparse-view encoder).
 
     Returns:
         ``(model, history)``; ``model.decoder`` maps latents to standardised fields.
@@ -303,14 +424,26 @@ def fit_frozen_decoder(method: nn.Module, encoder_dir: Any, prepared: Any, run_d
     train_set = FieldDataset(prepared.train[days], prepared.season_labels("train")[days])
     grid = tuple(int(s) for s in prepared.train.shape[-2:])
 
+    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
+                         f"{RECONSTRUCTION_LOSSES}")
+    weights = area_weights(prepared.lat) if reconstruction_loss == "lat_weighted" else None
+    observation = None if observation is None else dict(observation)
+
     def make() -> FrozenEncoderDecoder:
         torch.manual_seed(seed)
         return FrozenEncoderDecoder(method, FieldDecoder(latent_dim, len(prepared.channels),
-                                                         grid, width=width))
+                                                         grid, width=width),
+                                    latitude_weights=weights, observation=observation)
 
     description = {"name": "frozen_decoder", "encoder": Path(encoder_dir).name,
                    "decoder_width": width, "init_seed": seed, "train_days": len(train_set),
                    "data": model_cache.data_fingerprint(prepared)}
+    # Only when not the defaults, so the decoders cached by earlier runs keep their keys.
+    if reconstruction_loss != "mse":
+        description["reconstruction_loss"] = reconstruction_loss
+    if observation is not None:
+        description["observation"] = observation
     model, history, _ = model_cache.cached_fit(make, description, train_set, config, run_dir,
                                         progress=progress)
     return model, history
@@ -359,7 +492,8 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
                          to_physical: Callable[[np.ndarray], np.ndarray],
                          channels: Sequence[str], times: Any = None,
                          complete_latents: Tensor | None = None, centre: Tensor | None = None,
-                         noise_std: float = 0.0) -> tuple[ReconstructionScore, np.ndarray]:
+                         noise_std: float = 0.0, climatology: np.ndarray | None = None
+                         ) -> tuple[ReconstructionScore, np.ndarray]:
     """Score ``model``'s reconstruction of the complete days ``truth`` from an observation.
 
     Args:
@@ -368,7 +502,8 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
         observed: bool ``(N, H, W)``, True = observed; None = complete.
         truth: ``(N, C, H, W)`` complete days in physical units.
         lat: ``(H,)`` degrees ascending.
-        to_physical: standardised numpy -> physical units (``prepared.destandardise``).
+        to_physical: model-space numpy -> physical units, ``to_physical(x, times)``
+            (``prepared.destandardise``; called as ``to_physical(x)`` when ``times`` is None).
         channels: the ``C`` variable names (keys of ``rmse``).
         times: ``(N,)`` datetime64 of the days (for baselines with a day-of-year background).
         complete_latents: ``(N, D)`` latents of the complete days, ``model.latents(complete)``
@@ -377,6 +512,9 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
             the centred cosine (default: the mean of ``complete_latents``).
         noise_std: std of the observation noise in ``fields`` (standardised), for baselines
             that model the observation error.
+        climatology: ``(N, C, H, W)`` the physical climatology of the days, for the anomaly
+            metrics (anomaly correlation, fraction of anomaly variance explained); None
+            leaves them NaN.
 
     Returns:
         ``(score, reconstruction)``, the reconstruction ``(N, C, H, W)`` in physical units.
@@ -399,14 +537,25 @@ def score_reconstruction(model: Reconstructor, fields: Tensor, observed: Tensor 
         daily_centred = np.full(len(fields), np.nan)
         cosine = math.nan
         standardised = model.reconstruct(fields, observed, times, noise_std)
-    reconstruction = np.asarray(to_physical(standardised.numpy()))
-    daily_mse = np.asarray(lat_weighted_mse(reconstruction, truth, np.asarray(lat)),
-                           dtype=np.float64)
+    reconstruction = physical(to_physical, standardised.numpy(), times)
+    lat = np.asarray(lat)
+    daily_mse = np.asarray(lat_weighted_mse(reconstruction, truth, lat), dtype=np.float64)
     rmse = np.sqrt(daily_mse.mean(axis=0))
+    daily_acc = anomaly_variance = None
+    if climatology is not None:
+        climatology = np.asarray(climatology)
+        if climatology.shape != truth.shape:
+            raise ValueError(f"climatology {climatology.shape} must match the days "
+                             f"{truth.shape}")
+        daily_acc = np.asarray(lat_weighted_acc(reconstruction.astype(np.float64),
+                                                truth.astype(np.float64), climatology, lat))
+        anomaly_variance = np.asarray(lat_weighted_mean(
+            (truth.astype(np.float64) - climatology) ** 2, lat), dtype=np.float64)
     score = ReconstructionScore(
         rmse=dict(zip(channels, rmse.tolist(), strict=True)), daily_mse=daily_mse,
         centred_cosine=float(np.mean(daily_centred)), cosine=cosine,
-        daily_centred_cosine=daily_centred)
+        daily_centred_cosine=daily_centred, daily_acc=daily_acc,
+        daily_anomaly_variance=anomaly_variance)
     return score, reconstruction
 
 

@@ -93,6 +93,8 @@ SCORECARD_SECTIONS: dict[str, tuple[str, ...]] = {
     "assimilation": ("name", "fraction", "variable"),
     # Notebook 11: {row: {score: number or {variable: number}}}, scores of ABLATION_SCORES.
     "ablations": ("name", "ablation_score", "variable?"),
+    # Notebook 06 (issue 23): anomaly correlation of each reconstruction, as reconstruction_rmse.
+    "reconstruction_acc": ("name", "fraction", "variable"),
 }
 #: The scores a row of ``ablations`` may hold (notebook 11,
 #: :mod:`geofusion.experiments.ablations`); the ones marked (v) are ``{variable: number}``,
@@ -114,6 +116,8 @@ ABLATION_SCORES: tuple[str, ...] = (
 SCORECARD_PROVENANCE: dict[str, tuple[type, ...]] = {
     "profile": (str,), "synthetic": (bool,), "commit": (str,), "seconds": (int, float),
     "environment": (dict,), "notebooks": (dict,), "overrides": (dict,),
+    # Issue 23: which block of the time split the figures were computed on ("test").
+    "scored_block": (str,),
 }
 #: ``scored_block``: the block of days every score of a card was computed on (issue 23: the
 #: held-out "test" block of a three-way split; "valid" for a two-way one).

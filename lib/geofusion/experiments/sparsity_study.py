@@ -26,6 +26,7 @@ from geofusion.downstream.reconstruction import (
     ReconstructionScore,
     Reconstructor,
     observation_generator,
+    physical,
     score_reconstruction,
 )
 from geofusion.verification import baseline_comparison
@@ -47,7 +48,9 @@ class SparsityEvaluation:
         fields: ``(N, C, H, W)`` complete evaluation days, standardised.
         times: ``(N,)`` datetime64 of the days.
         lat: ``(H,)`` degrees ascending.
-        to_physical: standardised numpy -> physical units.
+        to_physical: model-space numpy -> physical units, ``to_physical(x, times)``
+            (``prepared.destandardise``: in the anomaly space the climatology of the days is
+            added back).
         channels: the ``C`` variable names.
         seed: seeds the masks and the noise.
         noise_length: correlation length of the noise in grid points.
@@ -56,6 +59,8 @@ class SparsityEvaluation:
             baselines that factorise a covariance per observed pattern (optimal
             interpolation) proportionally cheaper, at the price of less mask variety; the
             masks stay nested across missing fractions.
+        climatology: ``(N, C, H, W)`` physical climatology of the days for the anomaly
+            metrics (in the anomaly space ``to_physical(zeros, times)``); None leaves them NaN.
 
     Example:
         >>> import numpy as np, torch
@@ -64,7 +69,7 @@ class SparsityEvaluation:
         >>> ae = build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4)
         >>> days = torch.randn(4, 5, 8, 16)
         >>> ev = SparsityEvaluation({"ae": LatentReconstructor(ae, ae.decoder)}, days,
-        ...     np.arange(4).astype("datetime64[D]"), np.linspace(-80, 80, 8), lambda x: x,
+        ...     np.arange(4).astype("datetime64[D]"), np.linspace(-80, 80, 8), lambda x, t: x,
         ...     ["a", "b", "c", "d", "e"])
         >>> round(ev.scores("pixel", 0.0)["ae"].centred_cosine, 4)
         1.0
@@ -75,7 +80,7 @@ class SparsityEvaluation:
     def __init__(self, models: Mapping[str, Reconstructor], fields: Tensor, times: Any,
                  lat: Any, to_physical: Callable[[np.ndarray], np.ndarray],
                  channels: Sequence[str], seed: int = 0, noise_length: float = 2.0,
-                 distinct_masks: int | None = None) -> None:
+                 distinct_masks: int | None = None, climatology: Any = None) -> None:
         if not models:
             raise ValueError("no models given; pass a dict name -> Reconstructor")
         fields = torch.as_tensor(fields).float()
@@ -93,7 +98,11 @@ class SparsityEvaluation:
         self.fields, self.times = fields, np.asarray(times)
         self.lat, self.to_physical = np.asarray(lat), to_physical
         self.channels, self.seed, self.noise_length = list(channels), seed, noise_length
-        self.truth = np.asarray(to_physical(fields.numpy()))
+        self.truth = self.physical(fields.numpy())
+        self.climatology = None if climatology is None else np.asarray(climatology)
+        if self.climatology is not None and self.climatology.shape != self.truth.shape:
+            raise ValueError(f"climatology {self.climatology.shape} must be that of the "
+                             f"evaluation days {self.truth.shape}")
         self.complete_latents = {name: model.latents(fields) for name, model in models.items()
                                  if model.has_latent}
         self.centres = {name: z.mean(dim=0) for name, z in self.complete_latents.items()}
@@ -130,7 +139,7 @@ class SparsityEvaluation:
                 name: score_reconstruction(
                     model, fields, mask, self.truth, self.lat, self.to_physical, self.channels,
                     self.times, self.complete_latents.get(name), self.centres.get(name),
-                    noise_std)[0]
+                    noise_std, self.climatology)[0]
                 for name, model in self.models.items()}
         return self._scores[key]
 
@@ -142,8 +151,15 @@ class SparsityEvaluation:
         days = np.atleast_1d(np.asarray(days, dtype=np.int64))
         fields, mask = self.observe(kind, ratio, noise_std, days)
         standardised = self.models[name].reconstruct(fields, mask, self.times[days], noise_std)
-        observation = np.where(mask.numpy()[:, None], self.to_physical(fields.numpy()), np.nan)
-        return np.asarray(self.to_physical(standardised.numpy())), observation, mask.numpy()
+        observation = np.where(mask.numpy()[:, None], self.physical(fields.numpy(), days),
+                               np.nan)
+        return self.physical(standardised.numpy(), days), observation, mask.numpy()
+
+    def physical(self, x: np.ndarray, days: Any = None) -> np.ndarray:
+        """Model-space fields of the evaluation ``days`` (indices; None = all of them, in
+        order) in physical units: ``to_physical(x, times[days])``."""
+        times = self.times if days is None else self.times[np.atleast_1d(np.asarray(days))]
+        return physical(self.to_physical, x, times)
 
     def day_cosine(self, name: str, day: int, kind: str, ratio: float,
                    noise_std: float = 0.0) -> float:
@@ -164,7 +180,9 @@ class SparsityEvaluation:
         Columns ``model, kind, missing_fraction, noise_std, variable, rmse`` (physical units),
         ``rmse_low, rmse_high`` (its 95 % block-bootstrap interval over the days,
         :meth:`ReconstructionScore.rmse_interval`), ``centred_cosine, centred_cosine_low,
-        centred_cosine_high, cosine`` (the model's, repeated per variable; NaN for baselines).
+        centred_cosine_high, cosine`` (the model's, repeated per variable; NaN for baselines),
+        ``acc`` and ``anomaly_variance_explained`` (the anomaly metrics of
+        :class:`ReconstructionScore`; NaN without a climatology).
         """
         rows = []
         for kind in kinds:
@@ -183,19 +201,26 @@ class SparsityEvaluation:
                                          "centred_cosine": score.centred_cosine,
                                          "centred_cosine_low": float(cos_ci.low),
                                          "centred_cosine_high": float(cos_ci.high),
-                                         "cosine": score.cosine})
+                                         "cosine": score.cosine,
+                                         "acc": score.acc[variable],
+                                         "anomaly_variance_explained":
+                                             score.anomaly_variance_explained[variable]})
         table = pd.DataFrame(rows)
         table.attrs["n_days"] = len(self.fields)
         return table
 
     def scorecard(self, ratios: Sequence[float] = (0.0, 0.5, 0.9), kind: str = "pixel",
-                  climatology: str = "climatology") -> dict[str, Any]:
+                  climatology: str = "climatology", scored_block: str | None = None
+                  ) -> dict[str, Any]:
         """The notebook-06 part of ``reports/results.json`` (issue 13, section 4).
 
         ``climatology_rmse`` {variable: RMSE of the ``climatology`` model}, and
         ``reconstruction_rmse`` {model: {missing fraction ("0", "0.5", ...): {variable: RMSE}}}
         for every other model under ``kind`` masks without noise, with their 95 %
         block-bootstrap intervals under ``intervals`` in the same nesting (physical units).
+        With a climatology for the anomaly metrics, ``reconstruction_acc`` holds the anomaly
+        correlations in the nesting of ``reconstruction_rmse``; ``scored_block`` ("test",
+        "valid") records which block of the time split the days come from.
         """
         if climatology not in self.models:
             raise ValueError(f"no model named {climatology!r} to report as the climatology; "
@@ -216,6 +241,12 @@ class SparsityEvaluation:
                 card["reconstruction_rmse"][name][fraction_key(ratio)] = dict(score.rmse)
                 intervals["reconstruction_rmse"][name][fraction_key(ratio)] = \
                     score.rmse_interval(self.seed).by_name(self.channels)
+        if self.climatology is not None:
+            card["reconstruction_acc"] = {
+                name: {fraction_key(r): dict(self.scores(kind, r)[name].acc) for r in ratios}
+                for name in self.models if name != climatology}
+        if scored_block is not None:
+            card["scored_block"] = str(scored_block)
         card["intervals"] = intervals
         return card
 
@@ -226,7 +257,9 @@ class SparsityEvaluation:
         With ``first, middle, last`` the smallest, middle and largest missing fraction of the
         curves: RMSE relative to ``reference`` (mean over variables) at the three, the RMSE of
         ``mode`` at the first and last, the centred cosine at the middle and last, the raw
-        cosine at the last and between different complete days, the centred cosine under the
+        cosine at the last and between different complete days, the anomaly correlation and
+        the fraction of anomaly variance explained (means over variables) at the first and
+        middle fraction, the centred cosine under the
         largest noise with nothing missing (NaN when the curves hold no noise), and how the
         model compares with the best of ``baselines`` at the last fraction (its name, the
         RMSE ratio and on how many variables the model wins).
@@ -246,6 +279,9 @@ class SparsityEvaluation:
         for name in dict.fromkeys(curves["model"]):
             def at(r: float, column: str, std: float = 0.0, name: str = name) -> Any:
                 return skill.loc[(name, kind, float(r), float(std)), column]
+            def anomaly(r: float, column: str, name: str = name) -> float:
+                rows_r = clean[(clean["model"] == name) & (clean["missing_fraction"] == r)]
+                return float(rows_r[column].mean()) if column in rows_r else math.nan
             mode_rmse = clean[(clean["model"] == name) & (clean["variable"] == mode)] \
                 .set_index("missing_fraction")["rmse"]
             best = versus.loc[(name, kind, float(last), 0.0)]
@@ -259,6 +295,10 @@ class SparsityEvaluation:
                 "raw cosine, different days": different.get(name, math.nan),
                 f"centred cosine, noise {top_noise:g}": (at(0.0, "centred_cosine", top_noise)
                                                          if top_noise > 0 else math.nan),
+                **{f"anomaly correlation, {r:g} missing": anomaly(r, "acc")
+                   for r in (first, middle)},
+                **{f"anomaly variance explained, {r:g} missing":
+                   anomaly(r, "anomaly_variance_explained") for r in (first, middle)},
                 f"best baseline, {last:g} missing": best["best_baseline"],
                 "RMSE / best baseline": float(best["rmse_over_best_baseline"]),
                 "variables better": f"{int(best['variables_better'])} of "

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from geofusion.data.observations import MASK_KINDS, make_mask
+from geofusion.data.observations import MASK_KINDS, Observation, make_mask
 from geofusion.learning.methods import build_method, embed_observed, observe
 from geofusion.models.resnet import FieldDecoder
 
-__all__ = ["FROZEN_VIEWS", "FrozenEncoderDecoder", "reconstruct", "JOINT_SCHEMES",
-           "ALPHA_SCHEDULES", "JointContrastiveDecoder", "KadeethumJointDecoder",
+__all__ = ["FROZEN_VIEWS", "FrozenEncoderDecoder", "reconstruction_error", "reconstruct",
+           "JOINT_SCHEMES", "ALPHA_SCHEDULES", "JointContrastiveDecoder", "KadeethumJointDecoder",
            "QuetinJointDecoder", "YaoDippelJointDecoder", "build_joint"]
 
 
@@ -81,6 +81,14 @@ class FrozenEncoderDecoder(nn.Module):
             :class:`geofusion.models.resnet.FieldDecoder` built for the target grid.
         view: "inference" or "native" (see above).
         target_index: which element of the batch is the target (0 = the input itself).
+        latitude_weights: None (plain MSE, the report's) or ``(H,)`` cell-area weights of
+            mean 1 (:func:`geofusion.data.eof.area_weights`): the latitude-weighted MSE the
+            scores use (:func:`reconstruction_error`).
+        observation: None (latents of complete days) or the settings of a
+            :class:`geofusion.data.observations.Observation`: each training batch is observed
+            through its masks (drawn with the loop's generator) before encoding, so the
+            decoder learns to decode the latents of *observed* days (for a sparse-view
+            encoder, whose latents of sparse input sit elsewhere than those of complete days).
 
     Example:
         >>> from geofusion.learning.methods import build_method
@@ -93,7 +101,8 @@ class FrozenEncoderDecoder(nn.Module):
     """
 
     def __init__(self, method: nn.Module, decoder: nn.Module, view: str = "inference",
-                 target_index: int = 0) -> None:
+                 target_index: int = 0, latitude_weights: Any = None,
+                 observation: dict[str, Any] | None = None) -> None:
         super().__init__()
         if view not in FROZEN_VIEWS:
             raise ValueError(f"unknown view {view!r}; choose one of {FROZEN_VIEWS}")
@@ -106,6 +115,10 @@ class FrozenEncoderDecoder(nn.Module):
         self.decoder = decoder
         self.view = view
         self.target_index = int(target_index)
+        self.latitude_weights: Tensor | None
+        self.register_buffer("latitude_weights", None if latitude_weights is None else
+                             torch.as_tensor(np.asarray(latitude_weights, dtype=np.float32)))
+        self.observation = None if observation is None else Observation.from_dict(observation)
         for parameter in self.method.parameters():
             parameter.requires_grad_(False)
         self.method.eval()
@@ -141,7 +154,38 @@ class FrozenEncoderDecoder(nn.Module):
     def loss(self, batch: tuple[Tensor, ...], generator: torch.Generator | None = None
              ) -> tuple[Tensor, dict[str, float]]:
         target = batch[self.target_index]
-        return nn.functional.mse_loss(self(batch[0]).float(), target.float()), {}
+        fields, observed = batch[0], None
+        if self.observation is not None:
+            if generator is None:
+                raise ValueError("a decoder trained on observed latents needs the generator "
+                                 "of the training loop to draw its masks")
+            fields, observed = self.observation(fields, generator)
+        return reconstruction_error(self(fields, observed), target, self.latitude_weights), {}
+
+
+def reconstruction_error(reconstruction: Tensor, target: Tensor,
+                         latitude_weights: Tensor | None = None) -> Tensor:
+    """Mean squared error of ``reconstruction`` against ``target`` (B, C, H, W); with
+    ``latitude_weights`` ``(H,)`` (cell-area weights of mean 1,
+    :func:`geofusion.data.eof.area_weights`) the latitude-weighted one,
+    ``mean_{b,c,i,j} w_i (x_hat - x)^2``, every variable counted alike (in the anomaly space
+    each is scaled to unit training variance, so the terms are balanced).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 2, 1)
+        >>> float(reconstruction_error(x + 1, x, torch.tensor([0.5, 1.5])))
+        1.0
+        >>> top = torch.tensor([[[[1.0], [0.0]]]])
+        >>> float(reconstruction_error(top, x, torch.tensor([0.5, 1.5])))
+        0.25
+    """
+    error = (reconstruction.float() - target.float()).pow(2)
+    if latitude_weights is None:
+        return error.mean()
+    if latitude_weights.shape[0] != error.shape[-2]:
+        raise ValueError(f"{latitude_weights.shape[0]} latitude_weights for fields with "
+                         f"{error.shape[-2]} latitudes")
+    return (error * latitude_weights.to(error.device)[:, None]).mean()
 
 
 @torch.no_grad()

@@ -101,7 +101,8 @@ class SparsityExplorer:
                                  squeeze=False)
         draw_latlon(axes[0, 0], truth, ev.lat, self.lon, f"complete {mode}, {self.date}",
                     **limits)
-        observation = np.where(mask[0].numpy(), ev.to_physical(fields.numpy())[0, c], np.nan)
+        observation = np.where(mask[0].numpy(),
+                               ev.physical(fields.numpy(), [self.day])[0, c], np.nan)
         draw_latlon(axes[0, 1], observation, ev.lat, self.lon,
                     f"observation: {kind}, {ratio:.0%} missing, noise {noise:g}", **limits)
         cosines = {}
@@ -115,7 +116,7 @@ class SparsityExplorer:
                 standardised = model.decode(z)
             else:
                 standardised = model.reconstruct(fields, mask, ev.times[[self.day]], noise)
-            reconstruction = ev.to_physical(standardised.numpy())[0, c]
+            reconstruction = ev.physical(standardised.numpy(), [self.day])[0, c]
             mesh = draw_latlon(ax, reconstruction, ev.lat, self.lon,
                                f"{self.labels[name]} reconstruction", **limits)
         for ax in axes[1, len(names):]:
