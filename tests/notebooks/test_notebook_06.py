@@ -16,9 +16,10 @@ MODELS = ["autoencoder", "barlow_twins", "sparse_barlow_twins"]
 @pytest.mark.notebook
 def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_path):
     nb = run_notebook(
-        "06_sparsity.ipynb", start="2000-01-01", end="2000-12-31", width=4, latent_dim=16,
+        "06_sparsity.ipynb", start="2000-01-01", end="2001-12-31", width=4, latent_dim=16,
         proj_dim=8, batch_size=16, ae_epochs=1, encoder_epochs=1, decoder_epochs=1,
-        decoder_width=2, n_decoder_days=64, n_eval_days=8, mask_kind="swath", noise_std=0.2,
+        decoder_width=2, n_decoder_days=64, n_eval_days=8, n_select_days=8, mask_kind="swath",
+        noise_std=0.2,
         static_ratios=[0.0, 0.6], curve_ratios=RATIOS, curve_kinds=KINDS,
         curve_noise_stds=[0.0, 0.5])
     # The explorer cell ran: the interactive widget and its initial state as a figure.
@@ -66,7 +67,15 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert results["climatology_rmse"]["2m_temperature"] == pytest.approx(t2m.iloc[0])
     noisy = curves[(curves.noise_std == 0.5) & (curves.model == "sparse_barlow_twins")]
     assert len(noisy) == 5 and (noisy.kind == "swath").all()
-    assert sorted(results["summary"]) == sorted([*MODELS, "climatology", "optimal_interpolation"])
+    assert sorted(results["summary"]) == sorted([*MODELS, "climatology", "optimal_interpolation",
+                                                 "eof", "gappy_eof"])
+    # Issue 23: scored on the test block, in the anomaly space, the sparse decoder chosen on
+    # validation days, anomaly metrics in the summary.
+    assert results["scored_block"] == "test" and results["space"] == "anomaly"
+    assert results["scorecard"]["scored_block"] == "test"
+    assert results["sparse_decoder"] in results["decoder_choice"]
+    assert set(results["targets_50"]) == set(curves.variable)
+    assert any(k.startswith("anomaly correlation") for k in results["summary"]["eof"])
     # Optimal interpolation: no latent, and with nothing missing and no noise it returns the
     # observed day itself (up to the nugget), far below the climatology.
     oi = clean[(clean.model == "optimal_interpolation") & (clean.missing_fraction == 0)
