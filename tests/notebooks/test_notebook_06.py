@@ -87,7 +87,8 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     # The scorecard part (issue 13, section 4): pixel masks, physical units, intervals.
     card = results["scorecard"]
     assert card["climatology_rmse"] == pytest.approx(results["climatology_rmse"])
-    assert sorted(card["reconstruction_rmse"]) == sorted([*MODELS, "optimal_interpolation"])
+    assert sorted(card["reconstruction_rmse"]) == sorted([*MODELS, "optimal_interpolation", "eof",
+                                                        "gappy_eof"])
     for name in [*MODELS, "optimal_interpolation"]:
         assert sorted(card["reconstruction_rmse"][name]) == ["0", "0.5", "0.9"]
         for fraction, scores in card["reconstruction_rmse"][name].items():
