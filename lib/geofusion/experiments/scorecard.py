@@ -82,7 +82,7 @@ SCORECARD_SECTIONS: dict[str, tuple[str, ...]] = {
     "climatology_rmse": ("variable",),
     "persistence_rmse": ("lead", "variable"),
     "reconstruction_rmse": ("name", "fraction", "variable"),
-    # Issue 23: the anomaly metrics of the same reconstructions (notebooks 02 and 03):
+    # Issue 23: the anomaly metrics of the same reconstructions (notebooks 02, 03 and 06):
     # anomaly correlation against the climatology and 1 - MSE / MSE_climatology. Names
     # beside the models: "eof_code" (the equal-size anomaly EOF code, k = latent_dim) and
     # "autoencoder_report_space" (notebook 02's autoencoder trained in the report's space).
@@ -93,8 +93,6 @@ SCORECARD_SECTIONS: dict[str, tuple[str, ...]] = {
     "assimilation": ("name", "fraction", "variable"),
     # Notebook 11: {row: {score: number or {variable: number}}}, scores of ABLATION_SCORES.
     "ablations": ("name", "ablation_score", "variable?"),
-    # Notebook 06 (issue 23): anomaly correlation of each reconstruction, as reconstruction_rmse.
-    "reconstruction_acc": ("name", "fraction", "variable"),
 }
 #: The scores a row of ``ablations`` may hold (notebook 11,
 #: :mod:`geofusion.experiments.ablations`); the ones marked (v) are ``{variable: number}``,
