@@ -295,3 +295,35 @@ def test_scorecard_records_the_block_and_anomaly_correlation():
     assert card["scored_block"] == "test"
     assert set(card["reconstruction_acc"]["half"]) == {"0", "0.5"}
     assert card["reconstruction_acc"]["half"]["0"]["geopotential"] == pytest.approx(1.0)
+
+
+def test_fit_joint_decoder_fits_its_eof_basis_and_weights_on_training_days_only(monkeypatch):
+    from geofusion.data.eof import area_weights, fit_eof
+    from geofusion.downstream import reconstruction
+    from geofusion.learning import model_cache
+
+    class Prepared(_TrainOnly):
+        def season_labels(self, split):
+            assert split == "train", f"the fit read the {split} labels"
+            return np.arange(len(self.train)) % 4
+
+    days = _low_rank_days(30, seed=2)
+    captured = {}
+
+    def cached_fit(make, description, train_set, config, run_dir, progress=True):
+        captured["description"], captured["days"] = description, len(train_set)
+        return make(), None, None
+
+    monkeypatch.setattr(model_cache, "cached_fit", cached_fit)
+    monkeypatch.setattr(model_cache, "data_fingerprint", lambda prepared: {"train": "stub"})
+    architecture = dict(in_channels=5, grid=list(GRID), latent_dim=4, width=2, proj_dim=4,
+                        proj_hidden_dim=8, decoder_width=2, augmentation="native",
+                        encoder="eof_residual", reconstruction_loss="lat_weighted")
+    model, _ = reconstruction.fit_joint_decoder("quetin", {}, architecture,
+                                                Prepared(days, LAT), "unused", None, n_days=20)
+    assert captured["days"] == 20
+    params = captured["description"]["params"]
+    assert params["encoder"] == "eof_residual" and params["reconstruction_loss"] == "lat_weighted"
+    code = fit_eof(days, LAT, 4)  # every training day, no other block
+    np.testing.assert_allclose(model.encoder.basis.detach().numpy(), code.components, atol=1e-6)
+    np.testing.assert_allclose(model.latitude_weights.numpy(), area_weights(LAT), rtol=1e-6)

@@ -261,3 +261,55 @@ def test_build_joint_makes_each_scheme_around_barlow_twins():
         assert isinstance(model, cls)
         assert type(model.method).__name__ == "BarlowTwinsMethod" and model.method.lambd == 0.02
         assert model.decoder.grid == (32, 64) and model.decoder.coarse_channels == 8 * 8
+
+
+LAT32 = torch.linspace(-87.19, 87.19, 32).numpy()
+
+
+@pytest.mark.parametrize("scheme", JOINT_SCHEMES)
+def test_lat_weighted_reconstruction_term_weights_latitudes_and_mse_stays_the_default(scheme):
+    from geofusion.data.eof import area_weights
+    from geofusion.learning.decoders import reconstruction_error
+    fields = smooth_fields(8)
+    target = torch.zeros_like(fields)
+    target[:, :, :4] = 1.0  # error only near the south pole, where cos(lat) is small
+    plain, weighted = joint(scheme), joint(scheme, reconstruction_loss="lat_weighted",
+                                           latitudes=LAT32)
+    assert plain.latitude_weights is None
+    torch.testing.assert_close(weighted.latitude_weights,
+                               torch.as_tensor(area_weights(LAT32), dtype=torch.float32))
+    pred = torch.zeros_like(fields)
+    assert float(plain.reconstruction_term(pred, target)) == pytest.approx(
+        float(torch.nn.functional.mse_loss(pred, target)))
+    lat_weighted = float(weighted.reconstruction_term(pred, target))
+    assert lat_weighted == pytest.approx(float(reconstruction_error(
+        pred, target, weighted.latitude_weights)))
+    # Polar errors count less once the cell areas weigh them.
+    assert lat_weighted < 0.5 * float(plain.reconstruction_term(pred, target))
+    # The same weights in the scheme's objective: equal initial weights, different term.
+    weighted.load_state_dict(plain.state_dict(), strict=False)
+    batch = (fields, seasons(8))
+    plain_terms, weighted_terms = terms(plain, batch), terms(weighted, batch)
+    assert weighted_terms["contrastive"] == pytest.approx(plain_terms["contrastive"], rel=1e-4)
+    assert weighted_terms["reconstruction"] != pytest.approx(plain_terms["reconstruction"])
+
+
+def test_build_joint_takes_the_eof_residual_encoder_and_checks_the_loss():
+    from geofusion.data.eof import fit_eof
+    from geofusion.models.eof_residual import EOFResidualEncoder
+    days = smooth_fields(24).numpy()
+    code = fit_eof(days, LAT32, 16)
+    basis = {"components": torch.from_numpy(code.components),
+             "sqrt_weights": torch.from_numpy(code.sqrt_weights),
+             "mean": torch.from_numpy(code.mean)}
+    model = build_joint("kadeethum", encoder="eof_residual", eof_basis=basis,
+                        augmentation="native", inner_batch=4, **TINY)
+    assert isinstance(model.encoder, EOFResidualEncoder)
+    # Zero-initialised residual: the latent starts as the EOF code of the canonical view.
+    assert model.embed(torch.from_numpy(days[:3])).shape == (3, 16)
+    with pytest.raises(ValueError, match="latitudes"):
+        build_joint("quetin", reconstruction_loss="lat_weighted", **TINY)
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        build_joint("quetin", reconstruction_loss="l1", **TINY)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        build_joint("quetin", latitude_weights=[1.0] * 32, **TINY)

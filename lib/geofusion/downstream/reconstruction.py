@@ -465,7 +465,12 @@ def fit_joint_decoder(scheme: str, params: Mapping[str, Any], architecture: Mapp
         scheme: one of :data:`geofusion.learning.decoders.JOINT_SCHEMES`; params: its own
         parameters.
         architecture: ``in_channels, grid, latent_dim, width, proj_dim, proj_hidden_dim,
-            lambd, decoder_width`` (JSON-friendly: they key the cache).
+            lambd, decoder_width`` and optionally ``encoder`` and ``reconstruction_loss``
+            (JSON-friendly: they key the cache). What these ask to be fitted on the data (the
+            EOF basis of ``encoder="eof_residual"``, the latitudes of
+            ``reconstruction_loss="lat_weighted"``) comes from ``prepared.train`` through
+            :func:`geofusion.learning.model_cache.data_dependent_parameters`, as for
+            :func:`geofusion.learning.model_cache.pretrained`: no validation or test day.
         prepared, run_dir, config, progress: as :func:`fit_frozen_decoder`.
         n_days: training days (None for all); seed: initial weights and the day draw.
 
@@ -475,9 +480,11 @@ def fit_joint_decoder(scheme: str, params: Mapping[str, Any], architecture: Mapp
     days = decoder_training_days(len(prepared.train), n_days, seed)
     train_set = FieldDataset(prepared.train[days], prepared.season_labels("train")[days])
 
+    extra = model_cache.data_dependent_parameters(prepared, dict(architecture))
+
     def make() -> JointContrastiveDecoder:
         torch.manual_seed(seed)
-        return build_joint(scheme, **architecture, **params)
+        return build_joint(scheme, **architecture, **params, **extra)
 
     description = {"name": f"joint_{scheme}", "builder": "geofusion.learning.decoders.build_joint",
                    "init_seed": seed, "params": {**architecture, **params},

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from geofusion.data.eof import area_weights
 from geofusion.data.observations import MASK_KINDS, Observation, make_mask
-from geofusion.learning.methods import build_method, embed_observed, observe
+from geofusion.learning.methods import RECONSTRUCTION_LOSSES, build_method, embed_observed, observe
 from geofusion.models.resnet import FieldDecoder
 
 __all__ = ["FROZEN_VIEWS", "FrozenEncoderDecoder", "reconstruction_error", "reconstruct",
@@ -226,10 +227,6 @@ def _batch_labels(batch: tuple[Tensor, ...]) -> Tensor | None:
     return batch[1] if len(batch) > 1 else None
 
 
-def _mse(prediction: Tensor, target: Tensor) -> Tensor:
-    return nn.functional.mse_loss(prediction.float(), target.float())
-
-
 class JointContrastiveDecoder(nn.Module):
     """A contrastive method and a field decoder trained together (base of the joint schemes).
 
@@ -246,9 +243,15 @@ class JointContrastiveDecoder(nn.Module):
             ``augmentation``, ``objective``), e.g. ``build_method("barlow_twins", ...)``.
         decoder: ``(B, latent_dim) -> (B, C, H, W)`` on the native grid, e.g.
             :class:`geofusion.models.resnet.FieldDecoder`.
+        latitude_weights: None (the reconstruction term is the plain MSE, the report's) or
+            ``(H,)`` cell-area weights of mean 1 (:func:`geofusion.data.eof.area_weights`):
+            the reconstruction term is then the latitude-weighted MSE of the scores,
+            :func:`reconstruction_error` (issue 23; every variable an anomaly of unit training
+            variance in the anomaly space, so the five terms weigh alike).
     """
 
-    def __init__(self, method: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, method: nn.Module, decoder: nn.Module,
+                 latitude_weights: Any = None) -> None:
         super().__init__()
         for attribute in ("encoder", "projector", "objective", "inference_view"):
             if not hasattr(method, attribute):
@@ -257,6 +260,14 @@ class JointContrastiveDecoder(nn.Module):
                     f"{type(method).__name__}; build one with build_method('barlow_twins', ...)")
         self.method = method
         self.decoder = decoder
+        self.latitude_weights: Tensor | None
+        self.register_buffer("latitude_weights", None if latitude_weights is None else
+                             torch.as_tensor(np.asarray(latitude_weights, dtype=np.float32)))
+
+    def reconstruction_term(self, reconstruction: Tensor, target: Tensor) -> Tensor:
+        """The reconstruction term of the objective: :func:`reconstruction_error` with this
+        model's ``latitude_weights`` (the plain MSE when None)."""
+        return reconstruction_error(reconstruction, target, self.latitude_weights)
 
     @property
     def encoder(self) -> nn.Module:
@@ -314,14 +325,14 @@ class KadeethumJointDecoder(JointContrastiveDecoder):
     Both terms train the encoder; only the second trains the decoder.
 
     Args:
-        method, decoder: see :class:`JointContrastiveDecoder`.
+        method, decoder, latitude_weights: see :class:`JointContrastiveDecoder`.
         inner_batch: days reconstructed per step, ``1 <= inner_batch <= B``.
         decoder_weight: ``w >= 0``.
     """
 
     def __init__(self, method: nn.Module, decoder: nn.Module, inner_batch: int = 32,
-                 decoder_weight: float = 1.0) -> None:
-        super().__init__(method, decoder)
+                 decoder_weight: float = 1.0, latitude_weights: Any = None) -> None:
+        super().__init__(method, decoder, latitude_weights)
         if int(inner_batch) != inner_batch or inner_batch < 1:
             raise ValueError(f"inner_batch must be a positive integer, got {inner_batch}")
         if not decoder_weight >= 0:
@@ -346,7 +357,7 @@ class KadeethumJointDecoder(JointContrastiveDecoder):
         view1, view2 = self.method.make_views(fields, generator)
         contrastive = self._contrastive(*self._encode(view1, view2), _batch_labels(batch))
         inner = fields[self.inner_indices(len(fields), generator).to(fields.device)]
-        reconstruction = _mse(self.decoder(self.method.embed(inner)), inner)
+        reconstruction = self.reconstruction_term(self.decoder(self.method.embed(inner)), inner)
         loss = contrastive + self.decoder_weight * reconstruction
         return loss, {"contrastive": contrastive.item(), "reconstruction": reconstruction.item(),
                       "decoder_weight": self.decoder_weight}
@@ -371,14 +382,15 @@ class QuetinJointDecoder(JointContrastiveDecoder):
     uses ``alpha_start`` and the last ``alpha_end``. ``alpha`` may also be set by hand.
 
     Args:
-        method, decoder: see :class:`JointContrastiveDecoder`.
+        method, decoder, latitude_weights: see :class:`JointContrastiveDecoder`.
         alpha_start, alpha_end: weights of the contrastive term, in [0, 1].
         schedule: one of :data:`ALPHA_SCHEDULES`.
     """
 
     def __init__(self, method: nn.Module, decoder: nn.Module, alpha_start: float = 0.9,
-                 alpha_end: float = 0.1, schedule: str = "linear") -> None:
-        super().__init__(method, decoder)
+                 alpha_end: float = 0.1, schedule: str = "linear",
+                 latitude_weights: Any = None) -> None:
+        super().__init__(method, decoder, latitude_weights)
         for name, value in (("alpha_start", alpha_start), ("alpha_end", alpha_end)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -424,7 +436,7 @@ class QuetinJointDecoder(JointContrastiveDecoder):
         view1, view2 = self.method.make_views(fields, generator)
         h1, h2, h_canonical = self._encode(view1, view2, self.method.inference_view(fields))
         contrastive = self._contrastive(h1, h2, _batch_labels(batch))
-        reconstruction = _mse(self.decoder(h_canonical), fields)
+        reconstruction = self.reconstruction_term(self.decoder(h_canonical), fields)
         loss = self.alpha * contrastive + (1 - self.alpha) * reconstruction
         return loss, {"contrastive": contrastive.item(), "reconstruction": reconstruction.item(),
                       "alpha": self.alpha}
@@ -452,7 +464,7 @@ class YaoDippelJointDecoder(JointContrastiveDecoder):
     what it was trained on.
 
     Args:
-        method, decoder: see :class:`JointContrastiveDecoder`.
+        method, decoder, latitude_weights: see :class:`JointContrastiveDecoder`.
         mask_ratio: missing fraction of each masked input, in [0, 1).
         decoder_weight: ``a >= 0``.
         mask_kind: ``"pixel"``, ``"patch"`` or ``"swath"``
@@ -460,8 +472,9 @@ class YaoDippelJointDecoder(JointContrastiveDecoder):
     """
 
     def __init__(self, method: nn.Module, decoder: nn.Module, mask_ratio: float = 0.5,
-                 decoder_weight: float = 1.0, mask_kind: str = "pixel") -> None:
-        super().__init__(method, decoder)
+                 decoder_weight: float = 1.0, mask_kind: str = "pixel",
+                 latitude_weights: Any = None) -> None:
+        super().__init__(method, decoder, latitude_weights)
         if not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio (missing fraction) must be in [0, 1), got {mask_ratio}")
         if not decoder_weight >= 0:
@@ -498,7 +511,7 @@ class YaoDippelJointDecoder(JointContrastiveDecoder):
         labels = _batch_labels(batch)
         contrastive = self._contrastive(h1, h2, labels)
         masked_contrastive = self._contrastive(hm1, hm2, labels)
-        reconstruction = _mse(self.decoder(h_sparse), fields)
+        reconstruction = self.reconstruction_term(self.decoder(h_sparse), fields)
         loss = contrastive + masked_contrastive + self.decoder_weight * reconstruction
         return loss, {"contrastive": contrastive.item(),
                       "masked_contrastive": masked_contrastive.item(),
@@ -523,6 +536,11 @@ def build_joint(
     proj_hidden_dim: int = 1024,
     lambd: float = 0.01,
     decoder_width: int | None = None,
+    augmentation: str = "report",
+    encoder: str = "resnet",
+    eof_basis: dict[str, Any] | None = None,
+    reconstruction_loss: str = "mse",
+    latitudes: Any = None,
     **scheme_params: Any,
 ) -> JointContrastiveDecoder:
     """A joint scheme around Barlow Twins, untrained, from JSON-friendly parameters.
@@ -541,21 +559,49 @@ def build_joint(
         in_channels, grid, latent_dim, width, proj_dim, proj_hidden_dim, lambd: as for
             :func:`geofusion.learning.methods.build_method`.
         decoder_width: base width of the decoder (default: ``width``).
+        augmentation: preset of the contrastive views and the canonical view, as for
+            :func:`geofusion.learning.methods.build_method` ("report" or "native").
+        encoder, eof_basis: the encoder kind and its EOF basis, as for
+            :func:`geofusion.learning.methods.build_method` (``"eof_residual"``: the EOF code
+            of the training days plus a zero-initialised ResNet residual, issue 23).
+        reconstruction_loss: ``"mse"`` (the report's) or ``"lat_weighted"``: the
+            reconstruction term weighted by the cell areas of ``latitudes`` (degrees),
+            :func:`reconstruction_error`.
         **scheme_params: the scheme's own parameters (above).
+
+    Example:
+        >>> import numpy as np
+        >>> model = build_joint("quetin", latent_dim=8, width=2, proj_dim=4, proj_hidden_dim=8,
+        ...                     reconstruction_loss="lat_weighted",
+        ...                     latitudes=np.linspace(-87.2, 87.2, 32))
+        >>> round(float(model.latitude_weights.mean()), 6)
+        1.0
     """
     if scheme not in _JOINT_CLASSES:
         raise ValueError(f"unknown joint scheme {scheme!r}; choose one of {JOINT_SCHEMES}")
     cls = _JOINT_CLASSES[scheme]
     allowed = [p for p in inspect.signature(cls.__init__).parameters
-               if p not in ("self", "method", "decoder")]
+               if p not in ("self", "method", "decoder", "latitude_weights")]
     unknown = sorted(set(scheme_params) - set(allowed))
     if unknown:
         raise ValueError(f"unknown parameters {unknown} for the {scheme!r} scheme; it takes "
                          f"{allowed}")
+    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
+                         f"{RECONSTRUCTION_LOSSES}")
+    weights = None
+    if reconstruction_loss == "lat_weighted":
+        if latitudes is None:
+            raise ValueError("reconstruction_loss='lat_weighted' needs the latitudes of the grid "
+                             "(degrees): pass latitudes=prepared.lat")
+        weights = area_weights(np.asarray(latitudes, dtype=np.float64))
+        if len(weights) != int(grid[0]):
+            raise ValueError(f"{len(weights)} latitudes for a grid of {int(grid[0])} latitudes")
     grid = (int(grid[0]), int(grid[1]))
     method = build_method("barlow_twins", in_channels=in_channels, grid=grid,
                           latent_dim=latent_dim, width=width, proj_dim=proj_dim,
-                          proj_hidden_dim=proj_hidden_dim, lambd=lambd)
+                          proj_hidden_dim=proj_hidden_dim, lambd=lambd, augmentation=augmentation,
+                          encoder=encoder, eof_basis=eof_basis)
     decoder = FieldDecoder(latent_dim=latent_dim, out_channels=in_channels, grid=grid,
                            width=width if decoder_width is None else decoder_width)
-    return cls(method, decoder, **scheme_params)
+    return cls(method, decoder, latitude_weights=weights, **scheme_params)
