@@ -144,3 +144,92 @@ def test_fine_grid_is_synthetic_only_for_synthetic_runs_and_uses_the_runs_statis
     physical = fine.train * prepared.std[:, None, None] + prepared.mean[:, None, None]
     np.testing.assert_allclose(physical, own.destandardise(own.train), rtol=1e-5, atol=1e-6)
     assert abs(float(fine.train[:, 0].mean())) > 0.5  # its own mean would be ~0
+
+
+def anomaly_data() -> PreparedData:
+    """prepared_data() in the anomaly space (issue 23): days of year of a training
+    climatology, with a test block."""
+    from geofusion.data.anomalies import to_space
+
+    report = prepared_data()
+    fields = np.concatenate([report.train, report.valid])
+    times = np.concatenate([report.train_times, report.valid_times])
+    report = PreparedData(train=fields[:365], valid=fields[365:380], test=fields[380:],
+                          train_times=times[:365], valid_times=times[365:380],
+                          test_times=times[380:], channels=CHANNELS, mean=report.mean,
+                          std=report.std, lat=report.lat, lon=report.lon, level=500,
+                          synthetic=True)
+    return to_space(report, "anomaly")
+
+
+def test_reconstruction_scores_are_physical_in_the_anomaly_space():
+    prepared = anomaly_data()
+    report = prepared_data()
+    clim = np.zeros((366, *prepared.test.shape[1:]), dtype="float32")  # the zero anomaly
+    table = fusion_study.reconstruction_scores({"perfect": Identity()}, prepared.test,
+                                                prepared.test_times, prepared, clim,
+                                                n_resamples=100)
+    np.testing.assert_allclose(table.loc["perfect", "rmse"], 0, atol=1e-3)
+    truth = prepared.destandardise(prepared.test, prepared.test_times)
+    by_hand = metrics.lat_weighted_rmse(prepared.climatology[
+        pd.DatetimeIndex(prepared.test_times).day_of_year.to_numpy() - 1], truth,
+        prepared.lat, time_axis=0)
+    np.testing.assert_allclose(table.loc["day-of-year climatology", "rmse"], by_hand,
+                               rtol=1e-5)
+    # The training mean is the physical one (the anomaly space's mean attribute is 0): the
+    # mean of the physical training days, to float32 sums' precision.
+    physical_train = report.destandardise(report.train)
+    np.testing.assert_allclose(fusion_study.physical_training_mean(prepared),
+                               physical_train.mean(axis=(0, 2, 3)), rtol=1e-5)
+    assert (table.loc["day-of-year climatology", "rmse"]
+            < table.loc["training mean", "rmse"]).all()
+
+
+def test_physical_forecasts_and_persistence_in_the_anomaly_space():
+    prepared = anomaly_data()
+    times = prepared.test_times
+    physical = prepared.destandardise(prepared.test, times)
+    persistence = fusion_study.persistence_in_space(prepared, "test")
+    # Persistence is yesterday's physical field (not yesterday's anomaly) for every lead.
+    inits = np.array([0, 3, 5])
+    out = fusion_study.physical_source(persistence, prepared, times)(inits, 2)
+    for lead in (0, 1):
+        np.testing.assert_allclose(out[:, lead].numpy(), physical[inits], rtol=1e-5, atol=1e-3)
+    scores = fusion_study.score_physical_forecasts(
+        {"persistence": persistence}, prepared, "test", context=1,
+        physical={"physical persistence": lambda i, s: torch.as_tensor(
+            physical[np.asarray(i)])[:, None].expand(-1, s, -1, -1, -1)})
+    rmse = scores.pivot(index="forecaster", columns="variable", values="rmse")
+    np.testing.assert_allclose(rmse.loc["persistence"], rmse.loc["physical persistence"],
+                               rtol=1e-5)
+    # In physical units: every init 0..T-2 against the next physical day.
+    by_hand = metrics.lat_weighted_rmse(physical[:-1], physical[1:], prepared.lat, time_axis=0)
+    np.testing.assert_allclose(rmse.loc["persistence", list(CHANNELS)], by_hand, rtol=1e-4)
+    clim = fusion_study.physical_climatology(prepared)
+    np.testing.assert_allclose(clim, prepared.climatology, rtol=1e-6)
+
+
+def test_fine_grid_in_the_anomaly_space_keeps_the_runs_climatology():
+    from geofusion.data import prepare
+    from geofusion.variables import VARIABLES
+    from geofusion.world.synthetic import synthetic_era5
+
+    rng = np.random.default_rng(1)
+    mean = np.array([280.0, 5e4, 0.0, 0.0, 3e-3], dtype="float32")
+    std = np.array([2.0, 500.0, 10.0, 10.0, 1e-3], dtype="float32")
+    clim = (mean[None, :, None, None] + std[None, :, None, None]
+            * rng.normal(size=(366, 5, 4, 8))).astype("float32")
+    base = prepared_data()
+    prepared = PreparedData(**{**base.__dict__, "channels": VARIABLES,
+                               "train": np.zeros((10, 5, 4, 8), "float32"),
+                               "mean": np.zeros(5, "float32"), "std": std,
+                               "space": "anomaly", "climatology": clim})
+    fine, reason = fusion_study.fine_grid(prepared, 2, "2001-01-01", "2001-01-10", 500)
+    assert reason is None and fine.climatology.shape == (366, 5, 8, 16)
+    own = prepare(synthetic_era5(start="2001-01-01", end="2001-01-10", seed=1, nlat=8, nlon=16),
+                  level=500)
+    # Back to physical units through the run's (interpolated) climatology and std.
+    np.testing.assert_allclose(fine.physical(fine.train, fine.train_times),
+                               own.destandardise(own.train), rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="times"):
+        fusion_study.restandardise(own.train, own, prepared)

@@ -4,8 +4,9 @@ Every encoder is evaluated on its own inference view (``method.embed``, through
 :class:`geofusion.learning.decoders.FrozenEncoderDecoder` and
 :func:`geofusion.learning.fusion_methods.missing_mode_robustness`), every RMSE is latitude-weighted
 in
-physical units with a 95 % block bootstrap over validation days
-(:mod:`geofusion.verification.bootstrap`),
+physical units with a 95 % block bootstrap over the scored days (the test block in notebook
+09; :mod:`geofusion.verification.bootstrap`), whatever the space the models read (every field
+goes through ``prepared.destandardise(x, times)``),
 and the reference called *climatology* is always the day-of-year climatology of the training
 years (:func:`geofusion.verification.baselines.training_climatology`); the training mean appears
 only under
@@ -42,13 +43,14 @@ from torch.utils.data import Dataset
 
 from geofusion.data import FieldDataset, load, prepare
 from geofusion.downstream.embeddings import embed
+from geofusion.downstream.forecast_scores import ForecastSource, score_forecasts
 from geofusion.downstream.forecasting import LatentForecaster, fit_latent_forecaster
 from geofusion.learning.config import TrainConfig
 from geofusion.learning.decoders import FrozenEncoderDecoder, reconstruct
 from geofusion.learning.fusion_methods import build_fusion_method, missing_mode_robustness
 from geofusion.learning.training import fit
 from geofusion.models.fusion_encoders import parse_scheme
-from geofusion.verification.baselines import climatology_forecast
+from geofusion.verification.baselines import climatology_forecast, training_climatology
 from geofusion.verification.bootstrap import bootstrap_rmse
 from geofusion.verification.metrics import lat_weighted_mse, lat_weighted_rmse
 from geofusion.world.synthetic import synthetic_era5
@@ -56,7 +58,10 @@ from geofusion.world.synthetic import synthetic_era5
 __all__ = ["fusion_runs", "train_fusion_methods", "train_frozen_decoders",
            "reconstruction_scores", "fit_latent_forecasters", "pivot_scores",
            "missing_mode_table", "resolution_transfer", "restandardise", "FineGrid",
-           "fine_grid", "fine_decoder_scores", "with_interval", "interval_pairs",
+           "fine_grid", "fine_decoder_scores", "physical_training_mean",
+           "upsampled_climatology", "physical_climatology",
+           "physical_source", "score_physical_forecasts", "persistence_in_space",
+           "with_interval", "interval_pairs",
            "plot_relative_bars"]
 
 #: ``(name, scheme, p_mode_dropout, objective)`` of one encoder to train.
@@ -127,14 +132,18 @@ def reconstruction_scores(probes: Mapping[str, nn.Module], fields: np.ndarray, t
 
     Rows: each model of ``probes`` (``reconstruct(model, fields)``), ``day-of-year
     climatology`` (``climatology`` (366, C, H, W) standardised, of the training years, at
-    ``times``) and ``training mean`` (0 in standardised units). Columns: one per variable,
+    ``times``) and ``training mean`` (:func:`physical_training_mean`, one constant per
+    variable).
+    Every field is taken to physical units with ``prepared.destandardise(x, times)``.
+    Columns: one per variable,
     latitude-weighted RMSE in physical units ``sqrt(mean_t MSE_t)``, and the same with
     ``low`` / ``high`` (95 % block bootstrap over the days, blocks of 7, same resamples for
     every row).
 
     Args:
         probes: name -> model with ``forward(fields)`` (standardised in and out).
-        fields: (T, C, H, W) standardised validation days, consecutive for the blocks.
+        fields: (T, C, H, W) days of the scored block in the model space, consecutive
+            for the blocks.
         times: (T,) their datetime64.
         prepared: :class:`geofusion.data.PreparedData` (``destandardise``, ``lat``,
             ``channels``).
@@ -144,13 +153,16 @@ def reconstruction_scores(probes: Mapping[str, nn.Module], fields: np.ndarray, t
         DataFrame indexed by model with a column MultiIndex ``(statistic, variable)``,
         statistic in ``rmse``, ``low``, ``high``.
     """
-    truth = np.asarray(prepared.destandardise(fields))
+    truth = np.asarray(prepared.destandardise(fields, times))
     predictions: dict[str, np.ndarray] = {
-        name: np.asarray(prepared.destandardise(reconstruct(model, fields)))
+        name: np.asarray(prepared.destandardise(reconstruct(model, fields), times))
         for name, model in probes.items()}
     predictions["day-of-year climatology"] = np.asarray(
-        prepared.destandardise(climatology_forecast(climatology, times)))
-    predictions["training mean"] = np.asarray(prepared.destandardise(np.zeros_like(fields)))
+        prepared.destandardise(climatology_forecast(climatology, times), times))
+    # The physical training mean, one constant per variable (in the anomaly space 0 is the
+    # climatology, not the mean).
+    predictions["training mean"] = np.broadcast_to(
+        physical_training_mean(prepared)[:, None, None], truth.shape)
     rows = {}
     for name, prediction in predictions.items():
         ci = bootstrap_rmse(_per_day_mse(prediction, truth, prepared.lat),
@@ -247,26 +259,82 @@ def resolution_transfer(methods: Mapping[str, nn.Module], fine_fields: np.ndarra
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def restandardise(fields: np.ndarray, source: Any, target: Any) -> np.ndarray:
-    """Fields standardised with ``source``'s statistics, standardised with ``target``'s
-    instead: ``(source.destandardise(x) - target.mean) / target.std`` per channel, so a
-    fine-grid set meets the encoders in the units they were trained in (the training
-    statistics of the run, never its own)."""
-    physical = np.asarray(source.destandardise(np.asarray(fields)), dtype=np.float64)
-    mean = np.asarray(target.mean, dtype=np.float64)[:, None, None]
+def _day_index(times: Any) -> np.ndarray:
+    return pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]").reshape(-1)
+                            ).day_of_year.to_numpy() - 1
+
+
+def physical_training_mean(prepared: Any) -> np.ndarray:
+    """The mean of every variable over the training days and grid points in physical units
+    ``(C,)`` float32: ``prepared.mean`` in the report space; in the anomaly space (where
+    ``mean`` is 0) ``std * mean(a) + mean over training days of c(doy)``."""
+    if prepared.climatology is None:
+        return np.asarray(prepared.mean, dtype=np.float32)
+    counts = np.bincount(_day_index(prepared.train_times), minlength=366).astype(np.float64)
+    clim = np.asarray(prepared.climatology, np.float64).mean(axis=(2, 3))  # (366, C)
+    anomaly = np.asarray(prepared.train, np.float64).mean(axis=(0, 2, 3))
+    return (counts @ clim / counts.sum() + np.asarray(prepared.std, np.float64) * anomaly
+            ).astype(np.float32)
+
+
+def upsampled_climatology(prepared: Any, factor: int) -> np.ndarray | None:
+    """``prepared.climatology`` (366, C, H, W, physical) interpolated bilinearly to the grid
+    ``factor`` times finer (366, C, fH, fW); None in the report space (no climatology)."""
+    if prepared.climatology is None:
+        return None
+    clim = torch.from_numpy(np.asarray(prepared.climatology, dtype=np.float32))
+    size = tuple(int(n) * factor for n in clim.shape[-2:])
+    return torch.nn.functional.interpolate(clim, size=size, mode="bilinear",
+                                           align_corners=False).numpy()
+
+
+def restandardise(fields: np.ndarray, source: Any, target: Any, times: Any = None,
+                  climatology: np.ndarray | None = None) -> np.ndarray:
+    """Fields in ``source``'s space, re-expressed in ``target``'s space (the training
+    statistics of the run, never their own): ``(x_phys - target.mean) / target.std`` in the
+    report space, ``(x_phys - c(doy)) / target.std`` in the anomaly space with ``c`` the
+    run's physical training climatology on the fields' grid (``climatology`` (366, C, H, W),
+    default ``target.climatology``; :func:`upsampled_climatology` for a finer grid) and
+    ``x_phys = source.destandardise(x, times)``. ``times``: the day of each field (needed
+    when either space is the anomaly space)."""
+    physical = np.asarray(source.destandardise(np.asarray(fields), times), dtype=np.float64)
     std = np.asarray(target.std, dtype=np.float64)[:, None, None]
-    return ((physical - mean) / std).astype(np.float32)
+    if getattr(target, "climatology", None) is None:
+        mean = np.asarray(target.mean, dtype=np.float64)[:, None, None]
+        return ((physical - mean) / std).astype(np.float32)
+    if times is None:
+        raise ValueError("the target is in the anomaly space: pass the day of each field "
+                         "(times) to subtract its climatology")
+    clim = target.climatology if climatology is None else climatology
+    return ((physical - np.asarray(clim, np.float64)[_day_index(times)]) / std
+            ).astype(np.float32)
 
 
 @dataclasses.dataclass
 class FineGrid:
-    """Days on a grid ``factor`` times finer than the run's, standardised with the run's
-    training statistics: ``train`` / ``valid`` (T, C, fH, fW), ``lat`` (fH,), ``source``."""
+    """Days on a grid ``factor`` times finer than the run's, in the run's space (its training
+    statistics, and in the anomaly space its training climatology interpolated to the fine
+    grid): ``train`` / ``valid`` (T, C, fH, fW), ``lat`` (fH,), ``source``, the days
+    ``train_times`` / ``valid_times``, and what :meth:`physical` needs (``mean``, ``std``,
+    ``climatology`` (366, C, fH, fW) physical or None)."""
 
     train: np.ndarray
     valid: np.ndarray
     lat: np.ndarray
     source: str
+    train_times: np.ndarray | None = None
+    valid_times: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    climatology: np.ndarray | None = None
+
+    def physical(self, x: np.ndarray, times: Any) -> np.ndarray:
+        """Fine-grid fields of this space ``(T, C, fH, fW)`` in physical units."""
+        x = np.asarray(x)
+        std = np.asarray(self.std)[:, None, None]
+        if self.climatology is None:
+            return x * std + np.asarray(self.mean)[:, None, None]
+        return x * std + self.climatology[_day_index(times)]
 
 
 def fine_grid(prepared: Any, factor: int, start: str, end: str, level: int | None,
@@ -277,8 +345,9 @@ def fine_grid(prepared: Any, factor: int, start: str, end: str, level: int | Non
     Synthetic runs get the synthetic model on the fine grid (labelled synthetic); a ``path``
     is loaded as ERA5 on that grid (:func:`geofusion.data.load`, regridded conservatively if
     finer still); a real-data run without ``path`` gets ``(None, reason)``: encoders trained
-    on real ERA5 are never shown synthetic fields. Either way the fields are standardised with
-    ``prepared``'s training statistics (:func:`restandardise`), never their own.
+    on real ERA5 are never shown synthetic fields. Either way the fields are put in
+    ``prepared``'s space with its training statistics (:func:`restandardise`; in the anomaly
+    space its training climatology interpolated to the fine grid), never their own.
     """
     nlat, nlon = (int(n) * factor for n in prepared.train.shape[-2:])
     if path is None and not prepared.synthetic:
@@ -294,8 +363,12 @@ def fine_grid(prepared: Any, factor: int, start: str, end: str, level: int | Non
         fine = load(path, level=level, start=start, end=end, cache_dir=cache_dir, seed=seed,
                     grid=(nlat, nlon))
         source = f"ERA5 {nlat}x{nlon} from {path}"
-    return FineGrid(restandardise(fine.train, fine, prepared),
-                    restandardise(fine.valid, fine, prepared), np.asarray(fine.lat), source), None
+    clim = upsampled_climatology(prepared, factor)
+    return FineGrid(restandardise(fine.train, fine, prepared, fine.train_times, clim),
+                    restandardise(fine.valid, fine, prepared, fine.valid_times, clim),
+                    np.asarray(fine.lat), source, np.asarray(fine.train_times),
+                    np.asarray(fine.valid_times), np.asarray(prepared.mean),
+                    np.asarray(prepared.std), clim), None
 
 
 def fine_decoder_scores(method: nn.Module, probe: nn.Module, fine: FineGrid, factor: int,
@@ -304,7 +377,8 @@ def fine_decoder_scores(method: nn.Module, probe: nn.Module, fine: FineGrid, fac
     """A new decoder for the fine grid on the frozen ``method`` (inference view), trained on
     ``fine.train``, against the training-grid ``probe``'s reconstruction of the coarsened day
     upsampled bilinearly, and the training mean; latitude-weighted RMSE on ``fine.valid`` per
-    variable in physical units (rows: the three, columns: ``prepared.channels``)."""
+    variable in physical units (:meth:`FineGrid.physical`; rows: the three, columns:
+    ``prepared.channels``)."""
     torch.manual_seed(seed)
     fine_probe = FrozenEncoderDecoder(method, make_decoder())
     fit(fine_probe, FieldDataset(fine.train), config, run_dir=run_dir, progress=False)
@@ -312,13 +386,74 @@ def fine_decoder_scores(method: nn.Module, probe: nn.Module, fine: FineGrid, fac
     upsampled = torch.nn.functional.interpolate(
         torch.from_numpy(reconstruct(probe, coarse)), size=fine.valid.shape[-2:],
         mode="bilinear", align_corners=False).numpy()
-    candidates = {"new fine-grid decoder": reconstruct(fine_probe, fine.valid),
-                  "training-grid decoder, upsampled": upsampled,
-                  "training mean": np.zeros_like(fine.valid)}
-    truth = prepared.destandardise(fine.valid)
-    return pd.DataFrame({name: lat_weighted_rmse(prepared.destandardise(x), truth, fine.lat,
-                                                 time_axis=0)
+    times = fine.valid_times
+    truth = fine.physical(fine.valid, times)
+    candidates = {"new fine-grid decoder": fine.physical(reconstruct(fine_probe, fine.valid),
+                                                         times),
+                  "training-grid decoder, upsampled": fine.physical(upsampled, times),
+                  "training mean": np.broadcast_to(
+                      physical_training_mean(prepared)[:, None, None], truth.shape)}
+    return pd.DataFrame({name: lat_weighted_rmse(x, truth, fine.lat, time_axis=0)
                          for name, x in candidates.items()}, index=list(prepared.channels)).T
+
+
+def physical_climatology(prepared: Any) -> np.ndarray:
+    """The physical day-of-year climatology of the training days (366, C, H, W) in either
+    space: ``prepared.destandardise(training_climatology(prepared), days)`` with ``days`` the
+    366 days of a leap year (in the anomaly space that is the climatology itself)."""
+    days = pd.date_range("2000-01-01", periods=366, freq="D").values
+    return np.asarray(prepared.destandardise(training_climatology(prepared), days),
+                      dtype=np.float32)
+
+
+def physical_source(source: ForecastSource, prepared: Any, times: Any) -> ForecastSource:
+    """A forecast source of model-space fields on the series of days ``times``, in physical
+    units: the forecast of init ``i`` at lead ``l`` through ``prepared.destandardise(x,
+    times[i + l])`` (the day it verifies)."""
+    times = np.asarray(times)
+
+    def source_physical(inits: Any, steps: int) -> torch.Tensor:
+        inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+        forecast = torch.as_tensor(source(inits, steps)).float()
+        days = times[inits[:, None] + np.arange(1, steps + 1)].reshape(-1)
+        flat = forecast.reshape(-1, *forecast.shape[2:])
+        return torch.as_tensor(prepared.destandardise(flat, days)).reshape(forecast.shape)
+    return source_physical
+
+
+def score_physical_forecasts(sources: Mapping[str, ForecastSource], prepared: Any,
+                             split: str, context: int, seed: int = 0,
+                             physical: Mapping[str, ForecastSource] | None = None
+                             ) -> pd.DataFrame:
+    """:func:`geofusion.downstream.forecast_scores.score_forecasts` on the ``split`` block
+    ("test" for the scorecard) in physical units: every model-space source goes through
+    :func:`physical_source` (``prepared.destandardise(x, times)`` of the verifying day), the
+    verifying fields are ``prepared.destandardise(fields, times)`` and the ACC's reference is
+    :func:`physical_climatology`; ``physical``: sources already in physical units (e.g.
+    persistence of the physical fields). RMSE and ACC with intervals, 1-day lead."""
+    times = prepared.times(split)
+    truth = np.asarray(prepared.destandardise(prepared.fields(split), times), np.float32)
+    wrapped = {name: physical_source(s, prepared, times) for name, s in sources.items()}
+    wrapped.update(physical or {})
+    return score_forecasts(wrapped, truth, times, prepared.lat, physical_climatology(prepared),
+                           lambda x: x, list(prepared.channels), context=context, steps=1,
+                           intervals=True, seed=seed)
+
+
+def persistence_in_space(prepared: Any, split: str) -> ForecastSource:
+    """Persistence on ``split`` in the model space: yesterday's physical field as today's
+    forecast, re-expressed for the verifying day with ``prepared.as_valid_at`` (in the anomaly
+    space yesterday's anomaly is not today's)."""
+    fields, times = prepared.fields(split), np.asarray(prepared.times(split))
+
+    def source(inits: Any, steps: int) -> torch.Tensor:
+        inits = np.asarray(inits, dtype=np.int64).reshape(-1)
+        out = []
+        for lead in range(1, steps + 1):
+            out.append(torch.as_tensor(prepared.as_valid_at(
+                fields[inits], times[inits], times[inits + lead])).float())
+        return torch.stack(out, dim=1)
+    return source
 
 
 def with_interval(estimate: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame,
