@@ -72,6 +72,17 @@ def test_latent_ridge_forecast_is_exact_for_latents_that_evolve_linearly():
     np.testing.assert_allclose(forecast, days[41:51], atol=1e-4)
     with pytest.raises(ValueError, match="n_days"):
         latent_ridge_forecast(LatentReconstructor(Flat(), decoder), prepared, 20)
+    # The test block (issue 23): fitted on training days only (NaN validation days change
+    # nothing), forecasting test days 1..n from days 0..n-1 of the test block.
+    three_way = PreparedData(train=days[:30].astype(np.float32),
+                             valid=np.full((15, 1, 1, 2), np.nan, np.float32),
+                             test=days[45:].astype(np.float32), train_times=np.arange(30),
+                             valid_times=np.arange(30, 45), test_times=np.arange(45, 60),
+                             channels=("x",), mean=np.zeros(1), std=np.ones(1),
+                             lat=np.zeros(1), lon=np.zeros(2), level=500, synthetic=True)
+    forecast = latent_ridge_forecast(LatentReconstructor(Flat(), decoder), three_way, 10,
+                                     ridge=1e-9, block="test")
+    np.testing.assert_allclose(forecast, days[46:56], atol=1e-4)
 
 
 def _prepared(n_train: int = 3 * 365, n_valid: int = 60, seed: int = 0):
@@ -140,6 +151,43 @@ def test_reference_rows_score_climatology_persistence_and_the_climatological_ens
                 if score in bounds[row]:
                     low, high = bounds[row][score][variable]
                     assert low <= value <= high
+
+
+def test_reference_rows_on_the_test_block_are_the_same_physical_forecasts_in_both_spaces():
+    """Issue 23: the references are physical (climatology of the training days, yesterday's
+    physical field through ``as_valid_at``, training days as the ensemble) whatever the space;
+    scored on the test block; the validation block is never read (NaN there)."""
+    import dataclasses
+
+    import numpy as np
+
+    from geofusion.data.anomalies import to_space
+    from geofusion.experiments.ablations import reference_scores
+
+    base = _prepared(n_valid=120)
+    report = dataclasses.replace(base, valid=np.full_like(base.valid[:60], np.nan),
+                                 valid_times=base.valid_times[:60], test=base.valid[60:],
+                                 test_times=base.valid_times[60:])
+    anomaly = to_space(report, "anomaly")
+    assert anomaly.space == "anomaly"
+    in_report, _ = reference_scores(report, n_eval_days=40, members=4, window=10,
+                                    block="test")
+    in_anomaly, bounds = reference_scores(anomaly, n_eval_days=40, members=4, window=10,
+                                          block="test")
+    for row, scores in in_report.items():
+        for score, entry in scores.items():
+            # float32 round trips through two spaces: a few ulps of O(1) standardised fields
+            np.testing.assert_allclose(list(in_anomaly[row][score].values()),
+                                       list(entry.values()), rtol=1e-4, err_msg=(row, score))
+    physical = base.destandardise(base.valid[60:])
+    lat = base.lat
+    from geofusion.verification.metrics import lat_weighted_mse
+    persistence = np.sqrt(np.asarray(lat_weighted_mse(physical[:40], physical[1:41], lat)
+                                     ).mean(0))
+    np.testing.assert_allclose(list(in_anomaly["persistence"]["forecast_rmse_1day"].values()),
+                               persistence, rtol=1e-4)
+    assert all(np.isfinite(v) for b in bounds.values() for e in b.values()
+               for pair in (e.values() if isinstance(e, dict) else [e]) for v in pair)
 
 
 def test_compare_rows_reads_the_direction_of_each_score_and_the_mapping():

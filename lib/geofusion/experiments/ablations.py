@@ -13,7 +13,8 @@ the same way (:func:`score_variant`):
   (>= ``easy_min`` days) negatives (``TrainConfig.batch_sampler``);
 - ``all``: the three together.
 
-Scores of a variant (:func:`score_variant`), all on validation days, physical units, with
+Scores of a variant (:func:`score_variant`), all on the days of one block (``block``: the
+test block for notebook 11's scorecard), physical units, with
 95 % block-bootstrap intervals (7-day blocks) where a per-day statistic exists:
 
 - Table 3.1 (:func:`geofusion.downstream.embeddings.table_3_1`) on two augmentations of the complete
@@ -172,16 +173,18 @@ def _spread_skill(ensemble: np.ndarray, truth: np.ndarray, lat: Any,
 
 
 def latent_ridge_forecast(reconstructor: LatentReconstructor, prepared: Any, n_days: int,
-                          ridge: float = 1.0, train_latents: torch.Tensor | None = None
-                          ) -> np.ndarray:
-    """1-day forecasts ``(n_days, C, H, W)`` (standardised) of validation days ``1..n_days``
-    from days ``0..n_days - 1``: ``D(s^-1(W [s(z_t); 1]))`` with ``s`` the per-dimension
+                          ridge: float = 1.0, train_latents: torch.Tensor | None = None,
+                          block: str = "valid") -> np.ndarray:
+    """1-day forecasts ``(n_days, C, H, W)`` (in the model space) of days ``1..n_days`` of
+    ``block`` ("valid" or "test") from its days ``0..n_days - 1``:
+    ``D(s^-1(W [s(z_t); 1]))`` with ``s`` the per-dimension
     standardisation of the training latents and ``W`` the ridge solution
     ``argmin sum_t ||s(z_{t+1}) - W [s(z_t); 1]||^2 + ridge ||W||^2`` over consecutive
     training days (the intercept unpenalised). ``train_latents``: the ``(T, D)`` latents of
     ``prepared.train`` when already computed (else they are encoded here)."""
-    if not 1 <= n_days < len(prepared.valid):
-        raise ValueError(f"n_days must be in [1, {len(prepared.valid) - 1}] validation days "
+    days = prepared.fields(block)
+    if not 1 <= n_days < len(days):
+        raise ValueError(f"n_days must be in [1, {len(days) - 1}] {block} days "
                          f"with a following day, got {n_days}")
     train = (reconstructor.latents(torch.as_tensor(prepared.train)) if train_latents is None
              else train_latents)
@@ -192,7 +195,7 @@ def latent_ridge_forecast(reconstructor: LatentReconstructor, prepared: Any, n_d
     penalty[-1, -1] = 0.0
     weights = np.linalg.solve(x.T @ x + penalty, x.T @ z[1:])
     start = scaler.transform(reconstructor.latents(
-        torch.as_tensor(prepared.valid[:n_days]))).double().numpy()
+        torch.as_tensor(days[:n_days]))).double().numpy()
     predicted = np.concatenate([start, np.ones((n_days, 1))], axis=1) @ weights
     return reconstructor.decode(scaler.inverse(torch.as_tensor(predicted,
                                                                dtype=torch.float32))).numpy()
@@ -234,13 +237,14 @@ def fit_conditional_diffusion(target: torch.Tensor, condition: torch.Tensor,
 
 def _decoded_ensemble(model: LatentDiffusion, scaler: LatentStandardiser,
                       reconstructor: LatentReconstructor, condition: torch.Tensor,
-                      members: int, prepared: Any, seed: int) -> np.ndarray:
-    """Decoded members ``(M, N, C, H, W)`` in physical units for raw conditions ``(N, D)``."""
+                      members: int, prepared: Any, seed: int, times: Any) -> np.ndarray:
+    """Decoded members ``(M, N, C, H, W)`` in physical units for raw conditions ``(N, D)``
+    of the days ``times`` ``(N,)``."""
     samples = model.sample(scaler.transform(condition), members,
                            torch.Generator().manual_seed(seed))
     decoded = reconstructor.decode(scaler.inverse(samples.reshape(-1, samples.shape[-1])))
-    return np.asarray(prepared.destandardise(decoded.numpy())).reshape(
-        members, len(condition), *decoded.shape[1:])
+    return np.asarray(prepared.destandardise(
+        decoded.numpy().reshape(members, len(condition), *decoded.shape[1:]), times))
 
 
 def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, prepared: Any,
@@ -251,9 +255,13 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
                   diffusion: dict[str, Any] | None = None,
                   probe_hidden: tuple[int, ...] = (128,), probe_iterations: int = 300,
                   forecast_ridge: float = 1.0, decoder: str = "ridge",
-                  decoder_ridge: float = 1.0, seed: int = 0, progress: bool = False
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+                  decoder_ridge: float = 1.0, seed: int = 0, progress: bool = False,
+                  block: str = "valid") -> tuple[dict[str, Any], dict[str, Any]]:
     """All ablation scores of one trained variant (module doc): ``(values, intervals)``.
+
+    Everything is fitted on training days (decoder, DDPMs, latent forecast, probe) and scored
+    on ``block`` ("test" for the scorecard, "valid" while choosing), in physical units
+    (``prepared.destandardise(x, times)`` of each scored day).
 
     Args:
         method, encoder_dir, history: from :func:`geofusion.learning.model_cache.pretrained`.
@@ -264,8 +272,9 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
         decoder: ``"ridge"`` (:func:`geofusion.models.ridge_decoder.fit_ridge_decoder` on the
             latents of every training day, penalty ``decoder_ridge``: closed form, so
             converged whatever the budget) or ``"conv"``.
-        n_eval_days: the first validation days scored for reconstruction, forecasts and
-            CRPS (all validation days serve the probe and the smoothness).
+        n_eval_days: the first consecutive days of ``block`` scored for reconstruction,
+            forecasts and CRPS (None: all; every day of ``block`` serves Table 3.1, the probe
+            and the smoothness).
         missing, noise_std, noise_length: the pixel observation (standardised noise).
         members: ensemble size of the diffusion samples.
         diffusion: ``hidden``, ``layers``, ``steps``, ``epochs``, ``batch_size``, ``lr``,
@@ -292,7 +301,9 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
     values: dict[str, Any] = {}
     intervals: dict[str, Any] = {}
 
-    figures = table_3_1(method, prepared.valid, torch.Generator().manual_seed(seed),
+    block_fields, block_times = prepared.fields(block), prepared.times(block)
+    n_eval = len(block_fields) if n_eval_days is None else min(n_eval_days, len(block_fields))
+    figures = table_3_1(method, block_fields, torch.Generator().manual_seed(seed),
                         augmentation=_CompleteViews(method), intervals=True, seed=seed)
     values.update({k: float(figures[k]) for k in FIGURES})
     intervals.update({k: [float(figures[f"{k}_low"]), float(figures[f"{k}_high"])]
@@ -310,13 +321,13 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
     reconstructor = LatentReconstructor(method, field_decoder)
 
     # Reconstruction from a pixel observation missing `missing` of the points.
-    days = prepared.valid[:n_eval_days]
-    truth = np.asarray(prepared.destandardise(days))
+    days, times = block_fields[:n_eval], block_times[:n_eval]
+    truth = np.asarray(prepared.destandardise(days, times))
     observed_fields, observed = _observe(prepared, days, missing, noise_std, noise_length, seed)
     complete = reconstructor.latents(torch.as_tensor(days))
     score, reconstruction = score_reconstruction(
         reconstructor, observed_fields, observed, truth, lat,
-        prepared.destandardise, channels, complete_latents=complete)
+        lambda x: prepared.destandardise(x, times), channels, complete_latents=complete)
     values["reconstruction_rmse_50"] = score.rmse
     intervals["reconstruction_rmse_50"] = score.rmse_interval(seed=seed).by_name(channels)
     # The deterministic decoder as a one-member ensemble: its CRPS is the MAE.
@@ -334,16 +345,18 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
         seed)
     ensemble = _decoded_ensemble(model, scaler, reconstructor,
                                  reconstructor.latents(observed_fields, observed), members,
-                                 prepared, seed + 2)
+                                 prepared, seed + 2, times)
     values["crps_diffusion"], intervals["crps_diffusion"] = _crps_entry(
         ensemble, truth, lat, channels, seed)
     values["spread_skill_diffusion"] = _spread_skill(ensemble, truth, lat, channels)
 
-    # 1-day forecasts of validation days 1..n from the complete days 0..n-1.
-    n_forecast = min(n_eval_days, len(prepared.valid) - 1)
-    following = np.asarray(prepared.destandardise(prepared.valid[1:n_forecast + 1]))
+    # 1-day forecasts of days 1..n of the block from its complete days 0..n-1.
+    n_forecast = min(n_eval, len(block_fields) - 1)
+    next_times = block_times[1:n_forecast + 1]
+    following = np.asarray(prepared.destandardise(block_fields[1:n_forecast + 1], next_times))
     forecast = np.asarray(prepared.destandardise(latent_ridge_forecast(
-        reconstructor, prepared, n_forecast, forecast_ridge, train_latents=train_latents)))
+        reconstructor, prepared, n_forecast, forecast_ridge, train_latents=train_latents,
+        block=block), next_times))
     values["forecast_rmse_1day"], intervals["forecast_rmse_1day"] = _rmse_entry(
         forecast, following, lat, channels, seed)
     values["crps_forecast_deterministic"], intervals["crps_forecast_deterministic"] = \
@@ -354,19 +367,20 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
     model, scaler = fit_conditional_diffusion(train_latents[pairs + 1], train_latents[pairs],
                                               settings, seed + 3)
     ensemble = _decoded_ensemble(model, scaler, reconstructor, complete[:n_forecast], members,
-                                 prepared, seed + 4)
+                                 prepared, seed + 4, next_times)
     values["crps_forecast_diffusion"], intervals["crps_forecast_diffusion"] = _crps_entry(
         ensemble, following, lat, channels, seed)
     values["spread_skill_forecast_diffusion"] = _spread_skill(ensemble, following, lat,
                                                               channels)
 
     probe = season_probe_scores(method, prepared, hidden=tuple(probe_hidden),
-                                max_iter=probe_iterations, intervals=True, seed=seed)
+                                max_iter=probe_iterations, intervals=True, seed=seed,
+                                split=block)
     values["season_accuracy"] = probe["accuracy"]
     values["season_cross_entropy"] = probe["cross_entropy"]
     intervals["season_accuracy"] = probe["intervals"]["accuracy"]
     intervals["season_cross_entropy"] = probe["intervals"]["cross_entropy"]
-    smooth = latent_smoothness_scores(method, prepared.valid, intervals=True, seed=seed)
+    smooth = latent_smoothness_scores(method, block_fields, intervals=True, seed=seed)
     values["latent_step"] = smooth["mean_step"]
     values["latent_second_difference"] = smooth["mean_second_difference"]
     intervals["latent_step"] = smooth["intervals"]["mean_step"]
@@ -375,19 +389,21 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
     return values, intervals
 
 
-def reference_scores(prepared: Any, n_eval_days: int = 64, members: int = 8,
-                     window: int = 15, seed: int = 0
+def reference_scores(prepared: Any, n_eval_days: int | None = 64, members: int = 8,
+                     window: int = 15, seed: int = 0, block: str = "valid"
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The variant-independent rows every score is read against, on the days
-    :func:`score_variant` scores (``n_eval_days`` reconstructed validation days, the 1-day
-    forecasts of the following days), physical units, with intervals:
+    :func:`score_variant` scores (the first ``n_eval_days`` reconstructed days of ``block``,
+    the 1-day forecasts of the following days), physical units (``prepared.destandardise(x,
+    times)``), with intervals:
 
     - ``climatology``: the day-of-year climatology of the training days
       (:func:`geofusion.verification.baselines.training_climatology`) as the reconstruction
       (``reconstruction_rmse_50``, ``crps_decoder``: it ignores the observation) and as the
       1-day forecast (``forecast_rmse_1day``, ``crps_forecast_deterministic``);
-    - ``persistence``: day ``t`` as the forecast of ``t + 1`` (``forecast_rmse_1day``,
-      ``crps_forecast_deterministic``);
+    - ``persistence``: the physical field of day ``t`` as the forecast of ``t + 1``
+      (``prepared.as_valid_at``: in the anomaly space yesterday's anomaly is not today's;
+      ``forecast_rmse_1day``, ``crps_forecast_deterministic``);
     - ``climatological_ensemble``: ``members`` training days within ``window`` days of year
       of each target (:func:`geofusion.verification.ensembles.climatological_ensemble`), for the
       reconstructed days (``crps_diffusion``, ``spread_skill_diffusion``) and the forecast
@@ -396,13 +412,16 @@ def reference_scores(prepared: Any, n_eval_days: int = 64, members: int = 8,
     Returns ``(values, intervals)`` keyed ``{row: {score: ...}}``.
     """
     channels, lat = list(prepared.channels), prepared.lat
-    n_forecast = min(n_eval_days, len(prepared.valid) - 1)
-    days = slice(0, n_eval_days)
+    fields, times = prepared.fields(block), prepared.times(block)
+    n_eval = len(fields) if n_eval_days is None else min(n_eval_days, len(fields))
+    n_forecast = min(n_eval, len(fields) - 1)
+    days = slice(0, n_eval)
     targets = slice(1, n_forecast + 1)
-    valid = np.asarray(prepared.destandardise(prepared.valid[:n_forecast + 1]))
-    truth, following = valid[days], valid[targets]
+    span = max(n_eval, n_forecast + 1)
+    scored = np.asarray(prepared.destandardise(fields[:span], times[:span]))
+    truth, following = scored[days], scored[targets]
     clim = np.asarray(prepared.destandardise(climatology_forecast(
-        training_climatology(prepared), prepared.valid_times[:n_forecast + 1])))
+        training_climatology(prepared), times[:span]), times[:span]))
     values: dict[str, dict[str, Any]] = {"climatology": {}, "persistence": {},
                                          "climatological_ensemble": {}}
     bounds: dict[str, dict[str, Any]] = {k: {} for k in values}
@@ -416,17 +435,18 @@ def reference_scores(prepared: Any, n_eval_days: int = 64, members: int = 8,
     row["crps_forecast_deterministic"], bound["crps_forecast_deterministic"] = _crps_entry(
         clim[targets][None], following, lat, channels, seed)
     row, bound = values["persistence"], bounds["persistence"]
-    persistence = valid[:n_forecast]
+    persistence = np.asarray(prepared.destandardise(prepared.as_valid_at(
+        fields[:n_forecast], times[:n_forecast], times[targets]), times[targets]))
     row["forecast_rmse_1day"], bound["forecast_rmse_1day"] = _rmse_entry(
         persistence, following, lat, channels, seed)
     row["crps_forecast_deterministic"], bound["crps_forecast_deterministic"] = _crps_entry(
         persistence[None], following, lat, channels, seed)
     row, bound = values["climatological_ensemble"], bounds["climatological_ensemble"]
-    train = np.asarray(prepared.destandardise(prepared.train))
+    train = np.asarray(prepared.destandardise(prepared.train, prepared.train_times))
     for key, span, target in (("diffusion", days, truth),
                               ("forecast_diffusion", targets, following)):
         ensemble = climatological_ensemble(train, prepared.train_times,
-                                           prepared.valid_times[span], window=window,
+                                           times[span], window=window,
                                            max_members=members, seed=seed)
         row[f"crps_{key}"], bound[f"crps_{key}"] = _crps_entry(ensemble, target, lat,
                                                                channels, seed)
@@ -435,16 +455,16 @@ def reference_scores(prepared: Any, n_eval_days: int = 64, members: int = 8,
 
 
 def climatological_crps(prepared: Any, n_eval_days: int = 64, members: int = 8,
-                        window: int = 15, seed: int = 0
+                        window: int = 15, seed: int = 0, block: str = "valid"
                         ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """CRPS per variable (physical units) of the climatological ensemble (training days
     within ``window`` days of year of each target, :func:`geofusion.verification.ensembles.
-    climatological_ensemble`) on the first ``n_eval_days`` validation days, and intervals."""
-    days = prepared.valid[:n_eval_days]
-    truth = np.asarray(prepared.destandardise(days))
-    train = np.asarray(prepared.destandardise(prepared.train))
+    climatological_ensemble`) on the first ``n_eval_days`` days of ``block``, and intervals."""
+    times = prepared.times(block)[:n_eval_days]
+    truth = np.asarray(prepared.destandardise(prepared.fields(block)[:n_eval_days], times))
+    train = np.asarray(prepared.destandardise(prepared.train, prepared.train_times))
     ensemble = climatological_ensemble(train, prepared.train_times,
-                                       prepared.valid_times[:n_eval_days], window=window,
+                                       times, window=window,
                                        max_members=members, seed=seed)
     return _crps_entry(ensemble, truth, prepared.lat, list(prepared.channels), seed)
 
