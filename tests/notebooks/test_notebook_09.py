@@ -1,4 +1,4 @@
-"""notebooks/09_fusion.ipynb runs end to end with tiny networks on one synthetic year."""
+"""notebooks/09_fusion.ipynb runs end to end with tiny networks on two synthetic years."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SCHEMES = ["early", "late_cross_attention"]
 @pytest.mark.notebook
 def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     run_notebook(
-        "09_fusion.ipynb", start="2000-01-01", end="2000-12-31", schemes=SCHEMES,
+        "09_fusion.ipynb", start="2000-01-01", end="2001-12-31", schemes=SCHEMES,
         dropout_scheme="late_cross_attention", mode_group_scheme="late_concat", epochs=1,
         batch_size=16, width=4, mode_width=2, token_dim=8, latent_dim=16, proj_dim=8,
         proj_hidden_dim=16, n_train_days=48, n_eval=24, decoder_epochs=1, decoder_width=2,
@@ -38,6 +38,11 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
         results["summary"]["late_cross_attention+dropout"]
     assert plain["parameters"] == twin["parameters"]
     assert results["synthetic"] is True and results["n_train_days"] == 48
+    # Issue 23: the anomaly space, a 60/20/20 split in time, every score on the test block
+    # (the last fifth of 2000-2001: from August 2001; two years so that the training days
+    # hold every season the probe scores), never on training or validation days.
+    assert results["space"] == "anomaly" and results["scored_block"] == "test"
+    assert results["n_eval_days"] == 24 and results["eval_days"][0] >= "2001-08-01"
     assert results["fine_grid"] == [64, 128]
     assert results["fine_skipped"] is None  # synthetic data: a synthetic fine grid
     assert set(results["fine_rmse"]) == {"new fine-grid decoder",
