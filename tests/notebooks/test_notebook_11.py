@@ -14,7 +14,7 @@ from geofusion.experiments.scorecard import validate_scorecard
 @pytest.mark.notebook
 def test_notebook_11_writes_one_ablation_row_per_variant(run_notebook, tmp_path):
     run_notebook(
-        "11_beyond.ipynb", start="2000-01-01", end="2000-12-31", epochs=1, batch_size=16,
+        "11_beyond.ipynb", start="2000-01-01", end="2001-12-31", epochs=1, batch_size=16,
         width=2, latent_dim=8, proj_dim=4, proj_hidden_dim=8, easy_min=100,
         n_eval_days=16, members=4, diffusion_steps=10, diffusion_epochs=2,
         diffusion_batch_size=32, diffusion_hidden=16, diffusion_train_days=64,
@@ -46,3 +46,7 @@ def test_notebook_11_writes_one_ablation_row_per_variant(run_notebook, tmp_path)
     assert 0.1 < references["climatological_ensemble"]["crps_diffusion"]["2m_temperature"] < 30
     assert 0.1 < references["climatology"]["reconstruction_rmse_50"]["2m_temperature"] < 30
     assert set(VARIANTS) >= {"baseline", "all"}
+    # Issue 23: the anomaly space, the EOF-residual encoder, every score on the test block (the
+    # last fifth of 2000-2001, from August 2001), the references included.
+    assert results["space"] == "anomaly" and results["encoder"] == "eof_residual"
+    assert results["scored_block"] == "test" and results["eval_days"][0] >= "2001-08-01"
