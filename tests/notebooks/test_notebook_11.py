@@ -50,3 +50,4 @@ def test_notebook_11_writes_one_ablation_row_per_variant(run_notebook, tmp_path)
     # last fifth of 2000-2001, from August 2001), the references included.
     assert results["space"] == "anomaly" and results["encoder"] == "eof_residual"
     assert results["scored_block"] == "test" and results["eval_days"][0] >= "2001-08-01"
+    assert results["decoder_observed"] is True  # the sparse latents meet a decoder fitted on them

@@ -256,7 +256,8 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
                   probe_hidden: tuple[int, ...] = (128,), probe_iterations: int = 300,
                   forecast_ridge: float = 1.0, decoder: str = "ridge",
                   decoder_ridge: float = 1.0, seed: int = 0, progress: bool = False,
-                  block: str = "valid") -> tuple[dict[str, Any], dict[str, Any]]:
+                  block: str = "valid", observed_decoder: bool = False
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """All ablation scores of one trained variant (module doc): ``(values, intervals)``.
 
     Everything is fitted on training days (decoder, DDPMs, latent forecast, probe) and scored
@@ -285,6 +286,12 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
         probe_hidden, probe_iterations: the season probe's MLP (hidden sizes, maximum
             iterations of :class:`sklearn.neural_network.MLPClassifier`).
         forecast_ridge: the penalty of :func:`latent_ridge_forecast`.
+        observed_decoder: with ``decoder="ridge"``, decode the latents of the sparse
+            observations (``reconstruction_rmse_50``, ``crps_decoder``) with a second ridge
+            decoder fitted on the latents of observations of the *training* days (the same
+            observation: ``missing`` pixels, the same noise; other masks than the scored ones)
+            to their complete fields: the decoder meets the latents it decodes. Complete-day
+            latents (forecasts, ensembles) keep the decoder fitted on complete days.
         seed: seeds the decoder, the masks, the DDPMs and the bootstrap.
 
     Returns:
@@ -319,6 +326,14 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
             method, encoder_dir, prepared, run_dir, decoder_config, latent_dim,
             n_days=n_decoder_days, width=decoder_width, seed=seed, progress=progress)[0].decoder
     reconstructor = LatentReconstructor(method, field_decoder)
+    observation_reconstructor = reconstructor
+    if observed_decoder:
+        if decoder != "ridge":
+            raise ValueError("observed_decoder needs decoder='ridge' (a closed-form fit)")
+        seen, seen_mask = _observe(prepared, prepared.train, missing, noise_std, noise_length,
+                                   seed + 5)
+        observation_reconstructor = LatentReconstructor(method, fit_ridge_decoder(
+            encoder.latents(seen, seen_mask), prepared.train, ridge=decoder_ridge))
 
     # Reconstruction from a pixel observation missing `missing` of the points.
     days, times = block_fields[:n_eval], block_times[:n_eval]
@@ -326,7 +341,7 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
     observed_fields, observed = _observe(prepared, days, missing, noise_std, noise_length, seed)
     complete = reconstructor.latents(torch.as_tensor(days))
     score, reconstruction = score_reconstruction(
-        reconstructor, observed_fields, observed, truth, lat,
+        observation_reconstructor, observed_fields, observed, truth, lat,
         lambda x: prepared.destandardise(x, times), channels, complete_latents=complete)
     values["reconstruction_rmse_50"] = score.rmse
     intervals["reconstruction_rmse_50"] = score.rmse_interval(seed=seed).by_name(channels)
