@@ -504,8 +504,9 @@ def load(data_path: str | os.PathLike | None = None, level: int | None = 500,
     the default, for a finer source such as the CDS's 0.25 deg) or, with ``regrid=None``,
     refused. ``progress``, ``test_fraction`` (three-way split): see :func:`prepare`.
     ``space``: the representation the models read, "anomaly" (day-of-year anomalies scaled per
-    variable) or "report" (the report's global standardisation, the default until every notebook
-    passes the days to ``destandardise``),
+    variable; what every notebook and both profiles use) or "report" (the report's global
+    standardisation; the default here, so code written before the anomaly space keeps its
+    meaning),
     :func:`geofusion.data.anomalies.to_space`. Returns :func:`prepare`'s result (cached) in
     that space.
 
