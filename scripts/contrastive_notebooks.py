@@ -79,14 +79,14 @@ test_fraction = 0.2       # last block: test (every score here); the block betwe
 # Model and training (the report: batch 128, 100 epochs, Adam <<REPORT_LR>>)
 epochs = 6
 batch_size = 64
-lr = 1e-4                 # 1e-3 collapses the latent's effective rank on the EOF-initialised encoder
+lr = 1e-4                 # 1e-3 collapses the latent’s effective rank on the EOF-initialised encoder
 patience = 3              # early stopping: stop after this many epochs without a better validation loss (best weights restored); None trains all epochs
 lr_schedule = "cosine"    # learning rate of every model here: "cosine" (decay to 0 over the epochs) or "constant" (the report)
 warmup_epochs = 1         # linear learning-rate warm-up (epochs) before the schedule
 augmentation = "native"   # contrastive views: native (36x72 to 32x64 crops, 3x3 filter; the CPU profile) or report (80x160 to 72x144, 5x5; 5x the pixels)
 width = 8                 # ResNet base width; 64 is ResNet-18 as in the report
-latent_dim = 64           # representation size (the report keeps the 1000 of ResNet-18); also the EOF code's size
-encoder = "eof_residual"  # "eof_residual" (EOF code + zero-initialised ResNet residual) or "resnet" (the report's)
+latent_dim = 64           # representation size (the report keeps the 1000 of ResNet-18); also the EOF code’s size
+encoder = "eof_residual"  # "eof_residual" (EOF code + zero-initialised ResNet residual) or "resnet" (the report’s)
 proj_dim = 128
 <<HYPER_LINE>>
 n_embed = 64              # test days in the 2-D views
