@@ -227,3 +227,39 @@ def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = N
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     settings = PROFILES[profile]
     return {**settings["common"], **settings.get(name, {}), **(overrides or {})}
+
+
+# The full profile on a tiny slice (issue 25): every architecture, width, batch, latent size,
+# augmentation and decoder / LSTM / fusion / assimilation / diffusion size of ``full``, but two
+# synthetic years, one epoch of every model, a handful of evaluation days, on the CPU. It runs
+# the code path of ``full`` end to end in minutes (`make smoke-full`), so a shape, memory or
+# path error surfaces before hours of GPU time; its numbers mean nothing.
+SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir": "runs/smoke",
+                "start": "2000-01-01", "end": "2001-12-31", "level": 500}
+#: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1).
+SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 30, "n_stat_days": 256,
+               "diffusion_train_days": 512}
+
+
+def smoke_profile(full: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``full`` (default ``PROFILES["full"]``) on the smoke slice: :data:`SMOKE_COMMON`, one
+    epoch per model and the evaluation sizes of :data:`SMOKE_SIZES`; every other value
+    (architecture, batch, augmentation, decoder and diffusion sizes) is the full profile's.
+
+    Example:
+        >>> smoke = smoke_profile()
+        >>> smoke["03_barlow_twins"]["width"], smoke["03_barlow_twins"]["epochs"]
+        (64, 1)
+    """
+    full = PROFILES["full"] if full is None else full
+    smoke: dict[str, dict[str, Any]] = {"common": {**full["common"], **SMOKE_COMMON}}
+    for name, settings in full.items():
+        if name == "common":
+            continue
+        smoke[name] = {key: (1 if key.endswith("epochs") and key != "warmup_epochs"
+                             else SMOKE_SIZES.get(key, value))
+                       for key, value in settings.items()}
+    return smoke
+
+
+PROFILES["smoke"] = smoke_profile()
