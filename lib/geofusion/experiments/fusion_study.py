@@ -86,6 +86,7 @@ def fusion_runs(schemes: Sequence[str], dropout_scheme: str | None = None,
 
 def train_fusion_methods(runs: Sequence[FusionRun], train_set: Dataset, config: TrainConfig,
                          run_dir: str | os.PathLike, seed: int = 0, progress: bool = True,
+                         trainer: Callable[..., pd.DataFrame] | None = None,
                          **architecture: Any) -> tuple[dict[str, nn.Module],
                                                        dict[str, pd.DataFrame]]:
     """Build (:func:`geofusion.learning.fusion_methods.build_fusion_method`, initial weights seeded
@@ -93,15 +94,18 @@ def train_fusion_methods(runs: Sequence[FusionRun], train_set: Dataset, config: 
     ``seed``) and train each run with the same ``config``; checkpoints in
     ``<run_dir>/<name>``, so a rerun loads them. ``architecture``: ``in_channels``, ``grid``,
     ``latent_dim``, ``width``, ``mode_width``, ``token_dim``, ``proj_dim``, ... and loss
-    parameters. Returns ``(methods, histories)`` keyed by run name."""
+    parameters. ``trainer``: :func:`geofusion.learning.training.fit` (default) or, under
+    torchrun, :func:`geofusion.learning.distributed.fit_distributed` (same checkpoints).
+    Returns ``(methods, histories)`` keyed by run name."""
     methods, histories = {}, {}
+    train = fit if trainer is None else trainer
     for name, scheme, p_drop, objective in runs:
         kind, operator = parse_scheme(scheme)
         torch.manual_seed(seed)
         methods[name] = build_fusion_method(objective, kind=kind, fusion=operator,
                                             p_mode_dropout=p_drop, **architecture)
-        histories[name] = fit(methods[name], train_set, config,
-                              run_dir=os.path.join(run_dir, name), progress=progress)
+        histories[name] = train(methods[name], train_set, config,
+                                run_dir=os.path.join(run_dir, name), progress=progress)
     return methods, histories
 
 

@@ -106,7 +106,8 @@ def model_dir(run_dir: str | os.PathLike, description: dict[str, Any],
 
 def cached_fit(make_method: Callable[[], nn.Module], description: dict[str, Any],
                train_set: Dataset, config: TrainConfig, run_dir: str | os.PathLike,
-               valid_set: Dataset | None = None, progress: bool = True
+               valid_set: Dataset | None = None, progress: bool = True,
+               trainer: Callable[..., pd.DataFrame] | None = None
                ) -> tuple[nn.Module, pd.DataFrame, Path]:
     """Train ``make_method()`` once per description, or load the finished run.
 
@@ -118,6 +119,10 @@ def cached_fit(make_method: Callable[[], nn.Module], description: dict[str, Any]
             (:func:`data_fingerprint`). Two requests share a model exactly when these agree.
         train_set, valid_set, config, progress: as for :func:`geofusion.learning.training.fit`.
         run_dir: root of this profile's runs.
+        trainer: the training loop, :func:`geofusion.learning.training.fit` by default;
+            :func:`geofusion.learning.distributed.fit_distributed` under torchrun (every
+            process calls this with the same arguments; the model lands in the same directory,
+            so a later single-process request loads it).
 
     Returns:
         ``(method, history, directory)``: the trained method in eval mode, its per-epoch
@@ -128,8 +133,8 @@ def cached_fit(make_method: Callable[[], nn.Module], description: dict[str, Any]
     atomic_write_text(directory / "description.json",
                       json.dumps(description, indent=2, sort_keys=True, default=str))
     method = make_method()
-    history = fit(method, train_set, config, run_dir=directory, valid_set=valid_set,
-                  progress=progress)
+    history = (fit if trainer is None else trainer)(
+        method, train_set, config, run_dir=directory, valid_set=valid_set, progress=progress)
     return method, history, directory
 
 
@@ -158,7 +163,8 @@ def builder_key(builder: Callable[..., nn.Module]) -> str:
 def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
                config: TrainConfig, seed: int = 0, progress: bool = True,
                builder: Callable[..., nn.Module] | None = None,
-               temporal_pairs: dict[str, Any] | None = None, **build_params: Any
+               temporal_pairs: dict[str, Any] | None = None,
+               trainer: Callable[..., pd.DataFrame] | None = None, **build_params: Any
                ) -> tuple[nn.Module, pd.DataFrame, Path]:
     """A method of :func:`geofusion.learning.methods.build_method` (or ``builder``) trained on
     ``prepared`` with ``config``, shared by every notebook that asks for the same one.
@@ -178,6 +184,8 @@ def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
             ``with_mirror``) for both training and validation, seeded by ``config.seed``:
             temporal positives, and the days ``t - d, t, t + d`` that
             ``smoothness_weight`` needs (``with_mirror=True``). Part of the description.
+        trainer: as for :func:`cached_fit` (not part of the description: a model trained
+            data-parallel is the model a notebook asks for).
         **build_params: architecture and loss parameters (``width``, ``latent_dim``,
             ``lambd``, ``temperature``, ...).
 
@@ -206,4 +214,4 @@ def pretrained(name: str, prepared: PreparedData, run_dir: str | os.PathLike,
         # Only when set, so the descriptions (cache keys) of same-day models are unchanged.
         description["temporal_pairs"] = train_set.describe()
     return cached_fit(make_method, description, train_set, config, run_dir,
-                      valid_set=valid_set, progress=progress)
+                      valid_set=valid_set, progress=progress, trainer=trainer)

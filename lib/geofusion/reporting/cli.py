@@ -7,6 +7,7 @@ Usage::
     python -m geofusion.pipeline --only 03 04 --set epochs=2
     python -m geofusion.pipeline run 03 --set data_path=None --dry-run   # check, print the plan
     python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1
+    python -m geofusion.pipeline pretrain --profile full --nproc 4   # models data-parallel first
 
 Notebooks are named by prefix everywhere (``03``, ``03_barlow``, ``notebooks/03_...ipynb``);
 an unknown or (for ``sweep``) ambiguous prefix is an error listing the notebooks. Values of
@@ -53,6 +54,7 @@ from geofusion.reporting.notebooks import (
     parse_grid,
     report_partial_overrides,
 )
+from geofusion.reporting.pretrain import launch
 from geofusion.reporting.scheduling import (
     SEED_NOTEBOOK_PREFIXES,
     execution_waves,
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m geofusion.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run",
-                        choices=["run", "sweep", "sweeps", "seeds"])
+                        choices=["run", "sweep", "sweeps", "seeds", "pretrain"])
     parser.add_argument("notebooks", nargs="*", metavar="notebook",
                         help="notebook name prefixes, e.g. 03 (with `run`: like --only; with "
                              "`sweep`: exactly one notebook)")
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="`run`: notebooks executed at once, each started when the ones it "
                              "depends on are done (NOTEBOOK_PREREQUISITES); `make reports` "
                              "uses 2 (default: %(default)s, one after another)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="`pretrain`: torchrun processes (one per GPU) that train the "
+                             "selected notebooks' models data-parallel into the model cache")
     parser.add_argument("--dry-run", action="store_true",
                         help="check every notebook and parameter, print the plan, run nothing")
     args = parser.parse_args(argv)
@@ -131,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run_sweep(args.notebooks[0], grid, args.profile, overrides,
                           args.output_dir / "sweeps")
+        elif args.command == "pretrain":
+            if args.grid:
+                raise UsageError("--grid belongs to `sweep`; `pretrain` takes --nproc")
+            only = [*args.only, *args.notebooks] or None
+            status = launch(args.nproc, args.profile, only, args.set, dry_run=args.dry_run)
+            if status:
+                raise PipelineError(f"pretrain: torchrun exited with status {status}")
         elif args.command == "seeds":
             if args.grid:
                 raise UsageError("--grid belongs to `sweep`; `seeds` takes --n")
