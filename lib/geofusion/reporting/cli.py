@@ -8,6 +8,7 @@ Usage::
     python -m geofusion.pipeline run 03 --set data_path=None --dry-run   # check, print the plan
     python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1
     python -m geofusion.pipeline pretrain --profile full --nproc 4   # models data-parallel first
+    python -m geofusion.pipeline cost --profile full     # measured steps -> projected time, memory
 
 Notebooks are named by prefix everywhere (``03``, ``03_barlow``, ``notebooks/03_...ipynb``);
 an unknown or (for ``sweep``) ambiguous prefix is an error listing the notebooks. Values of
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +69,41 @@ from geofusion.reporting.scheduling import (
 REPO = repository_root()
 
 
+def print_cost(profile: str, only: list[str] | None, overrides: dict, steps: int,
+               gpu_tflops: float, gpu_efficiency: float, output: Path | None) -> None:
+    """``cost``: measure each selected notebook's models (:mod:`geofusion.experiments.cost`)
+    and print (and write) the projected training time and peak memory."""
+    import platform
+
+    import torch
+
+    from geofusion.experiments import cost
+    from geofusion.reporting.pretrain import notebook_parameters
+
+    planned = notebook_parameters(profile, notebook_names(only), overrides)
+    measured = []
+    for notebook, request, days in cost.cost_jobs(planned):
+        measured.append(cost.measure_request(notebook, request, days, device="auto",
+                                             steps=steps))
+        print(f"[geofusion] {notebook} {request.label}: "
+              f"{measured[-1].seconds_per_step:.2f} s/step", flush=True)
+    rows, per_notebook = cost.projection_table(measured, gpu_tflops, gpu_efficiency)
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available() else cost.cpu_name())
+    header = (f"Profile `{profile}`, measured on {device} (torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, python {platform.python_version()}, load "
+              f"average {os.getloadavg()[0]:.1f} at the end), "
+              f"{steps} timed steps per model after one warm-up. The GPU column is a "
+              f"projection from the counted FLOPs at {gpu_efficiency:g} of "
+              f"{gpu_tflops:g} TFLOP/s, not a measurement. Encoder training only "
+              f"(geofusion.experiments.cost).")
+    text = (f"{header}\n\n{cost.markdown_table(rows, index=False)}\n\n"
+            f"{cost.markdown_table(per_notebook)}\n")
+    print(text)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 1 a notebook failed, 2 bad usage).
 
@@ -80,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m geofusion.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run",
-                        choices=["run", "sweep", "sweeps", "seeds", "pretrain"])
+                        choices=["run", "sweep", "sweeps", "seeds", "pretrain", "cost"])
     parser.add_argument("notebooks", nargs="*", metavar="notebook",
                         help="notebook name prefixes, e.g. 03 (with `run`: like --only; with "
                              "`sweep`: exactly one notebook)")
@@ -103,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nproc", type=int, default=1,
                         help="`pretrain`: torchrun processes (one per GPU) that train the "
                              "selected notebooks' models data-parallel into the model cache")
+    parser.add_argument("--steps", type=int, default=2,
+                        help="`cost`: timed optimisation steps per model (after one warm-up)")
+    parser.add_argument("--gpu-tflops", type=float, default=989.0,
+                        help="`cost`: peak TFLOP/s of the GPU the projection assumes "
+                             "(default: H100/H200 dense bfloat16)")
+    parser.add_argument("--gpu-efficiency", type=float, default=0.3,
+                        help="`cost`: assumed fraction of that peak reached")
+    parser.add_argument("--cost-output", type=Path, default=None,
+                        help="`cost`: also write the tables as markdown to this file")
     parser.add_argument("--dry-run", action="store_true",
                         help="check every notebook and parameter, print the plan, run nothing")
     args = parser.parse_args(argv)
@@ -143,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             status = launch(args.nproc, args.profile, only, args.set, dry_run=args.dry_run)
             if status:
                 raise PipelineError(f"pretrain: torchrun exited with status {status}")
+        elif args.command == "cost":
+            only = [*args.only, *args.notebooks] or None
+            print_cost(args.profile, only, overrides, args.steps, args.gpu_tflops,
+                       args.gpu_efficiency, args.cost_output)
         elif args.command == "seeds":
             if args.grid:
                 raise UsageError("--grid belongs to `sweep`; `seeds` takes --n")
