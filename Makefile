@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: reports sweeps test test-cpu-paths lint benchmark clean
+.PHONY: reports sweeps test test-cpu-paths lint benchmark clean smoke-full cost-full
 
 # The venv is (re)built when pyproject.toml changes. torch is pinned so that pip takes the
 # CPU wheel on disk here instead of pulling a multi-GB CUDA build of a newer release.
@@ -23,6 +23,18 @@ REPORT_JOBS ?= 2
 reports: $(VENV)/.installed
 	$(PY) -m geofusion.pipeline --profile $(PROFILE) --jobs $(REPORT_JOBS)
 
+## The full profile's code path end to end before any GPU time: every notebook with the full
+## architectures and settings (ResNet-18 width 64, batch 128, latent 1000, the report's views,
+## full-size decoders, LSTM, fusion, assimilation and diffusion) on two synthetic years, one
+## epoch, a handful of evaluation days, on the CPU (profile `smoke`,
+## geofusion.experiments.profiles.smoke_profile); fails on any error. Reports in runs/smoke/.
+smoke-full: $(VENV)/.installed
+	$(PY) -m geofusion.pipeline --profile smoke --jobs $(REPORT_JOBS) --output-dir runs/smoke/reports
+
+## Projected training time and peak memory of the full profile, measured on this machine.
+cost-full: $(VENV)/.installed
+	$(PY) -m geofusion.pipeline cost --profile full --cost-output reports/benchmarks/full_cost.md
+
 ## The report's hyper-parameter sweeps (Barlow Twins lambda, SimCLR / SupCon temperature).
 sweeps: $(VENV)/.installed
 	$(PY) -m geofusion.pipeline sweeps --profile $(PROFILE)
@@ -32,11 +44,14 @@ sweeps: $(VENV)/.installed
 ## One pytest-xdist worker per core (TEST_WORKERS=0: serial); --dist loadfile keeps each test
 ## file on one worker, so its module-scoped fixtures (e.g. the 10-year world of
 ## tests/test_synthetic.py) are built once. Every test writes under its own tmp_path and the
-## browser tests take free ports, so the workers share nothing.
+## browser tests take free ports, so the workers share nothing. The full-size smoke notebooks
+## (marker full_smoke, tests/notebooks/test_full_smoke.py, ~15+ min on 2 cores) are skipped
+## here: `make test TEST_MARKERS=` runs them too, or `pytest -m full_smoke` alone.
 TEST_WORKERS ?= 2
+TEST_MARKERS ?= not full_smoke
 test: $(VENV)/.installed
 	bash scripts/install_browser.sh
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "$(TEST_MARKERS)" tests
 
 ## The numerical tests again on a second CPU code path: torch's portable kernels
 ## (ATEN_CPU_CAPABILITY=default instead of the machine's best, AVX2 / AVX-512) at two intra-op
