@@ -1,7 +1,13 @@
 """Run a notebook twice with a tiny budget and fail unless both runs produced identical results.
 
+    python scripts/check_reproducible.py --notebook 03                 # CUDA when available
     python scripts/check_reproducible.py --notebook 03 --device cpu
     python scripts/check_reproducible.py --notebook 03 --device cuda --keep /tmp/repro
+
+``--device auto`` (the default) runs the CUDA form whenever CUDA is available (training in
+bfloat16 autocast, :data:`geofusion.reproducibility.AUTOCAST_POLICY`, with deterministic
+kernels) and the CPU form otherwise; ``tests/scripts/test_check_reproducible.py`` runs the CUDA
+form wherever a GPU is present.
 
 Each run goes through :func:`geofusion.reporting.execution.execute` (papermill, as ``make reports``
 does)
@@ -181,11 +187,19 @@ def check(name: str, device: str, profile: str = "quick", overrides: dict[str, A
         return compare_runs(root / "a" / "runs", root / "b" / "runs")
 
 
+def default_device(device: str = "auto") -> str:
+    """``auto``: the CUDA form whenever CUDA is available, else the CPU form."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notebook", required=True, help="notebook name prefix, e.g. 03")
-    parser.add_argument("--device", required=True, choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto (default): cuda when available, else cpu")
     parser.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override parameters (after the tiny budget), e.g. epochs=2")
@@ -195,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available on this machine")
+    args.device = default_device(args.device)
     name = notebook_name(args.notebook)
     differences, counts = check(name, args.device, args.profile,
                                 notebooks.parse_assignments(args.set), args.keep,

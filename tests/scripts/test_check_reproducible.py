@@ -64,3 +64,19 @@ def test_notebook_03_runs_twice_identically_and_changes_are_caught(tmp_path, mon
     results.write_text(json.dumps(saved))
     (difference,) = script.compare_runs(first, second)[0]
     assert difference.startswith("results/03_barlow_twins.json.positive_cosine: ")
+
+
+def test_auto_device_takes_cuda_whenever_it_is_available(monkeypatch):
+    script = load_script()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert script.default_device() == "cuda" and script.default_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert script.default_device() == "cpu"
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA form needs a GPU")
+def test_notebook_03_is_reproducible_on_cuda_in_bfloat16(tmp_path):
+    script = load_script()
+    differences, counts = script.check("03_barlow_twins", "cuda", keep=tmp_path)
+    assert differences == [] and counts["checkpoints"] >= 1 and counts["tensors"] > 100
