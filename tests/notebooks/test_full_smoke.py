@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from geofusion.experiments.profiles import PROFILES
+from geofusion.experiments.profiles import PROFILES, SMOKE_SIZES
 from geofusion.reporting.notebooks import checked_parameters
 
 SMOKE_NOTEBOOKS = ["03_barlow_twins", "07_decoder", "09_fusion", "11_beyond"]
@@ -30,8 +30,7 @@ def test_smoke_keeps_every_full_size_and_shrinks_only_time_and_days():
         for key, value in settings.items():
             if key.endswith("epochs") and key != "warmup_epochs":
                 assert smoke[name][key] == 1
-            elif key not in ("n_eval_days", "n_eval", "cycle_days", "n_stat_days",
-                             "diffusion_train_days"):
+            elif key not in SMOKE_SIZES:
                 assert smoke[name][key] == value, (name, key)
     assert smoke["common"]["device"] == "cpu" and smoke["common"]["data_path"] is None
 

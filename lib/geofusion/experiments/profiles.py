@@ -236,9 +236,12 @@ def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = N
 # path error surfaces before hours of GPU time; its numbers mean nothing.
 SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir": "runs/smoke",
                 "start": "2000-01-01", "end": "2001-12-31", "level": 500}
-#: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1).
+#: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1):
+#: evaluation days, and the training days of decoders, joint schemes, fusion schemes and LSTMs
+#: (the encoders of 02-06 and 11 see all 584 training days: four batches of 128).
 SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 30, "n_stat_days": 256,
-               "diffusion_train_days": 512}
+               "diffusion_train_days": 512, "n_train_days": 256, "n_decoder_days": 256,
+               "forecast_train_days": 365}
 
 
 def smoke_profile(full: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
