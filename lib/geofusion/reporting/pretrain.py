@@ -27,6 +27,7 @@ import torch
 
 from geofusion.experiments import profiles
 from geofusion.experiments.model_requests import PRETRAINED_NOTEBOOKS, train_requests
+from geofusion.io import repository_root
 from geofusion.learning import collectives, distributed
 from geofusion.reporting.notebooks import (
     checked_parameters,
@@ -89,7 +90,8 @@ def launch(nproc: int, profile: str, only: list[str] | None, assignments: list[s
     print(f"[geofusion] {'would run' if dry_run else 'running'}: {' '.join(command)}")
     if dry_run or not names:
         return 0
-    return subprocess.run(command, check=False).returncode
+    # From the repository root, as the pipeline runs the notebooks: run_dir is relative to it.
+    return subprocess.run(command, check=False, cwd=repository_root()).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
