@@ -33,6 +33,9 @@ def test_smoke_keeps_every_full_size_and_shrinks_only_time_and_days():
             elif key not in SMOKE_SIZES:
                 assert smoke[name][key] == value, (name, key)
     assert smoke["common"]["device"] == "cpu" and smoke["common"]["data_path"] is None
+    # 08 forecasts from `context` days up to `max_lead` days ahead: its evaluation days hold both.
+    forecasting = smoke["08_forecasting"]
+    assert forecasting["n_eval_days"] > forecasting["context"] + forecasting["max_lead"]
 
 
 @pytest.mark.notebook

@@ -262,6 +262,10 @@ def smoke_profile(full: dict[str, dict[str, Any]] | None = None) -> dict[str, di
         smoke[name] = {key: (1 if key.endswith("epochs") and key != "warmup_epochs"
                              else SMOKE_SIZES.get(key, value))
                        for key, value in settings.items()}
+        if "n_eval_days" in settings and {"context", "max_lead"} <= set(settings):
+            # 08's forecasts start after `context` days and need `max_lead` days after them.
+            smoke[name]["n_eval_days"] = (settings["context"] + settings["max_lead"]
+                                          + SMOKE_SIZES["n_eval_days"])
     return smoke
 
 
