@@ -60,7 +60,7 @@ class SparsityExplorer:
         >>> ae = build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4)
         >>> ev = SparsityEvaluation({"ae": LatentReconstructor(ae, ae.decoder)},
         ...     torch.randn(4, 5, 8, 16), np.arange(4).astype("datetime64[D]"),
-        ...     np.linspace(-80, 80, 8), lambda x: x, list("abcde"))
+        ...     np.linspace(-80, 80, 8), lambda x, t=None: x, list("abcde"))
         >>> explorer = SparsityExplorer(ev, 0, np.arange(0, 360, 22.5))
         >>> explorer.figure(0.5, "swath", 0.0, "a")._suptitle.get_text()
         'swath mask, 50% missing, noise std 0: sparse observation explorer'
