@@ -13,7 +13,7 @@ from geofusion.reporting import cli
 from geofusion.reporting.pretrain import pretrained_notebooks, torchrun_command
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(start="2000-01-01", end="2000-12-31", epochs=1, batch_size=16, width=4,
+TINY = dict(start="2000-01-01", end="2001-06-30", epochs=1, batch_size=16, width=4,
             latent_dim=16, n_embed=12)
 
 
