@@ -60,6 +60,16 @@ def _schedule(p: dict[str, Any]) -> dict[str, Any]:
             "warmup_epochs": p["warmup_epochs"]}
 
 
+def _encoder(p: dict[str, Any], autoencoder: bool = False) -> dict[str, Any]:
+    """The encoder / loss build parameters a notebook passes when it declares them (issue 23:
+    ``encoder``, and the autoencoders' ``reconstruction_loss``), so the request's cache key is
+    the notebook's."""
+    out = {"encoder": p["encoder"]} if "encoder" in p else {}
+    if autoencoder and "reconstruction_loss" in p:
+        out["reconstruction_loss"] = p["reconstruction_loss"]
+    return out
+
+
 def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
     """The model-cache requests of ``notebook`` with parameters ``p`` (its full parameter
     set, e.g. :func:`geofusion.reporting.notebooks.checked_parameters`); ``09_fusion`` has
@@ -76,11 +86,13 @@ def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
         config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                              seed=seed, device=device, **_schedule(p))
         return [ModelRequest("autoencoder", "autoencoder", config,
-                             {"width": p["width"], "latent_dim": p["latent_dim"]}, seed)]
+                             {"width": p["width"], "latent_dim": p["latent_dim"],
+                              **_encoder(p, autoencoder=True)}, seed)]
     if notebook in ("03_barlow_twins", "04_simclr", "05_supervised_contrastive"):
         config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                              seed=seed, device=device, **_schedule(p))
-        common = {"width": p["width"], "latent_dim": p["latent_dim"], "proj_dim": p["proj_dim"]}
+        common = {"width": p["width"], "latent_dim": p["latent_dim"], "proj_dim": p["proj_dim"],
+                  **_encoder(p)}
         if notebook == "03_barlow_twins":
             params = {**common, "lambd": p["lambd"], "augmentation": p["augmentation"]}
             return [ModelRequest("barlow_twins", "barlow_twins", config, params, seed)]
@@ -95,13 +107,14 @@ def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
         config = TrainConfig(epochs=p["encoder_epochs"], batch_size=p["batch_size"],
                              lr=p["encoder_lr"], seed=seed, device=device, **_schedule(p))
         bt = {"width": p["width"], "latent_dim": p["latent_dim"], "proj_dim": p["proj_dim"],
-              "lambd": p["lambd"]}
+              "lambd": p["lambd"], **_encoder(p)}
         observation = {"kind": p["mask_kind"], "min_ratio": p["min_ratio"],
                        "max_ratio": p["max_ratio"], "noise_std": p["noise_std"],
                        "noise_length": p["noise_length"], "both_views": p["both_views"]}
         return [
             ModelRequest("autoencoder", "autoencoder", ae_config,
-                         {"width": p["width"], "latent_dim": p["latent_dim"]}, seed),
+                         {"width": p["width"], "latent_dim": p["latent_dim"],
+                          **_encoder(p, autoencoder=True)}, seed),
             ModelRequest("barlow_twins", "barlow_twins", config,
                          {**bt, "augmentation": p["augmentation"]}, seed),
             ModelRequest("sparse_barlow_twins", "barlow_twins", config,
@@ -126,7 +139,8 @@ def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
                 variant, "barlow_twins", variant_config,
                 {"width": p["width"], "latent_dim": p["latent_dim"], "proj_dim": p["proj_dim"],
                  "proj_hidden_dim": p["proj_hidden_dim"], "lambd": p["lambd"],
-                 "augmentation": p["augmentation"], "observation": observation, **options},
+                 "augmentation": p["augmentation"], "observation": observation, **options,
+                 **_encoder(p)},
                 seed, temporal_pairs))
         return requests
     if notebook == "09_fusion":
@@ -141,7 +155,10 @@ def load_notebook_data(p: dict[str, Any]) -> PreparedData:
     first, the other processes read its cache."""
     def load() -> PreparedData:
         return data.load(p["data_path"], level=p["level"], start=p["start"], end=p["end"],
-                         cache_dir=p["cache_dir"], seed=p["seed"])
+                         cache_dir=p["cache_dir"], seed=p["seed"],
+                         train_fraction=p.get("train_fraction", 0.8),
+                         test_fraction=p.get("test_fraction", 0.0),
+                         space=p.get("space", "report"))
     if collectives.rank() == 0:
         prepared = load()
     collectives.barrier()

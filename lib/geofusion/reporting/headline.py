@@ -190,7 +190,8 @@ def headline_markdown(card: dict[str, Any],
              f"{'synthetic default' if card.get('synthetic') else 'ERA5'}, commit "
              f"`{card.get('commit')}`, {card.get('seconds', 0):.0f} s, torch "
              f"{environment.get('torch')} on {environment.get('device')}. RMSE latitude-"
-             "weighted in physical units, 95 % block-bootstrap interval over validation days, "
+             "weighted in physical units, 95 % block-bootstrap interval over "
+             f"{card.get('scored_block', 'valid').replace('valid', 'validation')} days, "
              "(×ratio) to the best baseline of the variable: ✓ interval below it, ✗ above.", ""]
     for section, column in columns:
         try:
