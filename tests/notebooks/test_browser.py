@@ -160,7 +160,8 @@ results = SimpleNamespace(
     observed=observed, analyses={"scheme": np.repeat(truth[:, None], 3, axis=1)},
     mse={"scheme": np.ones((2, 3, 1))}, lat=np.linspace(-87.2, 87.2, 32),
     lon=np.arange(0, 360, 5.625), times=np.arange(2).astype("datetime64[D]"), synthetic=True,
-    destandardise=lambda x: x, experiment=lambda f, s: fractions.index(f))
+    destandardise=lambda x: x, to_physical=lambda x, day: x,
+    experiment=lambda f, s: fractions.index(f))
 explorer = AssimilationExplorer(results)
 widget = explorer.show(0.1, 0.1, day=0, mode="a")
 """

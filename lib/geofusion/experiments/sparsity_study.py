@@ -66,6 +66,7 @@ class SparsityEvaluation:
         >>> import numpy as np, torch
         >>> from geofusion.downstream.reconstruction import LatentReconstructor
         >>> from geofusion.learning.methods import build_method
+        >>> _ = torch.manual_seed(0)  # the tiny network's initialisation, so the output is fixed
         >>> ae = build_method("autoencoder", grid=(8, 16), width=2, latent_dim=4)
         >>> days = torch.randn(4, 5, 8, 16)
         >>> ev = SparsityEvaluation({"ae": LatentReconstructor(ae, ae.decoder)}, days,
