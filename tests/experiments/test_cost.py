@@ -19,7 +19,7 @@ def test_jobs_count_each_shared_model_once_and_cover_fusion_and_variants():
                           ("06_sparsity", "sparse_barlow_twins")]
     assert sum(n == "09_fusion" for n, _ in labels) == 8  # 6 schemes + dropout + mode group
     assert sum(n == "11_beyond" for n, _ in labels) == 5
-    assert {days for _, _, days in jobs} == {18701}  # 1959-2022, 80 % training days
+    assert {days for _, _, days in jobs} == {14026}  # 1959-2022, 60 % training days
 
 
 def test_measured_step_projects_over_the_profile(monkeypatch):
@@ -36,7 +36,8 @@ def test_measured_step_projects_over_the_profile(monkeypatch):
         assert c.projected_hours == pytest.approx(
             c.seconds_per_step * c.steps_per_epoch * c.epochs / 3600)
     ae = costs[0]
-    assert ae.steps_per_epoch == cost.training_days(planned["02_autoencoder"]) // 8
+    ae_params = planned["02_autoencoder"]
+    assert ae.steps_per_epoch == cost.training_days(ae_params, ae_params["train_fraction"]) // 8
     # Twice the FLOPs at the same efficiency take twice as long.
     ae.flops_per_step *= 2
     doubled = ae.gpu_hours(100, 0.5)

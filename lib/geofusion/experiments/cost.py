@@ -74,7 +74,7 @@ class StepCost:
 
 
 def training_days(params: dict[str, Any], train_fraction: float = 0.8) -> int:
-    """Training days of the notebook's period (daily means, the default 80/20 split).
+    """Training days of the notebook's period (daily means; the profiles split 60/20/20).
 
     Example:
         >>> training_days({"start": "1959-01-01", "end": "2022-12-31"})
@@ -91,7 +91,7 @@ def cost_jobs(planned: dict[str, dict[str, Any]]) -> list[tuple[str, ModelReques
     of :func:`geofusion.learning.fusion_methods.build_fusion_method`)."""
     jobs, seen = [], set()
     for notebook, p in planned.items():
-        days = training_days(p)
+        days = training_days(p, p.get("train_fraction", 0.8))
         if notebook == "09_fusion":
             if p.get("n_train_days") is not None:
                 days = min(days, p["n_train_days"])
@@ -127,7 +127,25 @@ def _build(request: ModelRequest) -> torch.nn.Module:
         params = dict(request.build_params)
         objective = params.pop("objective")
         return build_fusion_method(objective, in_channels=CHANNELS, grid=GRID, **params)
-    return build_method(request.method, in_channels=CHANNELS, grid=GRID, **request.build_params)
+    return build_method(request.method, in_channels=CHANNELS, grid=GRID, **request.build_params,
+                        **_stand_in_data_parameters(request.build_params))
+
+
+def _stand_in_data_parameters(build_params: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`geofusion.learning.model_cache.data_dependent_parameters` would fit on the
+    training days, with the same shapes but no data (a cost measurement needs no real basis):
+    an orthonormal random EOF basis of ``latent_dim`` components and the grid's latitudes."""
+    extra: dict[str, Any] = {}
+    lat = np.linspace(-90 + 90 / GRID[0], 90 - 90 / GRID[0], GRID[0])
+    if build_params.get("encoder") == "eof_residual":
+        k = int(build_params.get("latent_dim", 1000))
+        basis, _ = torch.linalg.qr(torch.randn(CHANNELS * GRID[0] * GRID[1], k,
+                                               generator=torch.Generator().manual_seed(0)))
+        extra["eof_basis"] = {"components": basis.T.contiguous(),
+                              "sqrt_weights": torch.ones(CHANNELS, *GRID)}
+    if build_params.get("reconstruction_loss") == "lat_weighted":
+        extra["latitudes"] = lat.tolist()
+    return extra
 
 
 def _peak_memory_gib(device: torch.device) -> float:
