@@ -31,9 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from geofusion.data.eof import area_weights
 from geofusion.data.observations import MASK_KINDS, Observation, make_mask
-from geofusion.learning.methods import RECONSTRUCTION_LOSSES, build_method, embed_observed, observe
+from geofusion.learning.methods import (
+    build_method,
+    embed_observed,
+    observe,
+    reconstruction_latitude_weights,
+)
 from geofusion.models.resnet import FieldDecoder
 
 __all__ = ["FROZEN_VIEWS", "FrozenEncoderDecoder", "reconstruction_error", "reconstruct",
@@ -586,17 +590,7 @@ def build_joint(
     if unknown:
         raise ValueError(f"unknown parameters {unknown} for the {scheme!r} scheme; it takes "
                          f"{allowed}")
-    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
-        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
-                         f"{RECONSTRUCTION_LOSSES}")
-    weights = None
-    if reconstruction_loss == "lat_weighted":
-        if latitudes is None:
-            raise ValueError("reconstruction_loss='lat_weighted' needs the latitudes of the grid "
-                             "(degrees): pass latitudes=prepared.lat")
-        weights = area_weights(np.asarray(latitudes, dtype=np.float64))
-        if len(weights) != int(grid[0]):
-            raise ValueError(f"{len(weights)} latitudes for a grid of {int(grid[0])} latitudes")
+    weights = reconstruction_latitude_weights(reconstruction_loss, latitudes, grid[0])
     grid = (int(grid[0]), int(grid[1]))
     method = build_method("barlow_twins", in_channels=in_channels, grid=grid,
                           latent_dim=latent_dim, width=width, proj_dim=proj_dim,

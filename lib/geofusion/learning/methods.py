@@ -420,6 +420,30 @@ ENCODERS = ("resnet", "eof_residual")
 RECONSTRUCTION_LOSSES = ("mse", "lat_weighted")
 
 
+def reconstruction_latitude_weights(reconstruction_loss: str, latitudes: Sequence[float] | None,
+                                    n_lat: int) -> list[float] | None:
+    """The ``(H,)`` cell-area weights (mean 1) of ``reconstruction_loss="lat_weighted"``, None
+    for the report's plain "mse"; checks the name and that ``latitudes`` match the grid.
+
+    Example:
+        >>> [round(w, 3) for w in reconstruction_latitude_weights("lat_weighted",
+        ...                                                        [-60.0, 0.0, 60.0], 3)]
+        [0.75, 1.5, 0.75]
+    """
+    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
+                         f"{RECONSTRUCTION_LOSSES}")
+    if reconstruction_loss == "mse":
+        return None
+    if latitudes is None:
+        raise ValueError("reconstruction_loss='lat_weighted' needs the grid's latitudes "
+                         "(degrees): pass latitudes=prepared.lat")
+    weights = area_weights(np.asarray(latitudes, dtype=np.float64))
+    if len(weights) != int(n_lat):
+        raise ValueError(f"{len(weights)} latitudes for a grid of {int(n_lat)} latitudes")
+    return weights.tolist()
+
+
 def build_method(
     name: str,
     in_channels: int = 5,
@@ -501,14 +525,7 @@ def build_method(
     encoder_channels = in_channels + (1 if sparse is not None else 0)
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
-    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
-        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
-                         f"{RECONSTRUCTION_LOSSES}")
-    latitude_weights = None
-    if reconstruction_loss == "lat_weighted":
-        if latitudes is None:
-            raise ValueError("reconstruction_loss='lat_weighted' needs the grid's latitudes")
-        latitude_weights = area_weights(np.asarray(latitudes)).tolist()
+    latitude_weights = reconstruction_latitude_weights(reconstruction_loss, latitudes, grid[0])
     if encoder == "eof_residual":
         if eof_basis is None:
             raise ValueError("encoder='eof_residual' needs eof_basis (fit_eof on the training "
