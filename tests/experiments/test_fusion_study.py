@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from geofusion.data import PreparedData
+from geofusion.downstream import forecast_scores
 from geofusion.experiments import fusion_study
 from geofusion.verification import metrics
 from geofusion.verification.baselines import climatology
@@ -189,24 +190,19 @@ def test_physical_forecasts_and_persistence_in_the_anomaly_space():
     prepared = anomaly_data()
     times = prepared.test_times
     physical = prepared.destandardise(prepared.test, times)
-    persistence = fusion_study.persistence_in_space(prepared, "test")
+    persistence = forecast_scores.persistence_source(prepared.test, times, prepared.as_valid_at)
     # Persistence is yesterday's physical field (not yesterday's anomaly) for every lead.
     inits = np.array([0, 3, 5])
-    out = fusion_study.physical_source(persistence, prepared, times)(inits, 2)
+    valid = times[inits[:, None] + np.arange(1, 3)]
+    out = forecast_scores.physical_at(prepared.destandardise, persistence(inits, 2), valid)
     for lead in (0, 1):
         np.testing.assert_allclose(out[:, lead].numpy(), physical[inits], rtol=1e-5, atol=1e-3)
-    scores = fusion_study.score_physical_forecasts(
-        {"persistence": persistence}, prepared, "test", context=1,
-        physical={"physical persistence": lambda i, s: torch.as_tensor(
-            physical[np.asarray(i)])[:, None].expand(-1, s, -1, -1, -1)})
+    scores = fusion_study.score_physical_forecasts({"persistence": persistence}, prepared,
+                                                   "test", context=1)
     rmse = scores.pivot(index="forecaster", columns="variable", values="rmse")
-    np.testing.assert_allclose(rmse.loc["persistence"], rmse.loc["physical persistence"],
-                               rtol=1e-5)
     # In physical units: every init 0..T-2 against the next physical day.
     by_hand = metrics.lat_weighted_rmse(physical[:-1], physical[1:], prepared.lat, time_axis=0)
     np.testing.assert_allclose(rmse.loc["persistence", list(CHANNELS)], by_hand, rtol=1e-4)
-    clim = fusion_study.physical_climatology(prepared)
-    np.testing.assert_allclose(clim, prepared.climatology, rtol=1e-6)
 
 
 def test_fine_grid_in_the_anomaly_space_keeps_the_runs_climatology():

@@ -59,8 +59,7 @@ __all__ = ["fusion_runs", "train_fusion_methods", "train_frozen_decoders",
            "reconstruction_scores", "fit_latent_forecasters", "pivot_scores",
            "missing_mode_table", "resolution_transfer", "restandardise", "FineGrid",
            "fine_grid", "fine_decoder_scores", "physical_training_mean",
-           "upsampled_climatology", "physical_climatology",
-           "physical_source", "score_physical_forecasts", "persistence_in_space",
+           "upsampled_climatology", "score_physical_forecasts",
            "with_interval", "interval_pairs",
            "plot_relative_bars"]
 
@@ -401,63 +400,18 @@ def fine_decoder_scores(method: nn.Module, probe: nn.Module, fine: FineGrid, fac
                          for name, x in candidates.items()}, index=list(prepared.channels)).T
 
 
-def physical_climatology(prepared: Any) -> np.ndarray:
-    """The physical day-of-year climatology of the training days (366, C, H, W) in either
-    space: ``prepared.destandardise(training_climatology(prepared), days)`` with ``days`` the
-    366 days of a leap year (in the anomaly space that is the climatology itself)."""
-    days = pd.date_range("2000-01-01", periods=366, freq="D").values
-    return np.asarray(prepared.destandardise(training_climatology(prepared), days),
-                      dtype=np.float32)
-
-
-def physical_source(source: ForecastSource, prepared: Any, times: Any) -> ForecastSource:
-    """A forecast source of model-space fields on the series of days ``times``, in physical
-    units: the forecast of init ``i`` at lead ``l`` through ``prepared.destandardise(x,
-    times[i + l])`` (the day it verifies)."""
-    times = np.asarray(times)
-
-    def source_physical(inits: Any, steps: int) -> torch.Tensor:
-        inits = np.asarray(inits, dtype=np.int64).reshape(-1)
-        forecast = torch.as_tensor(source(inits, steps)).float()
-        days = times[inits[:, None] + np.arange(1, steps + 1)].reshape(-1)
-        flat = forecast.reshape(-1, *forecast.shape[2:])
-        return torch.as_tensor(prepared.destandardise(flat, days)).reshape(forecast.shape)
-    return source_physical
-
-
 def score_physical_forecasts(sources: Mapping[str, ForecastSource], prepared: Any,
-                             split: str, context: int, seed: int = 0,
-                             physical: Mapping[str, ForecastSource] | None = None
-                             ) -> pd.DataFrame:
-    """:func:`geofusion.downstream.forecast_scores.score_forecasts` on the ``split`` block
-    ("test" for the scorecard) in physical units: every model-space source goes through
-    :func:`physical_source` (``prepared.destandardise(x, times)`` of the verifying day), the
-    verifying fields are ``prepared.destandardise(fields, times)`` and the ACC's reference is
-    :func:`physical_climatology`; ``physical``: sources already in physical units (e.g.
-    persistence of the physical fields). RMSE and ACC with intervals, 1-day lead."""
-    times = prepared.times(split)
-    truth = np.asarray(prepared.destandardise(prepared.fields(split), times), np.float32)
-    wrapped = {name: physical_source(s, prepared, times) for name, s in sources.items()}
-    wrapped.update(physical or {})
-    return score_forecasts(wrapped, truth, times, prepared.lat, physical_climatology(prepared),
-                           lambda x: x, list(prepared.channels), context=context, steps=1,
-                           intervals=True, seed=seed)
-
-
-def persistence_in_space(prepared: Any, split: str) -> ForecastSource:
-    """Persistence on ``split`` in the model space: yesterday's physical field as today's
-    forecast, re-expressed for the verifying day with ``prepared.as_valid_at`` (in the anomaly
-    space yesterday's anomaly is not today's)."""
-    fields, times = prepared.fields(split), np.asarray(prepared.times(split))
-
-    def source(inits: Any, steps: int) -> torch.Tensor:
-        inits = np.asarray(inits, dtype=np.int64).reshape(-1)
-        out = []
-        for lead in range(1, steps + 1):
-            out.append(torch.as_tensor(prepared.as_valid_at(
-                fields[inits], times[inits], times[inits + lead])).float())
-        return torch.stack(out, dim=1)
-    return source
+                             split: str, context: int, seed: int = 0) -> pd.DataFrame:
+    """1-day RMSE and ACC with intervals of model-space ``sources`` on the ``split`` block
+    ("test" for the scorecard), in physical units:
+    :func:`geofusion.downstream.forecast_scores.score_forecasts` with
+    ``prepared.destandardise`` (each forecast with the day it verifies) and the training
+    climatology as the ACC's reference. Persistence is
+    ``forecast_scores.persistence_source(fields, times, prepared.as_valid_at)``."""
+    return score_forecasts(sources, prepared.fields(split), prepared.times(split), prepared.lat,
+                           training_climatology(prepared), prepared.destandardise,
+                           list(prepared.channels), context=context, steps=1, intervals=True,
+                           seed=seed)
 
 
 def with_interval(estimate: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame,
