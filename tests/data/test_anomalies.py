@@ -82,3 +82,15 @@ def test_climatology_baseline_and_persistence_are_the_same_physical_forecasts():
     np.testing.assert_allclose(a.destandardise(moved, a.valid_times[1:]),
                                p.destandardise(p.valid[:-1]), rtol=1e-5, atol=1e-4)
     assert p.as_valid_at(p.valid, p.valid_times, p.valid_times) is p.valid
+
+
+def test_evenly_spaced_days_cover_the_block_and_keep_its_ends():
+    from geofusion.data.prepared import evenly_spaced_days
+
+    idx = evenly_spaced_days(804, 256)
+    assert idx[0] == 0 and idx[-1] == 803 and len(idx) == 256
+    assert np.all(np.diff(idx) >= 3) and np.all(np.diff(idx) <= 4)
+    np.testing.assert_array_equal(evenly_spaced_days(5, None), np.arange(5))
+    np.testing.assert_array_equal(evenly_spaced_days(5, 9), np.arange(5))
+    with pytest.raises(ValueError, match="positive number of days"):
+        evenly_spaced_days(5, 0)

@@ -20,7 +20,23 @@ from geofusion.variables import (
     season_labels,
 )
 
-__all__ = ["PreparedData"]
+__all__ = ["evenly_spaced_days", "PreparedData"]
+
+
+def evenly_spaced_days(n_days: int, n: int | None) -> np.ndarray:
+    """Indices of ``n`` days spread evenly over a block of ``n_days`` (first and last
+    included), all of them when ``n`` is None or not smaller: the scored subsample of a block
+    that keeps every season, unlike a contiguous run of days.
+
+    Example:
+        >>> evenly_spaced_days(10, 4).tolist(), len(evenly_spaced_days(10, None))
+        ([0, 3, 6, 9], 10)
+    """
+    if n is None or n >= n_days:
+        return np.arange(n_days)
+    if n < 1:
+        raise ValueError(f"n must be a positive number of days or None, got {n}")
+    return np.unique(np.linspace(0, n_days - 1, n).round().astype(int))
 
 
 @dataclass
