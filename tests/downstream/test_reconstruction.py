@@ -327,3 +327,56 @@ def test_fit_joint_decoder_fits_its_eof_basis_and_weights_on_training_days_only(
     code = fit_eof(days, LAT, 4)  # every training day, no other block
     np.testing.assert_allclose(model.encoder.basis.detach().numpy(), code.components, atol=1e-6)
     np.testing.assert_allclose(model.latitude_weights.numpy(), area_weights(LAT), rtol=1e-6)
+
+
+class _NoTestBlock:
+    """Train and validation days of an anomaly-space PreparedData stand-in; reading the test
+    block fails."""
+
+    space = "anomaly"
+    channels = CHANNELS
+    lat = LAT
+
+    def __init__(self, days: np.ndarray) -> None:
+        start = np.datetime64("2001-01-01", "ns")
+        self.train, self.valid = days[:30], days[30:]
+        self.train_times = start + np.arange(30).astype("timedelta64[D]")
+        self.valid_times = start + np.arange(30, len(days)).astype("timedelta64[D]")
+
+    def destandardise(self, x, times):
+        return to_physical(np.asarray(x, dtype=np.float64))
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"choose_decoder read prepared.{name}; it may read train and valid")
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.5])
+def test_choose_decoder_picks_the_better_decoder_on_validation_days(autoencoder, missing):
+    from geofusion.downstream.reconstruction import choose_decoder
+    prepared = _NoTestBlock(_low_rank_days(40, seed=4))
+    zero = torch.nn.Module()
+    zero.forward = lambda z: torch.zeros(len(z), 5, *GRID)     # decodes the climatology
+    scaled = torch.nn.Module()
+    scaled.forward = lambda z: 10.0 * autoencoder.decoder(z)   # much worse than zero
+    days = np.arange(6)
+    name, table = choose_decoder(autoencoder, {"scaled": scaled, "climatology": zero},
+                                 prepared, days, missing=missing, seed=2)
+    assert name == "climatology"
+    # The climatology decoder scores exactly 1 against the climatology, by definition.
+    assert table.loc["climatology", "mean RMSE / climatology"] == pytest.approx(1.0, abs=1e-9)
+    assert table.loc["scaled", "mean RMSE / climatology"] > 1
+    # Its t2m RMSE is the area-weighted RMSE of the validation days' anomalies, by hand.
+    weights = np.cos(np.deg2rad(LAT)) / np.cos(np.deg2rad(LAT)).mean()
+    anomaly = prepared.valid[days, 0].astype(np.float64) * SCALE[0]
+    by_hand = np.sqrt((anomaly ** 2 * weights[None, :, None]).mean())
+    assert table.loc["climatology", "2m_temperature"] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_choose_decoder_rejects_bad_settings(autoencoder):
+    from geofusion.downstream.reconstruction import choose_decoder
+    prepared = _NoTestBlock(_low_rank_days(40, seed=4))
+    with pytest.raises(ValueError, match="at least one candidate"):
+        choose_decoder(autoencoder, {}, prepared, np.arange(3))
+    with pytest.raises(ValueError, match=r"missing must be a fraction in \[0, 1\)"):
+        choose_decoder(autoencoder, {"a": autoencoder.decoder}, prepared, np.arange(3),
+                       missing=1.0)

@@ -74,6 +74,8 @@ def test_notebook_06_compares_models_on_sparse_observations(run_notebook, tmp_pa
     assert results["scored_block"] == "test" and results["space"] == "anomaly"
     assert results["scorecard"]["scored_block"] == "test"
     assert results["sparse_decoder"] in results["decoder_choice"]
+    assert set(results["barlow_twins_decoder_choice"]) == {"ridge", "frozen"}
+    assert results["barlow_twins_decoder"] in {"ridge", "frozen"}
     assert set(results["targets_50"]) == set(curves.variable)
     assert any(k.startswith("anomaly correlation") for k in results["summary"]["eof"])
     # Optimal interpolation: no latent, and with nothing missing and no noise it returns the

@@ -55,7 +55,7 @@ from geofusion.learning.decoders import FrozenEncoderDecoder, JointContrastiveDe
 from geofusion.learning.methods import RECONSTRUCTION_LOSSES, embed_observed
 from geofusion.models.resnet import FieldDecoder
 from geofusion.models.ridge_decoder import RidgeDecoder, fit_ridge_decoder
-from geofusion.verification.baselines import climatology_forecast
+from geofusion.verification.baselines import climatology_forecast, training_climatology
 from geofusion.verification.bootstrap import BootstrapInterval, bootstrap_mean, bootstrap_rmse
 from geofusion.verification.metrics import lat_weighted_acc, lat_weighted_mean, lat_weighted_mse
 
@@ -64,7 +64,7 @@ __all__ = [
     "score_reconstruction", "observation_generator",
     "decoder_training_days", "fit_frozen_decoder", "fit_joint_decoder", "climatology_reconstructor",
     "optimal_interpolation_reconstructor", "fit_eof_code", "eof_reconstructor",
-    "gappy_eof_reconstructor", "fit_masked_ridge_decoder", "physical",
+    "gappy_eof_reconstructor", "fit_masked_ridge_decoder", "choose_decoder", "physical",
 ]
 
 
@@ -316,6 +316,64 @@ def fit_masked_ridge_decoder(method: nn.Module, prepared: Any, observation: Mapp
     latents = LatentReconstructor(method, nn.Identity(), batch_size=batch_size).latents(
         observed_fields, observed)
     return fit_ridge_decoder(latents, fields, ridge=ridge)
+
+
+def choose_decoder(method: nn.Module, candidates: Mapping[str, nn.Module], prepared: Any,
+                   days: np.ndarray, missing: float = 0.0, kind: str = "pixel", seed: int = 0
+                   ) -> tuple[str, pd.DataFrame]:
+    """The decoder of ``method``'s latents to use, chosen on **validation** days.
+
+    Each candidate decodes ``method``'s latents of the validation days ``prepared.valid[days]``,
+    observed with a ``missing`` fraction of ``kind`` masks (one mask a day, from a generator
+    seeded ``seed + 99``; ``missing = 0``: the complete days). The chosen one has the lowest
+    mean over variables ``c`` of ``RMSE_c / RMSE_c(climatology)`` (latitude-weighted, physical
+    units, the training day-of-year climatology as reference), so that no variable's units
+    dominate. Only ``prepared.valid`` (and the training climatology) is read: the test block
+    stays unseen until it is scored.
+
+    Args:
+        method: a trained method (its inference view, :func:`embed_observed`).
+        candidates: name -> decoder ``(B, D) -> (B, C, H, W)`` standardised.
+        prepared: :class:`geofusion.data.PreparedData`.
+        days: indices into ``prepared.valid`` (e.g.
+            :func:`geofusion.data.prepared.evenly_spaced_days`).
+        missing: missing fraction in ``[0, 1)`` of the choice.
+        kind: mask kind (:data:`geofusion.data.observations.MASK_KINDS`).
+        seed: seed of the masks.
+
+    Returns:
+        ``(name, table)``: the chosen candidate and a table (one row per candidate) of the
+        RMSE of each variable and the ``"mean RMSE / climatology"`` it was chosen on.
+    """
+    from geofusion.data.observations import make_mask
+
+    if not candidates:
+        raise ValueError("choose_decoder needs at least one candidate decoder")
+    if not 0 <= missing < 1:
+        raise ValueError(f"missing must be a fraction in [0, 1), got {missing}")
+    days = np.asarray(days, dtype=np.int64)
+    fields = torch.as_tensor(np.asarray(prepared.valid[days]), dtype=torch.float32)
+    times = np.asarray(prepared.valid_times)[days]
+    observed = None
+    if missing > 0:
+        observed = make_mask((len(days), *fields.shape[-2:]), missing, kind,
+                             torch.Generator().manual_seed(seed + 99))
+        fields = fields * observed[:, None]
+    channels = list(prepared.channels)
+    truth = prepared.destandardise(np.asarray(prepared.valid[days]), times)
+    reference = prepared.destandardise(
+        climatology_forecast(training_climatology(prepared), times), times)
+    clim_rmse = np.sqrt(np.asarray(lat_weighted_mse(reference, truth, prepared.lat)).mean(axis=0))
+    rows = {}
+    for name, decoder in candidates.items():
+        model = LatentReconstructor(method, decoder)
+        complete = model.latents(torch.as_tensor(np.asarray(prepared.valid[days])))
+        score, _ = score_reconstruction(model, fields, observed, truth, prepared.lat,
+                                        prepared.destandardise, channels, times, complete)
+        rows[name] = {**score.rmse, "mean RMSE / climatology": float(np.mean(
+            [score.rmse[c] / clim_rmse[i] for i, c in enumerate(channels)]))}
+    table = pd.DataFrame(rows).T
+    return str(table["mean RMSE / climatology"].idxmin()), table
 
 
 @dataclass
