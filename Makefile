@@ -25,7 +25,7 @@ reports: $(VENV)/.installed
 
 ## The full profile's code path end to end before any GPU time: every notebook with the full
 ## architectures and settings (ResNet-18 width 64, batch 128, latent 1000, the report's views,
-## full-size decoders, LSTM, fusion, assimilation and diffusion) on two synthetic years, one
+## full-size decoders, LSTM, fusion, assimilation and diffusion) on five synthetic years, one
 ## epoch, a handful of evaluation days, on the CPU (profile `smoke`,
 ## geofusion.experiments.profiles.smoke_profile); fails on any error. Reports in runs/smoke/.
 smoke-full: $(VENV)/.installed

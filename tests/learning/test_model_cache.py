@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from geofusion.data import PreparedData
@@ -57,3 +58,15 @@ def test_any_change_to_method_training_or_data_gets_its_own_directory(tmp_path):
     _, _, b = pretrained("autoencoder", tiny_prepared(shift=1.0), tmp_path, CONFIG,
                          progress=False, **TINY)
     assert a != b and a.name.startswith("autoencoder-")
+
+
+def test_eof_residual_encoder_larger_than_the_training_days_says_how_to_fix_it():
+    from geofusion.learning.model_cache import data_dependent_parameters
+    prepared = tiny_prepared()
+    n_train = len(prepared.train)
+    with pytest.raises(ValueError, match=f"latent_dim={n_train + 1} needs at least "
+                                         f"{n_train + 1} training days.*lower latent_dim"):
+        data_dependent_parameters(prepared, {"encoder": "eof_residual",
+                                             "latent_dim": n_train + 1})
+    extra = data_dependent_parameters(prepared, {"encoder": "eof_residual", "latent_dim": 4})
+    assert tuple(extra["eof_basis"]["components"].shape)[0] == 4

@@ -2,7 +2,7 @@
 
 The notebooks whose full settings differ most from quick run with the ``smoke`` profile
 (:func:`geofusion.experiments.profiles.smoke_profile`: every architecture and size of
-``full``, two synthetic years, one epoch, a handful of evaluation days): 03 (ResNet-18 width 64,
+``full``, five synthetic years, one epoch, a handful of evaluation days): 03 (ResNet-18 width 64,
 batch 128, the report's 72x144 views), 07 (width-64 frozen decoder and the three joint
 schemes), 09 (all fusion schemes at full width, token and LSTM sizes) and 11 (the "all" variant,
 convolutional decoder, 1024-wide diffusion with 16 members). Minutes each on two cores, so

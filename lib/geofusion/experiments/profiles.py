@@ -230,15 +230,16 @@ def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = N
 
 
 # The full profile on a tiny slice (issue 25): every architecture, width, batch, latent size,
-# augmentation and decoder / LSTM / fusion / assimilation / diffusion size of ``full``, but two
-# synthetic years, one epoch of every model, a handful of evaluation days, on the CPU. It runs
-# the code path of ``full`` end to end in minutes (`make smoke-full`), so a shape, memory or
-# path error surfaces before hours of GPU time; its numbers mean nothing.
+# augmentation and decoder / LSTM / fusion / assimilation / diffusion size of ``full``, but five
+# synthetic years (the fewest whose 60 % training block holds the 1000 days that the 1000 EOFs of
+# the EOF-residual encoder need), one epoch of every model, a handful of evaluation days, on the
+# CPU. It runs the code path of ``full`` end to end in minutes (`make smoke-full`), so a shape,
+# memory or path error surfaces before hours of GPU time; its numbers mean nothing.
 SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir": "runs/smoke",
-                "start": "2000-01-01", "end": "2001-12-31", "level": 500}
+                "start": "2000-01-01", "end": "2004-12-31", "level": 500}
 #: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1):
 #: evaluation days, and the training days of decoders, joint schemes, fusion schemes and LSTMs
-#: (the encoders of 02-06 and 11 see all 584 training days: four batches of 128).
+#: (the encoders of 02-06 and 11 see all 1096 training days: nine batches of 128).
 SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 30, "n_stat_days": 256,
                "diffusion_train_days": 512, "n_train_days": 256, "n_decoder_days": 256,
                "forecast_train_days": 365}

@@ -76,7 +76,14 @@ def data_dependent_parameters(prepared: PreparedData, build_params: dict[str, An
     """
     extra: dict[str, Any] = {}
     if build_params.get("encoder") == "eof_residual":
-        code = fit_eof(prepared.train, prepared.lat, int(build_params.get("latent_dim", 1000)))
+        latent_dim = int(build_params.get("latent_dim", 1000))
+        if latent_dim > len(prepared.train):
+            raise ValueError(
+                f'encoder="eof_residual" with latent_dim={latent_dim} needs at least '
+                f"{latent_dim} training days for its {latent_dim} EOFs, the data have "
+                f"{len(prepared.train)}: load more years (start/end, train_fraction) or "
+                "lower latent_dim")
+        code = fit_eof(prepared.train, prepared.lat, latent_dim)
         extra["eof_basis"] = {"components": torch.from_numpy(code.components),
                               "sqrt_weights": torch.from_numpy(code.sqrt_weights),
                               "mean": torch.from_numpy(code.mean)}
