@@ -85,3 +85,27 @@ def test_only_and_sweep_accept_the_same_prefixes_and_reject_unknown_or_ambiguous
         "[geofusion] would run 02_other with x=3", "[geofusion] would run 02_other with x=None"]
     assert cli.main(["sweep", "0", "--profile", "tiny", "--grid", "x=3"]) == 2
     assert "matches several notebooks" in capsys.readouterr().err
+
+
+def test_papermill_reads_every_parameter_of_every_notebook():
+    """`papermill --help-notebook` and papermill's parameter inspection parse each line of the
+    parameters cell; a line they cannot parse (e.g. an ``=`` inside its comment) is dropped
+    from the help with only a warning."""
+    import logging
+
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    from geofusion.reporting.notebooks import notebook_names, notebook_path
+
+    for name in notebook_names():
+        cell = next(c for c in nbformat.read(notebook_path(name), as_version=4).cells
+                    if "parameters" in c.metadata.get("tags", []))
+        assigned = [line.split("=")[0].strip() for line in cell.source.splitlines()
+                    if line and not line.startswith(("#", " ")) and "=" in line]
+        logging.disable(logging.WARNING)
+        try:
+            parsed = [p.name for p in PythonTranslator.inspect(cell)]
+        finally:
+            logging.disable(logging.NOTSET)
+        assert parsed == assigned, f"{name}: papermill cannot parse {set(assigned) - set(parsed)}"
