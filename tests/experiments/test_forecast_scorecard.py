@@ -12,7 +12,12 @@ from geofusion.downstream.forecast_scores import (
     persistence_source,
     score_forecasts,
 )
-from geofusion.experiments.forecast_scorecard import forecast_scorecard
+from geofusion.experiments.forecast_scorecard import (
+    ceiling_lead_table,
+    forecast_scorecard,
+    target_assessment,
+    targets_met,
+)
 from geofusion.experiments.scorecard import validate_scorecard
 from geofusion.verification.baseline_comparison import versus_best_baseline
 from geofusion.verification.baselines import climatology
@@ -79,3 +84,81 @@ def test_forecast_summary_rows(table):
     assert summary.loc["clim", "RMSE/persistence lead 1, 50% missing"] == pytest.approx(expected)
     assert summary.loc["persistence", "RMSE/persistence lead 3"] == pytest.approx(1.0)
     assert summary.loc["clim", "vs best baseline, lead 3"].endswith("better)")
+
+
+def long_table(values: dict[str, list[float]], variables=CHANNELS, spread: float = 0.05):
+    """A score_forecasts-like table: ``values[name][lead - 1]`` for every variable (the
+    geopotential 100 times larger), intervals +- ``spread`` relative."""
+    import pandas as pd
+
+    rows = []
+    for name, per_lead in values.items():
+        for lead, value in enumerate(per_lead, start=1):
+            for v, variable in enumerate(variables):
+                rmse = value * (100.0 if v else 1.0)
+                rows.append({"forecaster": name, "lead": lead, "variable": variable,
+                             "rmse": rmse, "rmse_low": rmse * (1 - spread),
+                             "rmse_high": rmse * (1 + spread), "acc": 0.5, "n": 10})
+    return pd.DataFrame(rows)
+
+
+def test_ceiling_lead_table_puts_the_ceiling_at_lead_zero():
+    scores = long_table({"lstm": [1.0, 1.5, 2.0], "damped": [0.9, 1.6, 2.1]})
+    ceilings = long_table({"lstm (decoder ceiling)": [0.7],
+                           "lstm + residual (perfect latent)": [0.2, 0.4, 0.6]})
+    table = ceiling_lead_table(scores, ceilings, {"lstm": "lstm (decoder ceiling)",
+                                                  "damped": None,
+                                                  "lstm + residual (perfect latent)": None})
+    assert list(table.index) == ["lstm", "damped", "lstm + residual (perfect latent)"]
+    assert table.loc["lstm", "2m_temperature"].tolist() == [0.7, 1.0, 1.5, 2.0]
+    assert table.loc["lstm", ("geopotential", 0)] == pytest.approx(70.0)
+    assert np.isnan(table.loc["damped", ("2m_temperature", 0)])
+    assert table.loc["lstm + residual (perfect latent)", ("geopotential", 3)] == \
+        pytest.approx(60.0)
+    with pytest.raises(ValueError, match="not in the scores"):
+        ceiling_lead_table(scores, ceilings, {"lstm": "nope"})
+    with pytest.raises(ValueError, match="not scored"):
+        ceiling_lead_table(scores, ceilings, {"lstm": None}, ["humidity"])
+
+
+def test_target_assessment_picks_the_best_candidate_and_its_twin():
+    scores = long_table({
+        "a": [1.0, 2.0, 3.0, 4.0, 5.0], "a + r": [0.8, 2.2, 2.9, 4.0, 5.2],
+        "eof": [1.1, 2.0, 3.1, 4.0, 4.0], "eof + r": [0.85, 2.0, 2.8, 4.0, 5.2],
+        "damped": [0.9, 2.0, 3.0, 4.0, 5.0]}, spread=0.01)
+    twin = {"a": "eof", "a + r": "eof + r"}
+    out = target_assessment(scores, ["a", "a + r"], twin, reference="damped")
+    assert len(out) == 2 * 2 + 3 * 2
+    row = out[(out.target == "beats damped") & (out.lead == 1)
+              & (out.variable == "geopotential")].iloc[0]
+    assert (row.best_latent, row.reference) == ("a + r", "damped")
+    assert row.ratio == pytest.approx(0.8 / 0.9) and row.met
+    assert row.intervals == "separate, better"
+    lead3 = out[(out.target == "beats damped") & (out.lead == 3)].iloc[0]
+    assert lead3.best_latent == "a + r" and lead3.ratio == pytest.approx(2.9 / 3.0)
+    twin_rows = out[out.target == "at least as good as its EOF twin"].set_index(
+        ["variable", "lead"])
+    # Lead 1: a + r (0.8) against eof + r (0.85); lead 3: a + r (2.9) against eof + r (2.8);
+    # lead 5: a (5.0) against eof (4.0).
+    assert twin_rows.loc[("2m_temperature", 1)].met
+    assert not twin_rows.loc[("2m_temperature", 3)].met
+    assert twin_rows.loc[("2m_temperature", 3)].intervals == "separate, worse"
+    assert (twin_rows.loc[("geopotential", 5)].best_latent,
+            twin_rows.loc[("geopotential", 5)].reference) == ("a", "eof")
+    assert twin_rows.loc[("geopotential", 5)].ratio == pytest.approx(5.0 / 4.0)
+    # Equal RMSE meets "at least as good as" but not "beats".
+    equal = target_assessment(long_table({"a": [1.0], "eof": [1.0], "damped": [1.0]}),
+                              ["a"], {"a": "eof"}, reference="damped", reference_leads=(1,),
+                              twin_leads=(1,))
+    assert equal.met.tolist() == [False, False, True, True]
+    assert targets_met(equal) == {"beats damped": False,
+                                  "at least as good as its EOF twin": True, "all": False}
+    assert targets_met(out)["beats damped"] is True
+    with pytest.raises(ValueError, match="no EOF twin"):
+        target_assessment(scores, ["a"], {}, reference="damped")
+    with pytest.raises(ValueError, match="not in the table"):
+        target_assessment(scores, ["a"], {"a": "eof"}, reference="persistence")
+    with pytest.raises(ValueError, match="intervals=True"):
+        target_assessment(scores.drop(columns="rmse_low"), ["a"], twin, reference="damped")
+    with pytest.raises(ValueError, match="steps >= 7"):
+        target_assessment(scores, ["a"], twin, reference="damped", twin_leads=(7,))

@@ -12,6 +12,11 @@ lead and variable in physical units with its 95 % block-bootstrap interval over 
 initialisations) into the scorecard's nesting: ``persistence_rmse`` {lead: {variable}},
 ``forecast_rmse`` {model: {lead: {variable}}} and the same under ``intervals`` with
 ``[low, high]``, leads as strings ``"1"`` .. ``"7"``.
+
+:func:`ceiling_lead_table` puts each forecaster's decoder ceiling (lead 0) next to its errors
+at leads 1 .. L, and :func:`target_assessment` checks issue 24's targets for the latent
+forecasts (the best of them against damped anomaly persistence and against its EOF twin, the
+same LSTM on the EOF code of equal size), with :func:`targets_met` the verdict per target.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ import pandas as pd
 
 from geofusion.verification.baseline_comparison import relative_skill, versus_best_baseline
 
-__all__ = ["forecast_scorecard", "forecast_summary", "describe_versus"]
+__all__ = ["forecast_scorecard", "forecast_summary", "describe_versus", "ceiling_lead_table",
+           "target_assessment", "targets_met", "TARGET_VARIABLES"]
+
+#: The variables issue 24's forecast targets name: 2 m temperature and geopotential.
+TARGET_VARIABLES: tuple[str, ...] = ("2m_temperature", "geopotential")
 
 
 def forecast_scorecard(table: pd.DataFrame, models: Mapping[str, str],
@@ -124,3 +133,151 @@ def forecast_summary(scores: pd.DataFrame, baselines: Sequence[str],
         summary[f"vs best baseline, lead {lead}"] = \
             versus.xs(lead, level="lead").apply(describe_versus, axis=1)
     return summary
+
+
+def ceiling_lead_table(scores: pd.DataFrame, ceilings: pd.DataFrame,
+                       ceiling_of: Mapping[str, str | None],
+                       variables: Sequence[str] = TARGET_VARIABLES,
+                       value: str = "rmse") -> pd.DataFrame:
+    """Each forecaster's decoder ceiling at lead 0 next to its scores at leads 1 .. L.
+
+    Lead 0 of a forecaster is the score of its ceiling source
+    (:meth:`geofusion.downstream.forecasting.LatentForecaster.ceiling_source`: the decoded
+    *true* latent) on the days the lead-1 forecasts verify on: the error of a forecast whose
+    latent is exact, which a decoded forecast cannot beat. Leads ``1 .. L`` are the
+    forecaster's own scores.
+
+    Args:
+        scores: :func:`geofusion.downstream.forecast_scores.score_forecasts` table
+            (``forecaster, lead, variable`` and ``value``).
+        ceilings: the same for the ceiling sources (at least lead 1); its rows may also be
+            listed in ``ceiling_of`` (e.g. the ceiling of a "+ residual" forecast at every lead).
+        ceiling_of: forecaster (in ``scores`` or ``ceilings``) -> its ceiling's name in
+            ``ceilings``, or None (no decoder: lead 0 NaN); the rows, in this order.
+        variables: the variables, in column order.
+        value: the score column (``"rmse"`` or ``"acc"``).
+
+    Returns:
+        DataFrame indexed by forecaster with columns ``(variable, lead)``, leads ``0 .. L``.
+
+    Example:
+        >>> import pandas as pd
+        >>> s = pd.DataFrame({"forecaster": "m", "lead": [1, 2], "variable": "t",
+        ...                   "rmse": [1.0, 2.0]})
+        >>> c = pd.DataFrame({"forecaster": "m ceiling", "lead": [1], "variable": "t",
+        ...                   "rmse": [0.5]})
+        >>> ceiling_lead_table(s, c, {"m": "m ceiling"}, ["t"]).loc["m"].tolist()
+        [0.5, 1.0, 2.0]
+    """
+    both = pd.concat([scores, ceilings], ignore_index=True)
+    missing = sorted({n for n in ceiling_of if n not in set(both["forecaster"])}
+                     | {c for c in ceiling_of.values()
+                        if c is not None and c not in set(ceilings["forecaster"])})
+    if missing:
+        raise ValueError(f"{missing} are not in the scores or the ceilings; score them first")
+    unknown = sorted(set(variables) - set(both["variable"]))
+    if unknown:
+        raise ValueError(f"variables {unknown} are not scored; choose among "
+                         f"{sorted(set(both['variable']))}")
+    table = both.set_index(["forecaster", "variable", "lead"])[value]
+    leads = sorted(int(lead) for lead in scores["lead"].unique())
+    lead1 = ceilings[ceilings["lead"] == 1].set_index(["forecaster", "variable"])[value]
+    rows = {}
+    for name, ceiling in ceiling_of.items():
+        row = {}
+        for variable in variables:
+            row[(variable, 0)] = (float("nan") if ceiling is None
+                                  else float(lead1[(ceiling, variable)]))
+            for lead in leads:
+                row[(variable, lead)] = float(table.get((name, variable, lead), float("nan")))
+        rows[name] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["variable", "lead"])
+    out.index.name = "forecaster"
+    return out
+
+
+def target_assessment(scores: pd.DataFrame, candidates: Sequence[str],
+                      twin_of: Mapping[str, str], reference: str = "damped_persistence",
+                      reference_leads: Sequence[int] = (1, 3),
+                      twin_leads: Sequence[int] = (1, 3, 5),
+                      variables: Sequence[str] = TARGET_VARIABLES) -> pd.DataFrame:
+    """Issue 24's forecast targets, one row per (target, variable, lead).
+
+    - ``beats {reference}``: the best latent forecast has a lower RMSE than ``reference``
+      (damped anomaly persistence) at each of ``reference_leads``;
+    - ``at least as good as its EOF twin``: the best latent forecast's RMSE is at most that of
+      its twin ``twin_of[best]`` (the same LSTM and read-out on the EOF code of equal size) at
+      each of ``twin_leads``.
+
+    The *best latent forecast* of a (variable, lead) is the candidate with the lowest RMSE
+    there, chosen on the scored table itself: the most favourable reading for the latent
+    forecasts, so a target missed this way is missed by every candidate, and a target met
+    this way says which one meets it.
+
+    Args:
+        scores: :func:`geofusion.downstream.forecast_scores.score_forecasts` table, with
+            ``rmse_low`` / ``rmse_high`` (``intervals=True``).
+        candidates: the latent forecasts (e.g. the LSTM rows, decoded and "+ residual").
+        twin_of: candidate -> its EOF twin's row (e.g. ``"autoencoder + residual"`` ->
+            ``"eof_code + residual"``).
+        reference, reference_leads, twin_leads, variables: the targets.
+
+    Returns:
+        Columns ``target, variable, lead, best_latent, rmse, rmse_low, rmse_high,
+        reference, reference_rmse, reference_low, reference_high, ratio`` (``rmse /
+        reference_rmse``; the gap is ``ratio - 1``), ``met`` (bool) and ``intervals``
+        (``"separate, better"``, ``"separate, worse"`` or ``"overlap"``: whether the two 95 %
+        intervals are disjoint).
+    """
+    for column in ("rmse_low", "rmse_high"):
+        if column not in scores:
+            raise ValueError(f"the table has no {column!r} column; score the forecasts with "
+                             "score_forecasts(..., intervals=True)")
+    if not candidates:
+        raise ValueError("no candidate latent forecasts given; pass the LSTM rows")
+    missing = sorted(set(candidates) - set(twin_of))
+    if missing:
+        raise ValueError(f"candidates {missing} have no EOF twin in twin_of; name one each")
+    names = {*candidates, reference, *twin_of.values()}
+    absent = sorted(names - set(scores["forecaster"]))
+    if absent:
+        raise ValueError(f"forecasters {absent} are not in the table; score them first")
+    table = scores.set_index(["forecaster", "variable", "lead"])
+    targets = [(f"beats {reference}", lead, False) for lead in reference_leads] + \
+              [("at least as good as its EOF twin", lead, True) for lead in twin_leads]
+    records = []
+    for target, lead, is_twin in targets:
+        for variable in variables:
+            if (candidates[0], variable, lead) not in table.index:
+                raise ValueError(f"lead {lead} of {variable!r} is not scored; score "
+                                 f"steps >= {lead}")
+            best = min(candidates, key=lambda c: table.loc[(c, variable, lead), "rmse"])
+            ref = twin_of[best] if is_twin else reference
+            mine, theirs = table.loc[(best, variable, lead)], table.loc[(ref, variable, lead)]
+            ratio = float(mine.rmse / theirs.rmse)
+            if mine.rmse_high < theirs.rmse_low:
+                intervals = "separate, better"
+            elif mine.rmse_low > theirs.rmse_high:
+                intervals = "separate, worse"
+            else:
+                intervals = "overlap"
+            records.append({
+                "target": target, "variable": variable, "lead": int(lead),
+                "best_latent": best, "rmse": float(mine.rmse),
+                "rmse_low": float(mine.rmse_low), "rmse_high": float(mine.rmse_high),
+                "reference": ref, "reference_rmse": float(theirs.rmse),
+                "reference_low": float(theirs.rmse_low),
+                "reference_high": float(theirs.rmse_high), "ratio": ratio,
+                "met": bool(ratio <= 1.0) if is_twin else bool(ratio < 1.0),
+                "intervals": intervals})
+    return pd.DataFrame.from_records(records)
+
+
+def targets_met(assessment: pd.DataFrame) -> dict[str, bool]:
+    """``{target: met at every variable and lead}`` of :func:`target_assessment`, plus
+    ``"all"``."""
+    verdict = {str(k): bool(v) for k, v in assessment.groupby("target", sort=False)["met"]
+               .all().items()}
+    verdict["all"] = all(verdict.values())
+    return verdict
