@@ -54,6 +54,22 @@ def test_the_best_baseline_is_the_smallest_of_the_sections_baselines_per_variabl
     assert set(table.model) == {"lstm"}
 
 
+def test_the_linear_twins_are_forecast_baselines():
+    """Issue 24: the LIM and the EOF twin (decoded and + residual) are baselines of the
+    forecast section: never model rows, and the best baseline where they are the smallest."""
+    c = card()
+    c["forecast_rmse"].update({"linear_inverse_model": {"1": {T: 0.93, Z: 600.0}},
+                               "eof_code": {"1": {T: 1.5, Z: 700.0}},
+                               "eof_code_residual": {"1": {T: 0.92, Z: 440.0}}})
+    table = headline.headline_table(c, "forecast_rmse", "1", (T, Z))
+    assert set(table.model) == {"lstm"}
+    assert row(table, "lstm", T).best_baseline == "eof_code_residual"
+    assert row(table, "lstm", Z).ratio == pytest.approx(480 / 440)
+    del c["forecast_rmse"]["eof_code_residual"]
+    table = headline.headline_table(c, "forecast_rmse", "1", (T, Z))
+    assert row(table, "lstm", T).best_baseline == "linear_inverse_model"
+
+
 def test_climatology_is_the_reference_where_optimal_interpolation_is_the_identity():
     table = headline.headline_table(card(), "reconstruction_rmse", "0", (T, Z))
     assert row(table, "autoencoder", T).best_baseline == "climatology"

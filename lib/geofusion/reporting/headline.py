@@ -12,12 +12,14 @@ and its ratio to the **best baseline of that variable**:
 Baselines per section (:data:`BASELINES`): reconstruction — day-of-year climatology, optimal
 interpolation and the equal-size EOF code of the anomalies (its gappy fit for sparse input), so
 a learned latent's ratio is to its linear twin wherever that is the best baseline; forecast —
-persistence, day-of-year climatology, damped anomaly persistence and field-space linear
-regression; assimilation — day-of-year climatology and field-space optimal
-interpolation. Climatology and persistence come from the card's ``climatology_rmse`` and
-``persistence_rmse`` sections; the others are rows of the section itself. The interval is the
-model's own; a ratio whose model interval lies wholly below (above) the baseline's value is
-marked as a clear win (loss) in :func:`headline_markdown`.
+persistence, day-of-year climatology, damped anomaly persistence, field-space linear
+regression, the linear inverse model in EOF space and the EOF twin (notebook 08's LSTM on the
+EOF code of the latent's size, decoded and + residual); assimilation — day-of-year
+climatology and field-space optimal interpolation. Climatology and persistence come from the
+card's ``climatology_rmse`` and ``persistence_rmse`` sections; the others are rows of the
+section itself. The interval is the model's own; a ratio whose model interval lies wholly
+below (above) the baseline's value is marked as a clear win (loss) in
+:func:`headline_markdown`.
 
 The same numbers as a picture (:func:`scorecard_figure`, in the manner of WeatherBench 2's
 scorecards): a row per learned model, a column per (section, column) and variable, each cell
@@ -56,7 +58,11 @@ BASELINES: dict[str, tuple[str, ...]] = {
     # EOF code of the anomalies; gappy_eof its sparse-input fit (issue 23).
     "reconstruction_rmse": ("climatology", "optimal_interpolation", "eof_code", "eof",
                             "gappy_eof"),
-    "forecast_rmse": ("persistence", "climatology", "damped_persistence", "linear_regression"),
+    # Issue 24: the linear inverse model in EOF space and the EOF twin (notebook 08's LSTM on
+    # the EOF code of the latent's size, decoded and + residual) are the linear twins of the
+    # latent forecasters.
+    "forecast_rmse": ("persistence", "climatology", "damped_persistence", "linear_regression",
+                      "linear_inverse_model", "eof_code", "eof_code_residual"),
     "assimilation": ("climatology", "optimal_interpolation"),
 }
 #: Rows of a section that are neither baselines nor learned models: the assimilation's bounds
@@ -226,7 +232,9 @@ SHORT_VARIABLES: dict[str, str] = {"2m_temperature": "T2m", "geopotential": "Z",
                                    "specific_humidity": "Q"}
 SHORT_BASELINES: dict[str, str] = {"climatology": "clim", "optimal_interpolation": "OI",
                                    "persistence": "pers", "damped_persistence": "damped",
-                                   "linear_regression": "regr"}
+                                   "linear_regression": "regr",
+                                   "linear_inverse_model": "LIM", "eof_code": "EOF-LSTM",
+                                   "eof_code_residual": "EOF-LSTM+r"}
 _GROUP_LABELS: dict[str, str] = {"reconstruction_rmse": "reconstruction\n{} missing",
                                  "forecast_rmse": "forecast\nlead {} d",
                                  "assimilation": "assimilation\n{} observed"}
