@@ -162,3 +162,39 @@ def test_target_assessment_picks_the_best_candidate_and_its_twin():
         target_assessment(scores.drop(columns="rmse_low"), ["a"], twin, reference="damped")
     with pytest.raises(ValueError, match="steps >= 7"):
         target_assessment(scores, ["a"], twin, reference="damped", twin_leads=(7,))
+
+
+def test_ceiling_map_and_twin_names_name_notebook_08s_rows():
+    from geofusion.experiments.forecast_scorecard import ceiling_map, twin_names
+
+    rows = ceiling_map(["ae", "eof_code"])
+    assert rows["ae + residual"] == rows["ae + residual (perfect latent)"] == \
+        "ae (decoder ceiling)"
+    assert rows["linear_inverse_model"] == rows["eof_code"] == "eof_code (decoder ceiling)"
+    assert rows["damped_persistence"] is None and rows["persistence"] is None
+    assert twin_names(["bt", "bt + residual"], twin="eof") == {"bt": "eof",
+                                                                "bt + residual": "eof + residual"}
+
+
+def test_lstm_stops_and_residual_rho_medians():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from geofusion.experiments.forecast_scorecard import lstm_stops, residual_rho_medians
+
+    h = pd.DataFrame({"epoch": [1, 2, 3]})
+    h.attrs.update(stop_reason="patience", epochs=8, patience=2, min_delta=0.0, best_epoch=1,
+                   best_valid_loss=0.5, restored_best=True)
+    stops = lstm_stops({"ae": h})
+    assert stops.loc["ae", "epochs_run"] == 3 and stops.loc["ae", "best_epoch"] == 1
+    assert stops.loc["ae", "reason"] == "patience" and "epoch 1" in stops.loc["ae", "description"]
+    rho = np.zeros((2, 2, 3, 1), dtype=np.float32)
+    rho[0, 0, :, 0] = [0.1, 0.9, 0.5]
+    rho[1, 1, :, 0] = [0.3, 0.2, 0.4]
+    medians = residual_rho_medians({"ae": SimpleNamespace(residual_rho=torch.from_numpy(rho))},
+                                   CHANNELS)
+    assert medians.loc[("ae", 1), "2m_temperature"] == pytest.approx(0.5)
+    assert medians.loc[("ae", 2), "geopotential"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="fit_residual_damping"):
+        residual_rho_medians({"ae": SimpleNamespace(residual_rho=np.zeros(3))}, CHANNELS)

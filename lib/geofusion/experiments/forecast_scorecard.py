@@ -24,12 +24,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from geofusion.learning.training import describe_stop
 from geofusion.verification.baseline_comparison import relative_skill, versus_best_baseline
 
 __all__ = ["forecast_scorecard", "forecast_summary", "describe_versus", "ceiling_lead_table",
-           "target_assessment", "targets_met", "TARGET_VARIABLES"]
+           "target_assessment", "targets_met", "TARGET_VARIABLES", "CEILING", "PERFECT_LATENT",
+           "ceiling_map", "twin_names", "lstm_stops", "residual_rho_medians"]
+
+#: Row name of a representation's decoder ceiling (the decoded true latent).
+CEILING = "{} (decoder ceiling)"
+#: Row name of the ceiling of its "+ residual" forecast: the decoded true latent plus the
+#: damped residual of the initial day, what a perfect LSTM would score with that read-out.
+PERFECT_LATENT = "{} + residual (perfect latent)"
 
 #: The variables issue 24's forecast targets name: 2 m temperature and geopotential.
 TARGET_VARIABLES: tuple[str, ...] = ("2m_temperature", "geopotential")
@@ -197,6 +206,43 @@ def ceiling_lead_table(scores: pd.DataFrame, ceilings: pd.DataFrame,
     return out
 
 
+def ceiling_map(representations: Sequence[str], twin: str = "eof_code",
+                linear_inverse_model: str = "linear_inverse_model",
+                references: Sequence[str] = ("damped_persistence", "persistence")
+                ) -> dict[str, str | None]:
+    """The rows of :func:`ceiling_lead_table` for notebook 08 and the ceiling of each.
+
+    For every representation (the EOF twin ``twin`` among them): its decoded forecast, its
+    "+ residual" forecast and :data:`PERFECT_LATENT`, each with the representation's decoder
+    ceiling (:data:`CEILING`) at lead 0; the linear inverse model with the ceiling of the EOF
+    code ``twin`` it runs in; the field-space ``references`` without one.
+
+    Example:
+        >>> ceiling_map(["ae"], twin="eof", references=())["linear_inverse_model"]
+        'eof (decoder ceiling)'
+    """
+    out: dict[str, str | None] = {}
+    for name in representations:
+        for row in (name, f"{name} + residual", PERFECT_LATENT.format(name)):
+            out[row] = CEILING.format(name)
+    out[linear_inverse_model] = CEILING.format(twin)
+    out.update({reference: None for reference in references})
+    return out
+
+
+def twin_names(candidates: Sequence[str], twin: str = "eof_code") -> dict[str, str]:
+    """Each latent forecast's EOF twin: ``"barlow_twins"`` -> ``twin``,
+    ``"barlow_twins + residual"`` -> ``twin + " + residual"`` (the same read-out of the same
+    LSTM on the EOF code).
+
+    Example:
+        >>> twin_names(["ae", "ae + residual"])
+        {'ae': 'eof_code', 'ae + residual': 'eof_code + residual'}
+    """
+    return {c: twin if " + " not in c else f"{twin} + {c.split(' + ', 1)[1]}"
+            for c in candidates}
+
+
 def target_assessment(scores: pd.DataFrame, candidates: Sequence[str],
                       twin_of: Mapping[str, str], reference: str = "damped_persistence",
                       reference_leads: Sequence[int] = (1, 3),
@@ -281,3 +327,33 @@ def targets_met(assessment: pd.DataFrame) -> dict[str, bool]:
                .all().items()}
     verdict["all"] = all(verdict.values())
     return verdict
+
+
+def lstm_stops(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per LSTM history of :func:`geofusion.learning.training.fit`: ``epochs_run``,
+    ``best_epoch``, ``best_valid_loss``, ``reason`` (``stop_reason``) and ``description``
+    (:func:`~geofusion.learning.training.describe_stop`), indexed by name."""
+    return pd.DataFrame.from_dict(
+        {name: {"epochs_run": len(h), "best_epoch": h.attrs.get("best_epoch"),
+                "best_valid_loss": h.attrs.get("best_valid_loss"),
+                "reason": h.attrs.get("stop_reason"), "description": describe_stop(h)}
+         for name, h in histories.items()}, orient="index").rename_axis("LSTM")
+
+
+def residual_rho_medians(forecasters: Mapping[str, Any], channels: Sequence[str]
+                         ) -> pd.DataFrame:
+    """Median over the grid of each forecaster's residual damping ``rho_k``
+    (``residual_rho`` ``(L, C, H, W)`` of ``LatentForecaster.fit_residual_damping``,
+    :mod:`geofusion.downstream.forecasting`), indexed by ``(forecaster, lead)`` (leads from
+    1), a column per channel."""
+    rows = {}
+    for name, forecaster in forecasters.items():
+        rho = np.asarray(forecaster.residual_rho)
+        if rho.ndim != 4 or rho.shape[1] != len(channels):
+            raise ValueError(f"{name}: residual_rho of shape {rho.shape} for {len(channels)} "
+                             "channels; fit_residual_damping first")
+        for lead in range(len(rho)):
+            rows[(name, lead + 1)] = np.median(rho[lead].reshape(len(channels), -1), axis=-1)
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=list(channels))
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["forecaster", "lead"])
+    return out
