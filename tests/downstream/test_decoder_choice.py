@@ -84,3 +84,19 @@ def test_the_choice_reads_no_test_day_and_the_ridge_only_training_days(setting):
     pd_a = validation_errors(method, decoders, prepared)
     pd_b = validation_errors(method, decoders, other)
     np.testing.assert_array_equal(pd_a.to_numpy(), pd_b.to_numpy())
+
+
+def test_a_latent_forecaster_decodes_with_the_ridge_decoder(setting):
+    """The ridge decoder holds buffers only: LatentForecaster.decode still finds its device."""
+    from geofusion.downstream.forecasting import LatentForecaster, LatentSeq2Seq, LatentStandardiser
+
+    prepared, method = setting
+    ridge = fit_training_ridge_decoder(method, prepared, n_days=30)
+    assert not list(ridge.parameters())
+    latents = encode_series(method, prepared.valid)
+    scaler = LatentStandardiser.fit(latents)
+    forecaster = LatentForecaster(method, ridge, LatentSeq2Seq(8, 8), scaler, context=2)
+    with torch.no_grad():
+        expected = ridge(latents[:3])
+    torch.testing.assert_close(forecaster.decode(scaler.transform(latents[:3])), expected,
+                               rtol=1e-5, atol=1e-5)  # standardise and back in float32

@@ -348,7 +348,10 @@ class LatentForecaster:
         """Standardised latents ``(..., D)`` -> standardised fields ``(..., C, H, W)`` (CPU)."""
         lead_shape = latents.shape[:-1]
         flat = latents.reshape(-1, latents.shape[-1])
-        device = next(self.decoder.parameters()).device
+        # A closed-form decoder (models.ridge_decoder) holds buffers only.
+        tensor = next(self.decoder.parameters(), None)
+        tensor = next(self.decoder.buffers(), None) if tensor is None else tensor
+        device = tensor.device if tensor is not None else torch.device("cpu")
         was_training = self.decoder.training
         self.decoder.eval()
         try:
