@@ -622,3 +622,20 @@ def test_fit_latent_forecaster_encodes_the_test_block_without_reading_it(tmp_pat
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(first.standardiser.mean, second.standardiser.mean, rtol=0, atol=0)
     torch.testing.assert_close(first.residual_rho, second.residual_rho, rtol=0, atol=0)
+
+
+def test_a_latent_forecaster_decodes_with_a_buffers_only_ridge_decoder():
+    """The closed-form ridge decoder holds buffers only: LatentForecaster.decode still finds
+    its device and decodes the raw latents."""
+    from geofusion.models.ridge_decoder import fit_ridge_decoder
+
+    forecaster, fields = untrained_forecaster(context=2)
+    raw = encode_series(forecaster.method, fields)
+    ridge = fit_ridge_decoder(raw, fields, ridge=1.0)
+    assert not list(ridge.parameters())
+    forecaster.decoder = ridge
+    with torch.no_grad():
+        expected = ridge(raw[:3])
+    # Standardised and back in float32 before decoding.
+    torch.testing.assert_close(forecaster.decode(forecaster.standardiser.transform(raw[:3])),
+                               expected, rtol=1e-5, atol=1e-5)

@@ -47,7 +47,7 @@ def test_notebook_08_forecasts_in_latent_space(run_notebook, tmp_path):
     # Each Barlow Twins decoder chosen on validation days between the conv and ridge decoders.
     for name in ["barlow_twins", "sparse_barlow_twins"]:
         choice = results["decoders"][name]
-        errors = {k: v["mean"] for k, v in choice["validation_mse"].items()}
+        errors = {k: v["mean RMSE / climatology"] for k, v in choice["validation"].items()}
         assert set(errors) == {"conv", "ridge"} and choice["chosen"] == min(errors, key=errors.get)
     assert len(list(models.glob("frozen_decoder-*/checkpoint.pt"))) == 2
     assert results["models"]["sparse_barlow_twins"] != results["models"]["barlow_twins"]
