@@ -6,7 +6,8 @@ Usage::
     python -m geofusion.pipeline --profile full          # the report's settings, GPU, real ERA5
     python -m geofusion.pipeline --only 03 04 --set epochs=2
     python -m geofusion.pipeline run 03 --set data_path=None --dry-run   # check, print the plan
-    python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1
+    python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1 --jobs 2
+    python -m geofusion.pipeline --profile full --scheduler-address tcp://host:8786
     python -m geofusion.pipeline pretrain --profile full --nproc 4   # models data-parallel first
     python -m geofusion.pipeline cost --profile full     # measured steps -> projected time, memory
 
@@ -31,8 +32,10 @@ Profiles:
 
 Each notebook is executed from the repository root into ``reports/<name>.ipynb`` and rendered
 to ``reports/<name>.html``; ``reports/index.html`` links them with the run's parameters, git
-commit, machine and durations. A failing notebook stops the run with the notebook and cell
-named.
+commit, machine and durations. Every notebook run (of a run, a sweep, a seed spread) is a task
+on dask.distributed: a local cluster running ``--jobs`` at once, or the cluster at
+``--scheduler-address``. A failing notebook stops the notebooks that need it; the others run
+on, and the run ends with status 1 and every failure's notebook and cell named.
 """
 
 from __future__ import annotations
@@ -134,9 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=REPO / "reports",
                         help="where reports go (default: reports/; sweeps in its sweeps/)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="`run`: notebooks executed at once, each started when the ones it "
-                             "depends on are done (NOTEBOOK_PREREQUISITES); `make reports` "
-                             "uses 2 (default: %(default)s, one after another)")
+                        help="`run`, `sweep(s)`, `seeds`: notebooks executed at once on the "
+                             "local dask cluster, each started when the ones it depends on are "
+                             "done (NOTEBOOK_PREREQUISITES); `make reports` uses 2 (default: "
+                             "%(default)s, one after another)")
+    parser.add_argument("--scheduler-address", default=None, metavar="ADDRESS",
+                        help="`run`, `sweep(s)`, `seeds`: run the notebooks on the dask "
+                             "cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786, "
+                             "or a dask-jobqueue SLURMCluster's scheduler_address) instead "
+                             "of a local one; its workers decide how many run at once "
+                             "(--jobs is ignored) and must see the repository and run "
+                             "folders at the same paths; training notebooks ask for a GPU "
+                             "where workers advertise one (`dask worker ... --resources "
+                             "GPU=1`)")
     parser.add_argument("--nproc", type=int, default=1,
                         help="`pretrain`: torchrun processes (one per GPU) that train the "
                              "selected notebooks' models data-parallel into the model cache")
@@ -168,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"[geofusion] side by side ({kernel_threads(args.jobs)} "
                               f"thread(s) each): {', '.join(wave)}")
             else:
-                run_pipeline(args.profile, only, overrides, args.output_dir, jobs=args.jobs)
+                run_pipeline(args.profile, only, overrides, args.output_dir, jobs=args.jobs,
+                             scheduler_address=args.scheduler_address)
         elif args.command == "sweep":
             if len(args.notebooks) != 1 or args.only or not args.grid:
                 raise UsageError("sweep needs one notebook and --grid KEY=V1,V2, e.g. "
@@ -181,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"[geofusion] would run {name} with {key}={value}")
             else:
                 run_sweep(args.notebooks[0], grid, args.profile, overrides,
-                          args.output_dir / "sweeps")
+                          args.output_dir / "sweeps", jobs=args.jobs,
+                          scheduler_address=args.scheduler_address)
         elif args.command == "pretrain":
             if args.grid:
                 raise UsageError("--grid belongs to `sweep`; `pretrain` takes --nproc")
@@ -203,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                 checked_parameters(args.profile, names, overrides)
                 print(f"[geofusion] would run {', '.join(names)} with {args.n} seeds")
             else:
-                run_seeds(args.profile, args.n, only, overrides, args.output_dir)
+                run_seeds(args.profile, args.n, only, overrides, args.output_dir,
+                          jobs=args.jobs, scheduler_address=args.scheduler_address)
         else:
             if args.notebooks or args.only or args.grid:
                 raise UsageError("`sweeps` runs the report's sweeps (REPORT_SWEEPS) and takes "
@@ -213,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                     checked_sweep(name, grid, args.profile, overrides)
                     print(f"[geofusion] would sweep {name} over {grid}")
                 else:
-                    run_sweep(name, grid, args.profile, overrides, args.output_dir / "sweeps")
+                    run_sweep(name, grid, args.profile, overrides, args.output_dir / "sweeps",
+                              jobs=args.jobs, scheduler_address=args.scheduler_address)
     except UsageError as error:
         print(f"[geofusion] error: {error}", file=sys.stderr)
         return 2

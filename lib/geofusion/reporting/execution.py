@@ -81,12 +81,37 @@ KERNEL_MANAGER: type[AsyncKernelManager] = (
     else AsyncKernelManager)
 
 
+def _kernel_manager(env: dict[str, str] | None) -> type[AsyncKernelManager]:
+    """:data:`KERNEL_MANAGER`, or a subclass whose kernels get ``env`` on top of this
+    process's environment (the kernel's own, not this process's: notebooks run side by side
+    in threads of one process)."""
+    if not env:
+        return KERNEL_MANAGER
+
+    class KernelManagerWithEnv(KERNEL_MANAGER):  # type: ignore[valid-type, misc]
+        async def start_kernel(self, **kw: Any) -> None:
+            kw["env"] = {**kw.get("env", os.environ), **env}
+            await super().start_kernel(**kw)
+
+    return KernelManagerWithEnv
+
+
+def _cell_start(error: PapermillExecutionError, limit: int = 80) -> str:
+    """The first non-empty line of the failing cell's source, cut to ``limit`` characters."""
+    lines = [line.strip() for line in (error.source or "").splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
 def execute(name: str, parameters: dict[str, Any], output_dir: Path,
-            kernel_name: str = "python3") -> NotebookRun:
+            kernel_name: str = "python3", env: dict[str, str] | None = None) -> NotebookRun:
     """Execute one notebook into ``output_dir`` and render its HTML; raise PipelineError.
 
-    ``parameters`` are injected as given (check them first with :func:`checked_parameters`).
-    A cell error or a dying kernel raises :class:`PipelineError` naming the notebook and cell.
+    ``parameters`` are injected as given (check them first with :func:`checked_parameters`);
+    ``env``: environment variables of the kernel on top of this process's (e.g.
+    ``{"OMP_NUM_THREADS": "1"}``). A cell error raises :class:`PipelineError` naming the
+    notebook, the cell (execution count and its first line), the exception and the executed
+    notebook holding the traceback; a dying kernel one naming the notebook.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     out_ipynb = output_dir / f"{name}.ipynb"
@@ -97,12 +122,13 @@ def execute(name: str, parameters: dict[str, Any], output_dir: Path,
         papermill.execute_notebook(str(notebook_path(name)), str(out_ipynb),
                                    parameters=parameters, cwd=str(REPO),
                                    kernel_name=kernel_name, progress_bar=False,
-                                   kernel_manager_class=KERNEL_MANAGER)
+                                   kernel_manager_class=_kernel_manager(env))
     except PapermillExecutionError as error:
         run.status, run.error = "failed", f"cell {error.exec_count}: {error.ename}: {error.evalue}"
         raise PipelineError(f"notebook {name} failed in cell {error.exec_count} "
-                            f"({error.ename}: {error.evalue}); the executed notebook with "
-                            f"the traceback is {out_ipynb}") from error
+                            f"({error.ename}: {error.evalue}), the cell starting "
+                            f"`{_cell_start(error)}`; the executed notebook with the "
+                            f"traceback is {out_ipynb}") from error
     except DeadKernelError as error:
         raise PipelineError(f"the kernel running notebook {name} died ({error}); the "
                             f"partly executed notebook is {out_ipynb}; a kernel killed without "
