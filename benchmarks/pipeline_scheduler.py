@@ -9,12 +9,15 @@ pauses. Run it against two checkouts to compare their schedulers on the same mac
     PYTHONPATH=/path/to/old/lib python benchmarks/pipeline_scheduler.py --repeats 3
     PYTHONPATH=/path/to/new/lib python benchmarks/pipeline_scheduler.py --repeats 3
 
-Prints one line per repeat and the median. Not a test: record the lines with machine and commit.
+Prints one line per repeat (wall seconds; CPU seconds of the pipeline process itself and of its
+finished children, the kernels: less sensitive to a busy machine than the wall time) and the
+medians. Not a test: record the lines with machine and commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -40,6 +43,13 @@ def write_tiny_notebooks(directory: Path, pause: float) -> None:
         nbformat.write(nb, directory / f"{name}.ipynb")
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process and of its finished children so far."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +57,7 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    seconds = []
+    seconds, own_cpu, kernel_cpu = [], [], []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
@@ -56,11 +66,17 @@ def main() -> None:
             notebooks.NOTEBOOK_DIR = root / "notebooks"
             profiles.PROFILES["bench"] = {"common": {"data_path": None,
                                                      "run_dir": str(root / "runs")}}
+            own, kernels = cpu_seconds()
             tic = time.perf_counter()
             scheduling.run_pipeline("bench", output_dir=root / "reports", jobs=args.jobs)
             seconds.append(time.perf_counter() - tic)
-        print(f"repeat {repeat}: {seconds[-1]:.2f} s", flush=True)
-    print(f"median of {args.repeats}: {statistics.median(seconds):.2f} s "
+            own_cpu.append(cpu_seconds()[0] - own)
+            kernel_cpu.append(cpu_seconds()[1] - kernels)
+        print(f"repeat {repeat}: {seconds[-1]:.2f} s wall, CPU {own_cpu[-1]:.2f} s pipeline "
+              f"+ {kernel_cpu[-1]:.2f} s kernels", flush=True)
+    print(f"median of {args.repeats}: {statistics.median(seconds):.2f} s wall, CPU "
+          f"{statistics.median(own_cpu):.2f} s pipeline + {statistics.median(kernel_cpu):.2f} s "
+          f"kernels "
           f"({len(NAMES)} notebooks, --jobs {args.jobs}, {args.pause:g} s pause each; "
           f"{scheduling.__file__})")
 
