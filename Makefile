@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 
 ## Run every numbered notebook on the embedded (synthetic) default and render reports/.
 ## REPORT_JOBS notebooks run side by side (each when the notebooks it needs are done, one
-## thread per kernel on 2 cores; geofusion.reporting.scheduling.NOTEBOOK_PREREQUISITES); 1: one by one.
+## thread per kernel on 2 cores; geofusion.reporting.scheduling.NOTEBOOK_PREREQUISITES, as
+## tasks on a local dask.distributed cluster; README "Running on a cluster"); 1: one by one.
 REPORT_JOBS ?= 2
 reports: $(VENV)/.installed
 	$(PY) -m geofusion.pipeline --profile $(PROFILE) --jobs $(REPORT_JOBS)

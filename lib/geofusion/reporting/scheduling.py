@@ -208,8 +208,8 @@ def _run_task(task: NotebookTask, threads: int | None, forward_print: bool,
 #: statistical profiler (it samples the worker threads every 10 ms, i.e. the threads rendering
 #: HTML), event-loop health ticks every 1 s instead of 20 ms and system monitoring every 5 s
 #: instead of 0.5 s. Together they took the process's idle CPU from about 2 % of a core to
-#: next to none (benchmarks/pipeline_scheduler.py --pause 12: 3.4 s of CPU -> 2.3 s, the
-#: thread-pool scheduler of earlier versions 2.0 s).
+#: next to none (benchmarks/pipeline_scheduler.py --pause 12, one run each on a busy 2-core
+#: machine: 3.4 s of CPU -> 2.3 s; the thread-pool scheduler of earlier versions 1.7-2.0 s).
 LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False,
                         "distributed.admin.tick.interval": "1s",
                         "distributed.admin.system-monitor.interval": "5s"}
