@@ -75,3 +75,27 @@ def test_bad_input_is_refused_with_the_fix():
         code.encode(a[:, :, :4])
     with pytest.raises(ValueError, match="observed must be"):
         code.encode_observed(a, np.ones((len(a), 6, 7), bool))
+
+
+def test_channel_gappy_fit_ignores_the_absent_channel_and_fills_it_from_the_others():
+    """Both channels carry the same three patterns, so the code fitted to channel 0 alone
+    recovers the coefficients (and so channel 1); an explicit ridge solve on channel 0's
+    columns is the independent reference."""
+    a = fields(seed=5)
+    code = fit_eof(a, LAT, k=3)
+    scrambled = a.copy()
+    scrambled[:, 1] = 1e6
+    z = code.encode_channels(scrambled, present=[0])
+    np.testing.assert_array_equal(z, code.encode_channels(a, present=[0]))
+    columns = np.zeros(a.shape[1:], bool)
+    columns[0] = True
+    v = code.components.astype(np.float64)[:, columns.reshape(-1)]
+    y = ((a.astype(np.float64) - code.mean) * code.sqrt_weights).reshape(len(a), -1)[
+        :, columns.reshape(-1)]
+    gram = v @ v.T + code.truncation_mse * np.diag(1 / code.coefficient_std.astype(float) ** 2)
+    # float32 output of a float64 solve: a few ulps of coefficients of size ~10.
+    np.testing.assert_allclose(z, np.linalg.solve(gram, v @ y.T).T, rtol=1e-5, atol=1e-4)
+    filled = code.decode(z)[:, 1]
+    assert weighted_mse(filled[:, None], a[:, 1:]) < 0.05 * weighted_mse(0 * a[:, 1:], a[:, 1:])
+    with pytest.raises(ValueError, match="present must name channels"):
+        code.encode_channels(a, present=[2])

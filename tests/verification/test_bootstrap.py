@@ -183,3 +183,25 @@ def test_bad_settings_raise_with_fix():
     ci = BootstrapInterval(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3)), 0.95, 7, 10, 20)
     with pytest.raises(ValueError, match="1-D"):
         ci.by_name(["a", "b"])
+
+
+def test_rmse_ratio_is_paired_and_matches_the_two_rmses():
+    from geofusion.verification.bootstrap import bootstrap_rmse_ratio
+    rng = np.random.default_rng(3)
+    weather = rng.gamma(2.0, size=(70, 2))            # shared day-to-day difficulty
+    mse_a, mse_b = 0.8 * weather, weather * rng.uniform(0.95, 1.05, size=(70, 2))
+    ratio = bootstrap_rmse_ratio(mse_a, mse_b, n_resamples=300, seed=1)
+    a = bootstrap_rmse(mse_a, n_resamples=300, seed=1)
+    b = bootstrap_rmse(mse_b, n_resamples=300, seed=1)
+    # Same days, same resamples: the estimate is the ratio of the two RMSEs (float64 roots).
+    np.testing.assert_allclose(ratio.estimate, a.estimate / b.estimate, rtol=1e-12)
+    # Paired: the shared weather cancels, so the ratio's interval is far narrower than the
+    # ratio of the unpaired intervals' ends and lies below 1.
+    assert np.all(ratio.high < 1)
+    assert np.all(ratio.high - ratio.low < 0.5 * (a.high / b.low - a.low / b.high))
+    # Independent loop for one resample set: the per-resample ratios' quantiles.
+    idx = block_bootstrap_indices(70, 7, 300, seed=1)
+    loop = np.sqrt(mse_a[idx].mean(1) / mse_b[idx].mean(1))
+    np.testing.assert_allclose(ratio.low, np.quantile(loop, 0.025, axis=0), rtol=1e-10)
+    with pytest.raises(ValueError, match="same days"):
+        bootstrap_rmse_ratio(mse_a, mse_b[:-1])

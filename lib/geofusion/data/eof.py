@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,24 @@ class EOFCode:
             out[start:start + chunk] = torch.linalg.solve(gram, vm @ y[:, :, None])[..., 0] \
                 .float().numpy()
         return out
+
+    def encode_channels(self, a: np.ndarray, present: Sequence[int]) -> np.ndarray:
+        """Gappy-EOF coefficients ``(T, k)`` fitted to the channels ``present`` only (a
+        *mode* absent: its values in ``a`` are ignored), the fit of :meth:`encode_observed`
+        with the mask ``M`` = every grid point of the present channels, the same for every
+        day: ``z = (V_p V_p^T + lambda diag(1 / sigma^2))^{-1} V_p y_p``."""
+        columns = np.zeros(self.mean.shape, dtype=bool)
+        present = [int(c) for c in present]
+        if not present or not set(present) <= set(range(self.mean.shape[0])):
+            raise ValueError(f"present must name channels in 0..{self.mean.shape[0] - 1}, "
+                             f"got {present}")
+        columns[present] = True
+        columns = columns.reshape(-1)
+        v = self.components.astype(np.float64)[:, columns]
+        prior = 1.0 / np.maximum(self.coefficient_std.astype(np.float64), 1e-12) ** 2
+        gram = v @ v.T + self.truncation_mse * np.diag(prior)
+        y = self._weighted(np.where(np.isfinite(a), a, 0.0))[:, columns]
+        return np.linalg.solve(gram, v @ y.T).T.astype(np.float32)
 
     def truncate(self, k: int) -> EOFCode:
         """The leading ``k`` modes (``truncation_mse`` and ``explained_variance`` unknown:

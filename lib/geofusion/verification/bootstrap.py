@@ -59,7 +59,8 @@ import torch
 
 __all__ = [
     "BootstrapInterval", "block_bootstrap_indices", "block_bootstrap_counts", "bootstrap_mean",
-    "bootstrap_rmse", "bootstrap_acc", "rmse_interval", "acc_interval", "interval_table",
+    "bootstrap_rmse", "bootstrap_rmse_ratio", "bootstrap_acc", "rmse_interval", "acc_interval",
+    "interval_table",
 ]
 
 DEFAULT_BLOCK = 7
@@ -264,6 +265,35 @@ def bootstrap_rmse(mse_per_day: Any, block: int = DEFAULT_BLOCK,
     resampled = _resampled_means(x, block, n_resamples, seed, circular)
     return _interval(np.sqrt(x.mean(axis=0)), np.sqrt(resampled), level, block, n_resamples,
                      len(x))
+
+
+def bootstrap_rmse_ratio(mse_a: Any, mse_b: Any, block: int = DEFAULT_BLOCK,
+                         n_resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
+                         seed: int | np.random.Generator = 0, axis: int = 0,
+                         circular: bool = True) -> BootstrapInterval:
+    """``RMSE_a / RMSE_b = sqrt(mean_t MSE_a,t / mean_t MSE_b,t)`` of two predictions of the
+    same days, with a *paired* block-bootstrap interval: every resample draws the same days
+    for both, so the day-to-day weather they share cancels (< 1: ``a`` is better; an interval
+    wholly below 1 is a clear win).
+
+    Example:
+        >>> mse_b = np.linspace(1.0, 4.0, 28)
+        >>> ci = bootstrap_rmse_ratio(0.25 * mse_b, mse_b, n_resamples=50)  # half the error
+        >>> float(ci.estimate), float(ci.low), float(ci.high)
+        (0.5, 0.5, 0.5)
+    """
+    a, b = _as_days(mse_a, axis), _as_days(mse_b, axis)
+    if a.shape != b.shape:
+        raise ValueError(f"mse_a {a.shape} and mse_b {b.shape} must score the same days")
+    if np.any(a < 0) or np.any(b < 0):
+        raise ValueError("per-day MSEs must be non-negative (metrics.lat_weighted_mse)")
+    _check_settings(len(a), block, n_resamples, level)
+    counts = block_bootstrap_counts(len(a), block, n_resamples, seed, circular)
+    resampled_a = (counts @ a.reshape(len(a), -1)).reshape((n_resamples,) + a.shape[1:])
+    resampled_b = (counts @ b.reshape(len(b), -1)).reshape((n_resamples,) + b.shape[1:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _interval(np.sqrt(a.mean(axis=0) / b.mean(axis=0)),
+                         np.sqrt(resampled_a / resampled_b), level, block, n_resamples, len(a))
 
 
 def bootstrap_acc(acc_per_day: Any, block: int = DEFAULT_BLOCK,
