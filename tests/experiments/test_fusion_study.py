@@ -229,3 +229,32 @@ def test_fine_grid_in_the_anomaly_space_keeps_the_runs_climatology():
                                own.destandardise(own.train), rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="times"):
         fusion_study.restandardise(own.train, own, prepared)
+
+
+def test_summary_table_ratios_are_means_of_per_variable_ratios():
+    variables = ["a", "b"]
+    rmse = pd.DataFrame({"a": [2.0, 1.0, 4.0, 3.0, 10.0], "b": [2.0, 4.0, 4.0, 1.0, 10.0]},
+                        index=["s", "s + ridge decoder", "day-of-year climatology",
+                               "EOF code (k = 2)", "training mean"])
+    recon = pd.concat({"rmse": rmse}, axis=1)
+    forecast = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 1.0, 2.0]},
+                            index=["s", "persistence", "climatology"])[variables]
+    table = fusion_study.summary_table(
+        ["s"], ["persistence"], pd.DataFrame({"parameters": [10], "MFLOPs/sample": [1.234]},
+                                             index=["s"]),
+        pd.DataFrame({"positive_cosine": [0.9], "negative_cosine": [0.1],
+                      "embedding_variance": [0.5]}, index=["s"]),
+        recon, forecast, pd.DataFrame({"season_accuracy": [0.7],
+                                       "latent_second_difference": [0.2]}, index=["s"]),
+        pd.DataFrame({"s": [0.9, 0.5, 0.1]}, index=["a", "b", "(different day)"]),
+        pd.DataFrame(columns=["cosine(fine, coarsened) same day"]), "EOF code (k = 2)")
+    row = table.loc["s"]
+    assert row["recon RMSE / climatology"] == pytest.approx((2 / 4 + 2 / 4) / 2)
+    assert row["recon RMSE / climatology (ridge decoder)"] == pytest.approx((1 / 4 + 4 / 4) / 2)
+    # best decoder (1, 2) over the best of climatology and EOF code (3, 1) per variable
+    assert row["recon RMSE / best baseline"] == pytest.approx((1 / 3 + 2 / 1) / 2)
+    assert row["forecast RMSE / climatology (1 day)"] == pytest.approx((1 / 4 + 3 / 2) / 2)
+    assert row["forecast RMSE / best baseline (1 day)"] == pytest.approx((1 / 2 + 3 / 1) / 2)
+    assert row["missing-mode cosine (worst)"] == 0.5 and np.isnan(row["fine/coarse cosine"])
+    assert list(table.index) == ["s", "persistence"]
+    assert np.isnan(table.loc["persistence", "recon RMSE / climatology"])

@@ -61,6 +61,36 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
         assert row["negative_cosine_low"] <= row["negative_cosine"] <= row["negative_cosine_high"]
     assert views == {**{name: "augmented" for name in expected[:-1]},
                      "late_concat+mode_group": "native_grid"}
+    # Issue 24: the linear twins. Complete input: the equal-size EOF code (k = latent_dim) and a
+    # ridge decoder on every scheme's latent, scored like the conv decoders (intervals above).
+    assert {"EOF code (k = 16)", *(f"{n} + ridge decoder" for n in expected)} <= \
+        set(results["rmse"])
+    for name in expected:
+        row = results["summary"][name]
+        assert row["recon RMSE / best baseline"] > 0
+        assert row["recon RMSE / climatology (ridge decoder)"] > 0
+    # A missing mode: every scheme with three decoders against the regression, per mode.
+    missing = results["missing_mode"]
+    assert missing["k"] == 16 and missing["scored_block"] == "test"
+    assert missing["selected_on"] == "valid"
+    assert set(missing["rmse"]) == {u.split(" [")[0] for u in results["rmse"]["training mean"]}
+    for mode, rows in missing["rmse"].items():
+        decoders = ("conv decoder", "ridge decoder", "ridge readout (mode absent)")
+        assert {"linear regression", "gappy EOF code (k = 16)", "day-of-year climatology",
+                *(f"{n} + {d}" for n in expected for d in decoders)} <= set(rows)
+        for row, value in rows.items():
+            low, high = missing["intervals"][mode][row]
+            assert 0 < low <= value <= high, (mode, row)
+        verdict = missing["assessment"][mode]
+        assert verdict["best scheme"].split(" + ")[0] in expected
+        assert verdict["rmse"] == pytest.approx(rows[verdict["best scheme"]])
+        assert verdict["baseline_rmse"] == pytest.approx(rows["linear regression"])
+        assert verdict["ratio"] == pytest.approx(verdict["rmse"] / verdict["baseline_rmse"])
+        assert verdict["ratio_low"] <= verdict["ratio"] <= verdict["ratio_high"]
+        assert verdict["clear"] == (verdict["ratio_high"] < 1)
+    target = missing["target"]
+    clear = sum(v["clear"] for v in missing["assessment"].values())
+    assert target["modes_clearly_beaten"] == clear and target["met"] == (clear >= 3)
     # 1-day forecast in latent space: every scheme, persistence and climatology, per variable.
     forecast = results["forecast"]
     assert forecast["context"] == 5 and forecast["n_inits"] > 0

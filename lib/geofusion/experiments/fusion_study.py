@@ -60,7 +60,7 @@ __all__ = ["fusion_runs", "train_fusion_methods", "train_frozen_decoders",
            "missing_mode_table", "resolution_transfer", "restandardise", "FineGrid",
            "fine_grid", "fine_decoder_scores", "physical_training_mean",
            "upsampled_climatology", "score_physical_forecasts",
-           "with_interval", "interval_pairs",
+           "summary_table", "with_interval", "interval_pairs",
            "plot_relative_bars"]
 
 #: ``(name, scheme, p_mode_dropout, objective)`` of one encoder to train.
@@ -130,13 +130,16 @@ def _per_day_mse(prediction: np.ndarray, truth: np.ndarray, lat: np.ndarray) -> 
 
 def reconstruction_scores(probes: Mapping[str, nn.Module], fields: np.ndarray, times: Any,
                           prepared: Any, climatology: np.ndarray, seed: int = 0,
-                          n_resamples: int = 1000) -> pd.DataFrame:
+                          n_resamples: int = 1000,
+                          extra: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """RMSE of each model's reconstruction of ``fields`` and of the two references.
 
     Rows: each model of ``probes`` (``reconstruct(model, fields)``), ``day-of-year
     climatology`` (``climatology`` (366, C, H, W) standardised, of the training years, at
     ``times``) and ``training mean`` (:func:`physical_training_mean`, one constant per
-    variable).
+    variable), then each of ``extra`` (name -> model-space reconstruction ``(T, C, H, W)`` of
+    ``fields``, e.g. the equal-size EOF code and ridge decoders of
+    :func:`geofusion.experiments.fusion_linear_twins.complete_input_twins`), scored the same way.
     Every field is taken to physical units with ``prepared.destandardise(x, times)``.
     Columns: one per variable,
     latitude-weighted RMSE in physical units ``sqrt(mean_t MSE_t)``, and the same with
@@ -166,6 +169,8 @@ def reconstruction_scores(probes: Mapping[str, nn.Module], fields: np.ndarray, t
     # climatology, not the mean).
     predictions["training mean"] = np.broadcast_to(
         physical_training_mean(prepared)[:, None, None], truth.shape)
+    for name, reconstruction in (extra or {}).items():
+        predictions[name] = np.asarray(prepared.destandardise(np.asarray(reconstruction), times))
     rows = {}
     for name, prediction in predictions.items():
         ci = bootstrap_rmse(_per_day_mse(prediction, truth, prepared.lat),
@@ -412,6 +417,54 @@ def score_physical_forecasts(sources: Mapping[str, ForecastSource], prepared: An
                            training_climatology(prepared), prepared.destandardise,
                            list(prepared.channels), context=context, steps=1, intervals=True,
                            seed=seed)
+
+
+def summary_table(methods: Sequence[str], baseline_rows: Sequence[str], cost: pd.DataFrame,
+                  table_3_1: pd.DataFrame, recon: pd.DataFrame, forecast_rmse: pd.DataFrame,
+                  diagnostics: pd.DataFrame, robustness: pd.DataFrame,
+                  transfer: pd.DataFrame, eof_row: str) -> pd.DataFrame:
+    """Notebook 09's summary: one row per scheme of ``methods`` then the forecast
+    ``baseline_rows``; every ratio is a mean over the variables of per-variable ratios.
+
+    Columns: ``parameters``, ``MFLOPs/sample`` (``cost``), the three Table 3.1 figures,
+    ``recon RMSE / climatology`` (conv decoder; ``recon`` from :func:`reconstruction_scores`
+    with the ``"day-of-year climatology"`` row), ``recon RMSE / climatology (ridge
+    decoder)`` (row ``"<scheme> + ridge decoder"``), ``recon RMSE / best baseline`` (the
+    better of the conv and ridge decoders over ``min(climatology, eof_row)`` per variable),
+    ``forecast RMSE / climatology (1 day)`` and ``forecast RMSE / best baseline (1 day)``
+    (``forecast_rmse``: rows ``methods``, ``baseline_rows`` and ``"climatology"``; best of
+    the baselines and the climatology per variable), ``season accuracy``, ``latent second
+    difference``, ``missing-mode cosine (mean)`` / ``(worst)`` (``robustness`` without its
+    ``"(different day)"`` row) and ``fine/coarse cosine`` (``transfer``).
+    """
+    methods, baseline_rows = list(methods), list(baseline_rows)
+    rmse = recon["rmse"]
+    clim = rmse.loc["day-of-year climatology"]
+    ridge = rmse.loc[[f"{m} + ridge decoder" for m in methods]].set_axis(methods)
+    best_reference = rmse.loc[["day-of-year climatology", eof_row]].min()
+    best_decoder = np.minimum(rmse.loc[methods], ridge)
+    forecast_clim = forecast_rmse.loc["climatology"]
+    moved = robustness.drop(index="(different day)")
+    return pd.DataFrame({
+        "parameters": cost["parameters"].astype(int),
+        "MFLOPs/sample": cost["MFLOPs/sample"].round(2),
+        **{k: table_3_1[k] for k in ("positive_cosine", "negative_cosine",
+                                     "embedding_variance")},
+        "recon RMSE / climatology": (rmse.loc[methods] / clim).mean(axis=1),
+        "recon RMSE / climatology (ridge decoder)": (ridge / clim).mean(axis=1),
+        "recon RMSE / best baseline": (best_decoder / best_reference).mean(axis=1),
+        "forecast RMSE / climatology (1 day)": (forecast_rmse.loc[[*methods, *baseline_rows]]
+                                                / forecast_clim).mean(axis=1),
+        "forecast RMSE / best baseline (1 day)": (
+            forecast_rmse.loc[methods]
+            / forecast_rmse.loc[[*baseline_rows, "climatology"]].min()).mean(axis=1),
+        "season accuracy": diagnostics["season_accuracy"],
+        "latent second difference": diagnostics["latent_second_difference"],
+        "missing-mode cosine (mean)": moved.mean(),
+        "missing-mode cosine (worst)": moved.min(),
+        "fine/coarse cosine": transfer["cosine(fine, coarsened) same day"]
+        if "cosine(fine, coarsened) same day" in transfer else np.nan,
+    }).reindex([*methods, *baseline_rows])
 
 
 def with_interval(estimate: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame,
