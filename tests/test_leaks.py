@@ -25,7 +25,12 @@ from geofusion.downstream.forecasting import fit_latent_forecaster, make_windows
 from geofusion.learning import model_cache
 from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import build_method
-from geofusion.verification import baselines, linear_regression, optimal_interpolation
+from geofusion.verification import (
+    baselines,
+    eof_3dvar,
+    linear_regression,
+    optimal_interpolation,
+)
 
 TINY = dict(latent_dim=8, width=4, proj_dim=4, proj_hidden_dim=8)
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -204,6 +209,15 @@ FITS = {
     "optimal_interpolation": lambda p, _: optimal_interpolation.fit_optimal_interpolation(
         p, noise_std=0.1, noise_length=2.0),
     "frozen_decoder": frozen_decoder_weights,
+    # Notebook 10's classical schemes with memory (issue 24).
+    "persistence_optimal_interpolation": lambda p, _: {
+        "rho": (f := optimal_interpolation.fit_persistence_optimal_interpolation(
+            p, noise_std=0.1, noise_length=2.0)).rho, **fitted_arrays(f.interpolator)},
+    "eof_3dvar": lambda p, _: {
+        "representation_var": (f := eof_3dvar.fit_eof_3dvar(p, k=4, noise_std=0.1,
+                                                          noise_length=2.0)).representation_var,
+        "propagator": f.model.propagator, "error_covariance": f.model.error_covariance,
+        "components": f.model.code.components},
 }
 
 

@@ -144,6 +144,20 @@ def fitted_statistics(monkeypatch, prepared, forecaster, block: str = "valid") -
         fitted["climatology"] = real_climatology(*args, **kwargs)
         return fitted["climatology"]
 
+    real_eof, real_persistence = (assimilation_study.fit_eof_3dvar,
+                                  assimilation_study.fit_persistence_optimal_interpolation)
+
+    def recording_eof(*args, **kwargs):
+        fitted["eof"] = real_eof(*args, **kwargs)
+        return fitted["eof"]
+
+    def recording_persistence(*args, **kwargs):
+        fitted["persistence"] = real_persistence(*args, **kwargs)
+        return fitted["persistence"]
+
+    monkeypatch.setattr(assimilation_study, "fit_eof_3dvar", recording_eof)
+    monkeypatch.setattr(assimilation_study, "fit_persistence_optimal_interpolation",
+                        recording_persistence)
     monkeypatch.setattr(assimilation_study, "run_cycle", recording_cycle)
     monkeypatch.setattr(assimilation_study, "fit_optimal_interpolation", recording_oi)
     monkeypatch.setattr(assimilation_study, "training_climatology", recording_climatology)
@@ -155,12 +169,20 @@ def fitted_statistics(monkeypatch, prepared, forecaster, block: str = "valid") -
             "blend_gain": blend.gain, "blend_bias": blend.observation_bias,
             "oi_climatology": oi.climatology, "oi_std": oi.background_std,
             "oi_length": oi.length_scale_km, "oi_fraction": oi.correlated_fraction,
-            "climatology": fitted["climatology"]}
+            "climatology": fitted["climatology"],
+            "eof_propagator": fitted["eof"].model.propagator,
+            "eof_q": fitted["eof"].model.error_covariance,
+            "eof_representation": fitted["eof"].representation_var,
+            "persistence_rho": fitted["persistence"].rho,
+            "persistence_std": fitted["persistence"].interpolator.background_std,
+            "persistence_length": fitted["persistence"].interpolator.length_scale_km}
 
 
 @pytest.mark.parametrize("block", ["valid", "test"])
 def test_error_statistics_are_fitted_on_training_days_only(monkeypatch, block):
-    """B, R, the blend's gains and bias, OI and the climatology come from the training days:
+    """B, R, the blend's gains and bias, OI, the climatology and the classical cycled schemes'
+    fits (the LIM, its Q and truncation error; damped persistence and its B) come from the
+    training days:
     replacing every validation and test day (the cycle's days, and the held-out block of a
     three-way split) leaves each of them bit for bit the same (the very same computation on
     the very same training days, repeated on one machine)."""
@@ -249,3 +271,84 @@ def test_the_cycle_runs_over_the_test_block_in_the_anomaly_space():
         anomaly.destandardise(results.analyses["climatology"][:, 0], results.times),
         anomaly.climatology[pd.DatetimeIndex(results.times).day_of_year - 1], rtol=1e-6)
     np.testing.assert_allclose(results.to_physical(results.truth[3], 3), truth[3], rtol=1e-6)
+
+
+def three_way(prepared, valid_days: int = 100):
+    return dataclasses.replace(prepared, valid=prepared.valid[:valid_days],
+                               valid_times=prepared.valid_times[:valid_days],
+                               test=prepared.valid[valid_days:],
+                               test_times=prepared.valid_times[valid_days:])
+
+
+def test_classical_cycles_choose_their_inflation_on_validation_days_only():
+    """eof_3dvar and oi_damped_persistence: B's multiplier is chosen per experiment on a
+    validation cycle; other test days change the analyses, never the choice; the scored
+    analyses are the schemes' own cycles with the chosen multiplier."""
+    from geofusion.verification.eof_3dvar import fit_eof_3dvar
+    from geofusion.verification.optimal_interpolation import (
+        fit_persistence_optimal_interpolation,
+    )
+
+    prepared, forecaster = tiny_world()
+    prepared = three_way(prepared)
+    kwargs = {"days": 6, "n_stat_days": 50, "var_iterations": 1, "progress": False,
+              "block": "test", "inflations": (1.0, 4.0)}
+    results = run_assimilation_experiment(forecaster, prepared, [0.2, 0.9], [0.1], **kwargs)
+    rng = np.random.default_rng(7)
+    other = dataclasses.replace(
+        prepared, test=prepared.test + rng.normal(size=prepared.test.shape).astype(np.float32))
+    moved = run_assimilation_experiment(forecaster, other, [0.2, 0.9], [0.1], **kwargs)
+    selection = results.settings["classical_inflation"]
+    assert selection == moved.settings["classical_inflation"]
+    assert selection["eof_3dvar"]["validation_days"] == 6
+    assert np.array(selection["oi_damped_persistence"]["validation_mse"]).shape == (2, 2)
+    assert not np.allclose(results.analyses["eof_3dvar"], moved.analyses["eof_3dvar"])
+    fits = {"eof_3dvar": fit_eof_3dvar(prepared, D, noise_std=0.1, noise_length=2.0),
+            "oi_damped_persistence": fit_persistence_optimal_interpolation(prepared, 0.1, 2.0)}
+    for name, fit in fits.items():
+        lam = selection[name]["inflation"]
+        assert set(lam) <= {1.0, 4.0}
+        own = fit.cycle(results.observations, results.observed, results.times, lam)
+        # The same float64 computation, once in the experiment and once here.
+        np.testing.assert_allclose(results.analyses[name], own, rtol=1e-6, atol=1e-6)
+
+
+def _hand_results(mse: dict, experiments, channels=("geopotential", "2m_temperature")):
+    from geofusion.experiments.assimilation_study import AssimilationResults
+
+    days = next(iter(mse.values())).shape[0]
+    return AssimilationResults(
+        experiments=experiments, truth=np.zeros((days, 2, 1, 1)),
+        times=np.arange(days).astype("datetime64[D]"), observations=None, observed=None,
+        analyses={}, mse=mse, costs=[], channels=list(channels), units={}, lat=np.zeros(1),
+        lon=np.zeros(1), synthetic=True)
+
+
+def test_targets_are_assessed_with_paired_intervals():
+    from geofusion.experiments.assimilation_study import assess_targets
+
+    rng = np.random.default_rng(0)
+    days, experiments = 28, [(0.02, 0.1), (0.5, 0.1)]
+    base = rng.uniform(1.0, 2.0, size=(days, 2, 2))
+    mse = {"latent_3dvar": base.copy(), "eof_3dvar": base * 1.21,
+           "optimal_interpolation": base.copy()}
+    mse["latent_3dvar"][:, 1, 1] *= 1.44           # loses to eof_3dvar at 50 %, t2m
+    mse["optimal_interpolation"][:, 0, 0] *= 0.81  # OI better at 2 %, z
+    table = assess_targets(_hand_results(mse, experiments), noise=0.1)
+    assert len(table) == 2 * 2 + 2
+    row = table.set_index(["reference", "observed_fraction", "variable"])
+    win = row.loc[("eof_3dvar", 0.02, "geopotential")]
+    # RMSE ratio 1 / 1.1 every day: a difference of -0.1 RMSE(eof), clearly below 0
+    assert win.rmse == pytest.approx(np.sqrt(base[:, 0, 0].mean()))
+    assert win.difference == pytest.approx(-win.reference_rmse * (1 - 1 / 1.1))
+    assert win.met and win.evidence == "clear" and win.low <= win.difference <= win.high
+    loss = row.loc[("eof_3dvar", 0.5, "2m_temperature")]
+    assert not loss.met and loss.evidence == "clear" and loss.low > 0
+    tie = row.loc[("optimal_interpolation", 0.02, "2m_temperature")]
+    assert tie.difference == 0 and not tie.met       # "beats" is strict; equal is not
+    assert row.loc[("eof_3dvar", 0.5, "geopotential")].met   # "at least as good": ties pass
+    assert not row.loc[("optimal_interpolation", 0.02, "geopotential")].met
+    with pytest.raises(ValueError, match="observed fraction 0.1"):
+        assess_targets(_hand_results(mse, experiments), noise=0.1, low_fraction=0.1)
+    with pytest.raises(ValueError, match="lack"):
+        assess_targets(_hand_results({"latent_3dvar": base}, experiments), noise=0.1)

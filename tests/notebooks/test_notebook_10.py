@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-SCHEMES = ["free_run", "encode_only", "latent_3dvar", "latent_blend", "optimal_interpolation",
-           "climatology"]
+SCHEMES = ["free_run", "encode_only", "latent_3dvar", "latent_blend", "eof_3dvar",
+           "oi_damped_persistence", "optimal_interpolation", "climatology"]
 
 
 @pytest.mark.notebook
@@ -41,3 +41,16 @@ def test_notebook_10_cycles_latent_assimilation(run_notebook, tmp_path):
     assert card["climatology"]["0.1"]["geopotential"] > 50
     # the free run ignores the observations: identical in both observing systems
     assert card["free_run"]["0.1"] == card["free_run"]["0.5"]
+    # Issue 24: B's inflation of the classical cycles chosen on validation days, and the
+    # targets measured (not typed) at every fraction against EOF 3D-Var and at the sparsest
+    # one against climatology-background OI.
+    for name in ("eof_3dvar", "oi_damped_persistence"):
+        chosen = results["settings"]["classical_inflation"][name]
+        assert len(chosen["inflation"]) == 2 and chosen["validation_days"] == 12
+    targets = results["targets"]
+    assert {(t["reference"], t["observed_fraction"]) for t in targets} == {
+        ("eof_3dvar", 0.1), ("eof_3dvar", 0.5), ("optimal_interpolation", 0.1)}
+    for t in targets:
+        assert t["low"] <= t["difference"] <= t["high"]
+        assert t["met"] == (t["rmse"] < t["reference_rmse"] if t["reference"] ==
+                            "optimal_interpolation" else t["rmse"] <= t["reference_rmse"])

@@ -241,3 +241,24 @@ def test_command_line_writes_the_figure(tmp_path, capsys):
     assert headline.main(["--figure", str(tmp_path / "all.png"), "--all-columns",
                           str(path)]) == 0
     assert (tmp_path / "all.png").stat().st_size > 0
+
+
+def test_assimilation_ratios_are_to_the_best_scheme_with_or_without_memory():
+    """Issue 24: OI with a damped-persistence background and EOF-space 3D-Var cycled with the
+    LIM are baselines of the assimilation section: never rows of their own, and the best of
+    the four baselines is the reference per variable."""
+    c = card()
+    c["assimilation"] = {
+        "latent_3dvar": {"0.1": {T: 1.0, Z: 400.0}},
+        "free_run": {"0.1": {T: 2.5, Z: 990.0}},
+        "climatology": {"0.1": {T: 2.0, Z: 900.0}},
+        "optimal_interpolation": {"0.1": {T: 1.5, Z: 700.0}},
+        "oi_damped_persistence": {"0.1": {T: 0.8, Z: 650.0}},
+        "eof_3dvar": {"0.1": {T: 1.2, Z: 500.0}},
+    }
+    table = headline.headline_table(c, "assimilation", "0.1", (T, Z))
+    assert sorted(set(table.model)) == ["free_run", "latent_3dvar"]
+    assert row(table, "latent_3dvar", T).best_baseline == "oi_damped_persistence"
+    assert row(table, "latent_3dvar", T).ratio == pytest.approx(1.0 / 0.8)
+    assert row(table, "latent_3dvar", Z).best_baseline == "eof_3dvar"
+    assert row(table, "latent_3dvar", Z).ratio == pytest.approx(400.0 / 500.0)

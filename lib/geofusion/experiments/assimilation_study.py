@@ -17,11 +17,23 @@ side by side (:func:`geofusion.downstream.assimilation.run_cycle`):
 - ``latent_blend``: the Kalman-like latent blend, gains and the encoder's bias correction from
   training-year error statistics;
 
-and, as the classical reference, field-space ``optimal_interpolation``
+and, as classical references, field-space ``optimal_interpolation``
 (:class:`geofusion.verification.optimal_interpolation.OptimalInterpolation`, day-of-year climatology
-background), plus
-the ``climatology`` itself. Every latent analysis starts from a climatological spin-up (the
-latents of the climatology of the ``context`` days before the cycle).
+background), the ``climatology`` itself and two classical schemes **with memory**, the
+counterparts of the latent cycles (issue 24):
+
+- ``eof_3dvar``: reduced-rank 3D-Var in the space of the leading EOFs (as many as the latent
+  has dimensions), cycled with the linear inverse model's one-day forecast as background
+  (:class:`geofusion.verification.eof_3dvar.EOF3DVar`, the linear EOF twin of the latent LSTM);
+- ``oi_damped_persistence``: optimal interpolation cycled with damped persistence of
+  yesterday's analysis as background
+  (:class:`geofusion.verification.optimal_interpolation.PersistenceOptimalInterpolation`).
+
+Both estimate ``B`` from one-day errors started from the truth on training days, and multiply
+it by an inflation chosen per experiment among :data:`INFLATIONS` on a cycle over validation
+days (:func:`select_inflation`). Every latent analysis starts from a climatological spin-up (the
+latents of the climatology of the ``context`` days before the cycle), the classical ones from a
+zero anomaly. :func:`assess_targets` measures issue 24's targets with paired intervals.
 
 Error statistics come from **training** days only: ``B`` from one-day LSTM forecast errors of
 the training latents (in-sample, so the LSTM's error is underestimated: 3D-Var and the blend
@@ -36,7 +48,7 @@ section (with 95 % block-bootstrap intervals over the cycle days) and the figure
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,17 +77,29 @@ from geofusion.downstream.forecast_scores import takes_times
 from geofusion.downstream.reconstruction import observation_generator
 from geofusion.variables import UNITS
 from geofusion.verification.baselines import climatology_forecast, training_climatology
-from geofusion.verification.bootstrap import bootstrap_rmse
+from geofusion.verification.bootstrap import block_bootstrap_counts, bootstrap_rmse
+from geofusion.verification.eof_3dvar import fit_eof_3dvar
 from geofusion.verification.metrics import lat_weighted_mse
-from geofusion.verification.optimal_interpolation import fit_optimal_interpolation
+from geofusion.verification.optimal_interpolation import (
+    fit_optimal_interpolation,
+    fit_persistence_optimal_interpolation,
+)
 
-__all__ = ["SCHEMES", "LATENT_SCHEMES", "AssimilationResults", "draw_observations",
+__all__ = ["SCHEMES", "LATENT_SCHEMES", "CLASSICAL_CYCLED", "INFLATIONS", "AssimilationResults",
+           "draw_observations", "select_inflation", "assess_targets",
            "run_assimilation_experiment"]
 
 #: The latent schemes, cycled with the LSTM background.
 LATENT_SCHEMES: tuple[str, ...] = ("free_run", "encode_only", "latent_3dvar", "latent_blend")
-#: Every scheme scored, latent ones first, then the field-space references.
-SCHEMES: tuple[str, ...] = (*LATENT_SCHEMES, "optimal_interpolation", "climatology")
+#: The classical schemes with memory: the latent schemes' counterparts (issue 24).
+CLASSICAL_CYCLED: tuple[str, ...] = ("eof_3dvar", "oi_damped_persistence")
+#: Every scheme scored, latent ones first, then the classical references.
+SCHEMES: tuple[str, ...] = (*LATENT_SCHEMES, *CLASSICAL_CYCLED, "optimal_interpolation",
+                            "climatology")
+#: Multipliers of ``B`` the classical cycled schemes choose from on validation days.
+INFLATIONS: tuple[float, ...] = (1.0, 3.0, 9.0)
+#: Offset of the validation cycle's noise seed from the test cycle's (same masks, new noise).
+VALIDATION_NOISE_OFFSET = 7919
 
 
 @dataclass
@@ -192,7 +216,8 @@ class AssimilationResults:
         fig, axes = plt.subplots(1, len(variables), figsize=(3.6 * len(variables), 3.2),
                                  layout="constrained", squeeze=False)
         styles = {"free_run": "k--", "encode_only": "C0-", "latent_3dvar": "C3-",
-                  "latent_blend": "C2-", "optimal_interpolation": "C1-", "climatology": "k:"}
+                  "latent_blend": "C2-", "eof_3dvar": "C4--", "oi_damped_persistence": "C5--",
+                  "optimal_interpolation": "C1-", "climatology": "k:"}
         for ax, variable in zip(axes[0], variables, strict=True):
             for scheme in self.mse:
                 series = self.rmse_per_day(scheme, fraction, noise)[variable]
@@ -234,8 +259,8 @@ def _observation(kind: str, fraction: float, noise: float, length: float) -> Obs
 
 def draw_observations(truth: torch.Tensor, experiments: Sequence[tuple[float, float]],
                       kind: str = "pixel", noise_length: float = 2.0,
-                      distinct_masks: int | None = None, seed: int = 0
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      distinct_masks: int | None = None, seed: int = 0,
+                      noise_seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each day's sparse noisy observation of ``truth`` ``(T, C, H, W)`` (standardised) in every
     experiment ``(observed fraction, noise std)``.
 
@@ -246,7 +271,8 @@ def draw_observations(truth: torch.Tensor, experiments: Sequence[tuple[float, fl
     covariance per observed pattern (optimal interpolation, 3D-Var's ``R``) then factorise
     ``k`` times per experiment instead of ``T`` times. Noise:
     :func:`geofusion.data.observations.add_noise` (correlation length ``noise_length`` grid points),
-    drawn anew for every day and experiment.
+    drawn anew for every day and experiment from ``noise_seed`` (None: ``seed``), so another
+    block can be observed by the same network with other noise.
 
     Returns:
         ``(observations (T, E, C, H, W), observed (T, E, H, W))``, observations 0 where missing
@@ -266,17 +292,151 @@ def draw_observations(truth: torch.Tensor, experiments: Sequence[tuple[float, fl
                          f"{distinct_masks}")
     days, (h, w) = len(truth), truth.shape[-2:]
     k = days if distinct_masks is None else min(distinct_masks, days)
+    noise_seed = seed if noise_seed is None else noise_seed
     values, masks = [], []
     for e, (fraction, noise) in enumerate(experiments):
         if not 0 < fraction <= 1:
             raise ValueError(f"observed fractions must lie in (0, 1], got {fraction}")
         mask = make_mask((k, h, w), 1.0 - fraction, kind,
                          observation_generator(seed, kind))[torch.arange(days) % k]
-        noisy = (add_noise(truth, noise_length, noise, torch.Generator().manual_seed(seed + e))
+        noisy = (add_noise(truth, noise_length, noise,
+                           torch.Generator().manual_seed(noise_seed + e))
                  if noise > 0 else truth)
         values.append(apply_mask(noisy, mask))
         masks.append(mask)
     return torch.stack(values, dim=1), torch.stack(masks, dim=1)
+
+
+def select_inflation(cycle: Callable[[float, str], np.ndarray], valid_truth: Any, lat: Any,
+                     n_experiments: int, inflations: Sequence[float] = INFLATIONS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A classical cycle's analyses with the multiplier of ``B`` chosen on validation days.
+
+    For each candidate ``lam`` the cycle runs over the validation days (``cycle(lam,
+    "valid")``), scored against ``valid_truth``, and over the scored block (``cycle(lam,
+    "scored")``, kept, not looked at); each experiment then takes the scored-block analyses of
+    the candidate with its lowest validation error. Running both cycles per candidate lets
+    the two share the factorisations of their common observing network; the choice reads the
+    validation errors only.
+
+    Args:
+        cycle: ``cycle(lam, block) -> analyses (T_block, E, C, H, W)``, ``block`` ``"valid"``
+            or ``"scored"``, the model space.
+        valid_truth: ``(T_valid, C, H, W)`` the validation days, same units.
+        lat: latitudes of the grid.
+        n_experiments: ``E``.
+        inflations: the candidates, each > 0.
+
+    Returns:
+        ``(analyses (T, E, C, H, W), chosen (E,), mse (len(inflations), E))``; ``mse`` is the
+        validation time-mean latitude-weighted MSE summed over the channels (the model
+        space's standardised units weigh the variables alike); ties go to the first listed
+        candidate.
+
+    Example::
+
+        >>> truth = np.zeros((3, 1, 2, 2))
+        >>> def cycle(lam, block):   # validation error (lam - 2)^2; a perfect scored block at 4
+        ...     bad = (lam - 2.0) if block == "valid" else (lam - 4.0)
+        ...     return np.full((3, 2, 1, 2, 2), bad)
+        >>> analyses, chosen, mse = select_inflation(cycle, truth, [-30.0, 30.0], 2,
+        ...                                          [1.0, 2.0, 4.0])
+        >>> chosen.tolist(), mse[:, 0].tolist(), float(analyses[0, 0, 0, 0, 0])
+        ([2.0, 2.0], [1.0, 0.0, 4.0], -2.0)
+    """
+    candidates = np.asarray(list(inflations), dtype=np.float64)
+    if candidates.size == 0 or not (candidates > 0).all():
+        raise ValueError(f"inflations must be a non-empty list of multipliers > 0, got "
+                         f"{list(inflations)}")
+    target = np.asarray(valid_truth, dtype=np.float64)[:, None]
+    mse, scored = [], []
+    for lam in candidates:
+        valid = np.asarray(cycle(float(lam), "valid"), dtype=np.float64)
+        if valid.shape[:2] != (len(target), n_experiments):
+            raise ValueError(f"the validation cycle returned {valid.shape}, expected "
+                             f"({len(target)}, {n_experiments}, C, H, W)")
+        mse.append(np.asarray(lat_weighted_mse(valid, target, lat)).mean(axis=0).sum(axis=-1))
+        scored.append(cycle(float(lam), "scored"))
+    mse_array = np.stack(mse)
+    best = np.argmin(mse_array, axis=0)
+    analyses = np.stack([scored[best[e]][:, e] for e in range(n_experiments)], axis=1)
+    return analyses, candidates[best], mse_array
+
+
+def assess_targets(results: AssimilationResults, noise: float, low_fraction: float = 0.02,
+                   variables: Sequence[str] = ("geopotential", "2m_temperature"),
+                   block: int = 7, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Issue 24's targets for notebook 10, measured on the scored block at one noise level.
+
+    1. ``latent_3dvar`` at least as good as ``eof_3dvar`` (its classical twin: reduced-rank
+       3D-Var cycled with the LIM) at **every** observed fraction;
+    2. ``latent_3dvar`` better than climatology-background ``optimal_interpolation`` at
+       ``low_fraction`` observed;
+
+    for each of ``variables``. The difference ``RMSE(latent_3dvar) - RMSE(reference)``
+    (physical units; < 0: latent 3D-Var better) comes with a 95 % **paired** circular
+    block-bootstrap interval (both schemes' per-day MSEs resampled with the same days,
+    :func:`geofusion.verification.bootstrap.block_bootstrap_counts`).
+
+    Returns:
+        One row per (target, observed fraction, variable): ``target``, ``reference``,
+        ``observed_fraction``, ``variable``, ``rmse``, ``reference_rmse``, ``difference``,
+        ``low``, ``high``, ``relative`` (difference / reference RMSE), ``met`` (target 1:
+        ``difference <= 0``; target 2: ``< 0``) and ``evidence``: ``"clear"`` where the
+        interval excludes 0, ``"within noise"`` otherwise.
+    """
+    needed = {"latent_3dvar", "eof_3dvar", "optimal_interpolation"}
+    if not needed <= set(results.mse):
+        raise ValueError(f"the results lack {sorted(needed - set(results.mse))}; run "
+                         "run_assimilation_experiment with every scheme")
+    fractions = sorted({f for f, s in results.experiments if np.isclose(s, noise)})
+    if not fractions:
+        raise ValueError(f"no experiment at noise {noise}; they are {results.experiments}")
+    if not any(np.isclose(f, low_fraction) for f in fractions):
+        raise ValueError(f"no experiment at observed fraction {low_fraction} and noise "
+                         f"{noise}; observed fractions are {fractions}")
+    unknown = [v for v in variables if v not in results.channels]
+    if unknown:
+        raise ValueError(f"unknown variables {unknown}; choose from {results.channels}")
+    counts = block_bootstrap_counts(len(results.times), block, n_resamples, seed)
+    plan = [("latent_3dvar <= eof_3dvar", "eof_3dvar", f) for f in fractions]
+    plan.append((f"latent_3dvar < optimal_interpolation at {low_fraction:g}",
+                 "optimal_interpolation", low_fraction))
+    rows = []
+    for target, reference, fraction in plan:
+        e = results.experiment(fraction, noise)
+        ours, theirs = results.mse["latent_3dvar"][:, e], results.mse[reference][:, e]
+        resampled = (np.sqrt(counts @ ours / len(ours))
+                     - np.sqrt(counts @ theirs / len(theirs)))            # (R, C)
+        low, high = np.quantile(resampled, [0.025, 0.975], axis=0)
+        for variable in variables:
+            c = results.channels.index(variable)
+            rmse, ref = float(np.sqrt(ours[:, c].mean())), float(np.sqrt(theirs[:, c].mean()))
+            difference = rmse - ref
+            strict = reference == "optimal_interpolation"
+            rows.append({
+                "target": target, "reference": reference, "observed_fraction": fraction,
+                "variable": variable, "rmse": rmse, "reference_rmse": ref,
+                "difference": difference, "low": float(low[c]), "high": float(high[c]),
+                "relative": difference / ref,
+                "met": bool(difference < 0 if strict else difference <= 0),
+                "evidence": "clear" if high[c] < 0 or low[c] > 0 else "within noise"})
+    return pd.DataFrame(rows)
+
+
+def _cycle_classical(fits: dict[float, Any], observations: torch.Tensor,
+                     observed: torch.Tensor, times: np.ndarray,
+                     experiments: Sequence[tuple[float, float]], inflation: np.ndarray
+                     ) -> np.ndarray:
+    """``(T, E, C, H, W)`` analyses of a classical cycled scheme: ``fits[noise].cycle`` on the
+    experiments of each noise level (their ``R``), each with its ``inflation[e]``."""
+    out = np.empty(tuple(observations.shape), dtype=np.float32)
+    for noise, fit in fits.items():
+        members = [e for e, (_, s) in enumerate(experiments) if s == noise]
+        out[:, members] = fit.cycle(observations[:, members].numpy(),
+                                    observed[:, members].numpy(), times,
+                                    np.asarray(inflation)[members])
+    return out
 
 
 def run_assimilation_experiment(
@@ -284,7 +444,8 @@ def run_assimilation_experiment(
     kind: str = "pixel", noise_length: float = 2.0, days: int = 60, first_day: int = 0,
     b_rank: int = 0, var_iterations: int = 20, n_stat_days: int = 512,
     distinct_masks: int | None = None, seed: int = 0, progress: bool = True,
-    block: str = "valid",
+    block: str = "valid", eof_modes: int | None = None,
+    inflations: Sequence[float] = INFLATIONS,
 ) -> AssimilationResults:
     """Cycle every scheme over ``days`` days of ``block`` for each (fraction, noise) experiment.
 
@@ -308,6 +469,11 @@ def run_assimilation_experiment(
             held-out test block of a three-way split). Every statistic (``B``, ``R``, the
             encoder errors, the OI fit, the climatology) comes from training days whatever
             the block.
+        eof_modes: EOF modes of ``eof_3dvar`` (None: the latent size, the equal-size twin).
+        inflations: candidate multipliers of the classical cycled schemes' ``B``, chosen per
+            experiment on a cycle over the first ``days`` validation days (same masks, other
+            noise) when ``block`` is ``"test"``; with ``block="valid"`` there is no separate
+            block to choose on and the first candidate is used.
 
     Returns:
         :class:`AssimilationResults`.
@@ -389,9 +555,44 @@ def run_assimilation_experiment(
             oi_analyses[e] = stacked[i * days:(i + 1) * days]
     analyses["optimal_interpolation"] = np.stack([oi_analyses[e] for e in
                                                   range(len(experiments))], axis=1)
+    # The classical schemes with memory (issue 24), fitted on training days: reduced-rank
+    # 3D-Var in EOF space cycled with the LIM, and OI cycled with damped persistence. R is a
+    # setting: one fit, one copy per noise level.
+    k = int(eof_modes or forecaster.latents["train"].shape[1])
+    eof_fit = fit_eof_3dvar(prepared, k, noise_std=noise_levels[0], noise_length=noise_length)
+    persistence_fit = fit_persistence_optimal_interpolation(prepared, noise_levels[0],
+                                                            noise_length)
+    classical = {"eof_3dvar": {s: eof_fit.with_noise(s) for s in noise_levels},
+                 "oi_damped_persistence": {s: persistence_fit.with_noise(s)
+                                           for s in noise_levels}}
+    selection: dict[str, Any] = {}
+    if block == "test" and len(list(inflations)) > 1:
+        valid_days = min(days, len(prepared.fields("valid")))
+        valid_truth = torch.as_tensor(prepared.fields("valid")[:valid_days])
+        valid_times = np.asarray(prepared.times("valid")[:valid_days])
+        valid_obs, valid_observed = draw_observations(
+            valid_truth, experiments, kind, noise_length, distinct_masks, seed,
+            noise_seed=seed + VALIDATION_NOISE_OFFSET)
+        blocks = {"valid": (valid_obs, valid_observed, valid_times),
+                  "scored": (observations, observed, times)}
+        for name, fits in classical.items():
+            analyses[name], chosen, validation_mse = select_inflation(
+                lambda lam, which, fits=fits: _cycle_classical(
+                    fits, *blocks[which], experiments, np.full(len(experiments), lam)),
+                valid_truth.numpy(), prepared.lat, len(experiments), inflations)
+            selection[name] = {"inflation": chosen.tolist(), "validation_days": valid_days,
+                               "candidates": [float(x) for x in inflations],
+                               "validation_mse": validation_mse.T.tolist()}
+    else:
+        for name, fits in classical.items():
+            lam = np.full(len(experiments), float(list(inflations)[0]))
+            analyses[name] = _cycle_classical(fits, observations, observed, times,
+                                              experiments, lam)
+            selection[name] = {"inflation": lam.tolist()}
     analyses["climatology"] = np.repeat(climatology_forecast(clim, times)[:, None],
                                         len(experiments), axis=1)
 
+    analyses = {name: analyses[name] for name in SCHEMES}
     truth_physical = _physical(prepared.destandardise, truth.numpy(), times)
     # (T, E, C, H, W) -> (E, T, ...) so the days are the axis before the channels.
     mse = {name: np.asarray(lat_weighted_mse(
@@ -409,5 +610,8 @@ def run_assimilation_experiment(
                   "first_day": first_day, "b_rank": b_rank, "var_iterations": var_iterations,
                   "n_stat_days": len(stat_days), "distinct_masks": distinct_masks, "seed": seed,
                   "n_background_error_samples": int(len(background_errors)),
-                  "block": block},
+                  "block": block, "eof_modes": k,
+                  # per scheme: B's multiplier per experiment (and the validation MSE of each
+                  # candidate, per experiment, when it was chosen on validation days)
+                  "classical_inflation": selection},
         destandardise=prepared.destandardise)

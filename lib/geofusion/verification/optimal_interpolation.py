@@ -14,14 +14,20 @@ correlated observation noise (:func:`geofusion.data.observations.correlated_nois
 :func:`fit_optimal_interpolation` reads only ``prepared.train`` and ``train_times``; the tests
 feed validation days and check that they change nothing. ``B`` and ``B + R`` are memoised by the
 contents of the statistics (the last few kept), so noise-only copies share them.
+
+:class:`PersistenceOptimalInterpolation` (:func:`fit_persistence_optimal_interpolation`) cycles
+the same analysis with damped persistence of yesterday's analysis as background, ``B``
+estimated the same way from damped persistence's one-day training errors
+(:func:`background_error_statistics` serves both).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,16 +36,20 @@ from torch import Tensor
 
 from geofusion.data.observations import correlated_noise_covariance
 from geofusion.verification.baselines import (
+    _day_numbers,
+    _lag_pairs,
     anomalies,
     as_numpy,
     climatology_forecast,
+    fit_damped_persistence,
     training_climatology,
     training_days,
 )
 
 __all__ = [
     "EARTH_RADIUS_KM", "chordal_distance_km", "estimate_background_correlation",
-    "OptimalInterpolation", "fit_optimal_interpolation",
+    "OptimalInterpolation", "fit_optimal_interpolation", "background_error_statistics",
+    "PersistenceOptimalInterpolation", "fit_persistence_optimal_interpolation",
 ]
 
 
@@ -376,16 +386,250 @@ def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: flo
     x, times = training_days(prepared)
     lat = np.asarray(prepared.lat, dtype=np.float64)
     lon = np.asarray(prepared.lon, dtype=np.float64)
+    _check_grid(x, lat, lon)
+    clim = training_climatology(prepared, window)  # zero in the anomaly space
+    std, length, share = background_error_statistics(anomalies(x, times, clim), lat, lon,
+                                                     max_lag, min_correlation)
+    return OptimalInterpolation(clim, std, length, share, lat, lon,
+                                float(noise_std), float(noise_length), periodic_lon)
+
+
+def _check_grid(x: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
     if (len(lat), len(lon)) != x.shape[-2:]:
         raise ValueError(f"prepared.lat/lon give a {len(lat)} x {len(lon)} grid, the fields "
                          f"are {x.shape[-2]} x {x.shape[-1]}")
-    clim = training_climatology(prepared, window)  # zero in the anomaly space
-    a = anomalies(x, times, clim)
-    std = np.sqrt(np.mean(a**2, axis=0))
-    floor = 1e-6 * max(float(std.max()), 1e-30)
-    std = np.maximum(std, floor)  # a constant point would make B singular
-    fitted = np.array([estimate_background_correlation(a[:, ch] / std[ch], lat, lon, max_lag,
+
+
+def background_error_statistics(errors: Any, lat: Any, lon: Any, max_lag: int = 2,
+                                min_correlation: float = 0.1
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The statistics of :class:`OptimalInterpolation`'s ``B`` from background-error samples.
+
+    Args:
+        errors: ``(N, C, H, W)`` background minus truth on ``N`` training days (the
+            climatology's: the training anomalies; a damped persistence's: its one-day
+            errors).
+        lat, lon: degrees of the grid.
+        max_lag, min_correlation: of :func:`estimate_background_correlation`.
+
+    Returns:
+        ``(s (C, H, W), L (C,) km, c (C,))``: the root mean square error per variable and grid
+        point (floored at ``1e-6`` of its maximum, so a constant point cannot make ``B``
+        singular) and, per variable, the Gaussian length scale and correlated share fitted to
+        ``errors / s``.
+    """
+    e = as_numpy(errors).astype(np.float64)
+    if e.ndim != 4:
+        raise ValueError(f"errors must be (N, C, H, W) samples, got shape {e.shape}")
+    std = np.sqrt(np.mean(e**2, axis=0))
+    std = np.maximum(std, 1e-6 * max(float(std.max()), 1e-30))
+    fitted = np.array([estimate_background_correlation(e[:, ch] / std[ch], lat, lon, max_lag,
                                                        min_correlation)
-                       for ch in range(x.shape[1])])
-    return OptimalInterpolation(clim, std, fitted[:, 0], fitted[:, 1], lat, lon,
-                                float(noise_std), float(noise_length), periodic_lon)
+                       for ch in range(e.shape[1])])
+    return std, fitted[:, 0], fitted[:, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Optimal interpolation cycled with a damped-persistence background
+# --------------------------------------------------------------------------------------------
+
+#: Bytes of Cholesky factors a :class:`PersistenceOptimalInterpolation` keeps (least recently
+#: used dropped first): the patterns of one inflation of a cycle's rotating masks (8 masks of
+#: 50 % on 64 x 32 are ~340 MB), so a validation and a test cycle observed by the same
+#: network share them.
+_CYCLE_FACTOR_BYTES = 512 * 2**20
+
+
+def _longitude_kernels(oi: OptimalInterpolation) -> np.ndarray | None:
+    """FFT along longitude of the correlated part of ``B``'s correlation,
+    ``k_c[i, i', dj] = exp(-d((i, dj), (i', 0))^2 / 2 L_c^2)``: complex ``(C, H, H, W//2 + 1)``,
+    or None when the longitudes are not equally spaced around the whole circle (then the
+    correlation is not circulant in longitude)."""
+    lon = np.asarray(oi.lon, dtype=np.float64)
+    w = len(lon)
+    step = 360.0 / w
+    if w < 2 or not np.allclose(np.diff(lon), step):
+        return None
+    u = _unit_vectors(oi.lat, lon).reshape(len(oi.lat), w, 3)
+    chord = EARTH_RADIUS_KM * np.linalg.norm(u[:, None, :, :] - u[None, :, :1, :], axis=-1)
+    length = np.asarray(oi.length_scale_km, dtype=np.float64)[:, None, None, None]
+    return np.fft.rfft(np.exp(-(chord[None] ** 2) / (2.0 * length**2)), axis=-1)
+
+
+@dataclass
+class PersistenceOptimalInterpolation:
+    """Optimal interpolation cycled with damped anomaly persistence as its background.
+
+    Day ``t``'s background is the previous analysis's anomaly, damped, on today's climatology,
+
+        x_b(t) = c(doy_t) + rho_1 (x_a(t - 1) - c(doy_{t-1})),
+
+    (``rho_1`` the lag-1 regression of
+    :func:`~geofusion.verification.baselines.fit_damped_persistence`, per variable and grid
+    point; day 0 starts from the climatology, a zero anomaly), and the analysis is the BLUE
+    update of :class:`OptimalInterpolation` with ``B`` estimated the same way as the
+    climatology OI's but from the **one-day errors of damped persistence** on consecutive
+    training days, ``rho_1 a_t - a_{t+1}`` (:func:`background_error_statistics`): the
+    background error of a cycle whose analyses were perfect. A cycle's analyses are not, so
+    ``B`` may be multiplied by an ``inflation`` (chosen on validation days by the caller).
+
+    ``B H^T w`` is computed by FFT along longitude (``B``'s correlation depends on the
+    longitude difference only, on a grid equally spaced around the circle; dense otherwise);
+    the factors of ``inflation H B H^T + R`` are kept per observed pattern and inflation (up
+    to 512 MB, least recently used dropped first).
+
+    Attributes:
+        interpolator: the :class:`OptimalInterpolation` holding the climatology, ``B``'s
+            statistics (of the persistence errors) and the observation-noise model.
+        rho: float32 ``(C, H, W)``, ``rho_1``.
+    """
+
+    interpolator: OptimalInterpolation
+    rho: np.ndarray
+    _factors: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False,
+                                  compare=False)
+    _grid_matrices: Any = field(default=None, init=False, repr=False, compare=False)
+    _kernels: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def with_noise(self, noise_std: float) -> PersistenceOptimalInterpolation:
+        """The same fit with another observation-noise std (``R`` is a setting, not a fit)."""
+        return PersistenceOptimalInterpolation(
+            dataclasses.replace(self.interpolator, noise_std=float(noise_std)), self.rho)
+
+    def background_product(self, weights: Tensor) -> Tensor:
+        """``B w`` for ``weights`` float64 ``(C, H W, E)`` (``B`` uninflated), by FFT along
+        longitude where the grid allows (the same product as ``B @ weights``, to rounding)."""
+        oi = self.interpolator
+        if self._kernels is None:
+            self._kernels = (_longitude_kernels(oi),)
+        kernels = self._kernels[0]
+        if kernels is None:
+            return oi._covariances()[0] @ weights
+        c, n, e = weights.shape
+        h, w = oi.grid
+        std = oi.background_std.reshape(c, n, 1)
+        x = (std * weights.numpy()).reshape(c, h, w, e)
+        share = oi.correlated_fraction.reshape(c, 1, 1, 1)
+        spectrum = np.einsum("cikf,ckfe->cife", kernels, np.fft.rfft(x, axis=2))
+        y = share * np.fft.irfft(spectrum, n=w, axis=2) + (1.0 - share) * x
+        return torch.from_numpy(std * y.reshape(c, n, e))
+
+    def _factor(self, pattern: np.ndarray, inflation: float) -> tuple[Tensor, Tensor]:
+        """Observed indices and the Cholesky factors of ``inflation H B H^T + R``, built on
+        the observed points only (:meth:`OptimalInterpolation.background_covariance` and
+        :meth:`~OptimalInterpolation.observation_covariance` restricted to them)."""
+        key = (pattern.tobytes(), float(inflation))
+        if key in self._factors:
+            self._factors.move_to_end(key)
+            return self._factors[key]
+        oi = self.interpolator
+        if self._grid_matrices is None:
+            noise = correlated_noise_covariance(oi.grid, oi.noise_length, oi.noise_std,
+                                                oi.periodic_lon).numpy()
+            self._grid_matrices = (chordal_distance_km(oi.lat, oi.lon), noise)
+        distance, noise = self._grid_matrices
+        index = np.flatnonzero(pattern)
+        d2 = distance[np.ix_(index, index)] ** 2
+        r = noise[np.ix_(index, index)]
+        s = np.empty((len(oi.background_std), len(index), len(index)))
+        for ch, std in enumerate(oi.background_std):
+            sd = std.reshape(-1)[index]
+            corr = oi.correlated_fraction[ch] * np.exp(-d2 / (2.0 * oi.length_scale_km[ch]**2))
+            corr[np.diag_indices_from(corr)] = 1.0
+            s[ch] = inflation * sd[:, None] * sd[None, :] * corr + oi._with_nugget(r, ch)
+        self._factors[key] = (torch.from_numpy(index), _cholesky_with_nugget(torch.from_numpy(s)))
+        held = sum(f.numel() * f.element_size() for _, f in self._factors.values())
+        while held > _CYCLE_FACTOR_BYTES and len(self._factors) > 1:
+            _, (_, dropped) = self._factors.popitem(last=False)
+            held -= dropped.numel() * dropped.element_size()
+        return self._factors[key]
+
+    def cycle(self, observations: Any, observed: Any, times: Any,
+              inflation: float | Any = 1.0) -> np.ndarray:
+        """Cycle ``E`` experiments side by side over ``T`` consecutive days.
+
+        Args:
+            observations: ``(T, E, C, H, W)`` observed values (only observed points read).
+            observed: bool ``(T, E, H, W)``, True = observed.
+            times: ``(T,)`` datetime64, consecutive days.
+            inflation: ``B``'s multiplier, one for all experiments or ``(E,)``, each > 0.
+
+        Returns:
+            float32 ``(T, E, C, H, W)`` analyses. An experiment without observations on a day
+            keeps its background.
+        """
+        y = as_numpy(observations).astype(np.float64)
+        mask = as_numpy(observed).astype(bool)
+        oi = self.interpolator
+        if y.ndim != 5 or y.shape[2:] != oi.climatology.shape[1:] or mask.shape != \
+                (y.shape[:2] + y.shape[3:]):
+            raise ValueError(f"observations must be (T, E, C, H, W) with (C, H, W) = "
+                             f"{oi.climatology.shape[1:]} and observed (T, E, H, W), got "
+                             f"{y.shape} and {mask.shape}")
+        t, e, c, h, w = y.shape
+        lam = np.broadcast_to(np.asarray(inflation, dtype=np.float64), (e,))
+        if not (lam > 0).all():
+            raise ValueError(f"inflation must be > 0, got {inflation}")
+        days = _day_numbers(times)
+        if len(days) != t or (t > 1 and not (np.diff(days) == 1).all()):
+            raise ValueError(f"times must be {t} consecutive days (the background persists "
+                             "yesterday's analysis); pass the cycle's contiguous days")
+        clim = oi.background(times).astype(np.float64)
+        out = np.empty((t, e, c, h, w), dtype=np.float32)
+        anomaly = np.zeros((e, c, h, w))                 # the climatological spin-up
+        rho = self.rho.astype(np.float64)
+        for day in range(t):
+            background = rho * anomaly
+            innovation = (y[day] - clim[day] - background).reshape(e, c, -1)
+            weights = torch.zeros(c, h * w, e, dtype=torch.float64)
+            for k in range(e):
+                pattern = mask[day, k].reshape(-1)
+                if not pattern.any():
+                    continue
+                o, chol = self._factor(pattern, float(lam[k]))
+                d = torch.from_numpy(np.ascontiguousarray(innovation[k][:, o.numpy()]))[..., None]
+                # (lam H B H^T + R)^{-1} d by two triangular solves (faster than cholesky_solve)
+                half = torch.linalg.solve_triangular(chol, d, upper=False)
+                solved = torch.linalg.solve_triangular(chol.mT, half, upper=True)
+                weights[:, o, k] = lam[k] * solved[..., 0]
+            increment = self.background_product(weights).numpy()     # (C, H W, E)
+            anomaly = background + increment.transpose(2, 0, 1).reshape(e, c, h, w)
+            out[day] = (clim[day] + anomaly).astype(np.float32)
+        return out
+
+
+def fit_persistence_optimal_interpolation(prepared: Any, noise_std: float, noise_length: float,
+                                          window: int = 15, max_lag: int = 2,
+                                          min_correlation: float = 0.1,
+                                          periodic_lon: bool = True
+                                          ) -> PersistenceOptimalInterpolation:
+    """Fit :class:`PersistenceOptimalInterpolation` on the training days of ``prepared``.
+
+    ``rho_1`` per variable and grid point by
+    :func:`~geofusion.verification.baselines.fit_damped_persistence` (``max_lead=1``); ``B``'s
+    std per grid point and Gaussian correlation per variable by
+    :func:`background_error_statistics` of the one-day errors ``rho_1 a_t - a_{t+1}`` over
+    every pair of consecutive training days (anomalies ``a`` from the training climatology).
+    Arguments as :func:`fit_optimal_interpolation`; only ``prepared.train``, ``train_times``,
+    ``lat`` and ``lon`` are read.
+    """
+    if not noise_std >= 0 or not noise_length >= 0:
+        raise ValueError(f"noise_std and noise_length must be >= 0, got {noise_std}, "
+                         f"{noise_length}")
+    x, times = training_days(prepared)
+    lat = np.asarray(prepared.lat, dtype=np.float64)
+    lon = np.asarray(prepared.lon, dtype=np.float64)
+    _check_grid(x, lat, lon)
+    persistence = fit_damped_persistence(prepared, max_lead=1, window=window)
+    a = anomalies(x, times, persistence.climatology)
+    i, j = _lag_pairs(times, 1)
+    if len(i) < 2:
+        raise ValueError("fewer than two pairs of consecutive training days; the persistence "
+                         "errors need consecutive days")
+    rho = persistence.rho[0]
+    errors = rho[None].astype(np.float64) * a[i] - a[j]
+    std, length, share = background_error_statistics(errors, lat, lon, max_lag,
+                                                     min_correlation)
+    oi = OptimalInterpolation(persistence.climatology, std, length, share, lat, lon,
+                              float(noise_std), float(noise_length), periodic_lon)
+    return PersistenceOptimalInterpolation(oi, rho.astype(np.float32))
