@@ -424,21 +424,6 @@ def assess_targets(results: AssimilationResults, noise: float, low_fraction: flo
     return pd.DataFrame(rows)
 
 
-def _cycle_classical(fits: dict[float, Any], observations: torch.Tensor,
-                     observed: torch.Tensor, times: np.ndarray,
-                     experiments: Sequence[tuple[float, float]], inflation: np.ndarray
-                     ) -> np.ndarray:
-    """``(T, E, C, H, W)`` analyses of a classical cycled scheme: ``fits[noise].cycle`` on the
-    experiments of each noise level (their ``R``), each with its ``inflation[e]``."""
-    out = np.empty(tuple(observations.shape), dtype=np.float32)
-    for noise, fit in fits.items():
-        members = [e for e, (_, s) in enumerate(experiments) if s == noise]
-        out[:, members] = fit.cycle(observations[:, members].numpy(),
-                                    observed[:, members].numpy(), times,
-                                    np.asarray(inflation)[members])
-    return out
-
-
 def run_assimilation_experiment(
     forecaster: Any, prepared: Any, fractions: Sequence[float], noises: Sequence[float],
     kind: str = "pixel", noise_length: float = 2.0, days: int = 60, first_day: int = 0,
@@ -562,36 +547,46 @@ def run_assimilation_experiment(
     eof_fit = fit_eof_3dvar(prepared, k, noise_std=noise_levels[0], noise_length=noise_length)
     persistence_fit = fit_persistence_optimal_interpolation(prepared, noise_levels[0],
                                                             noise_length)
-    classical = {"eof_3dvar": {s: eof_fit.with_noise(s) for s in noise_levels},
-                 "oi_damped_persistence": {s: persistence_fit.with_noise(s)
-                                           for s in noise_levels}}
-    selection: dict[str, Any] = {}
-    if block == "test" and len(list(inflations)) > 1:
+    classical = {"eof_3dvar": eof_fit, "oi_damped_persistence": persistence_fit}
+    candidates = [float(x) for x in inflations]
+    choose = block == "test" and len(candidates) > 1
+    if choose:
         valid_days = min(days, len(prepared.fields("valid")))
-        valid_truth = torch.as_tensor(prepared.fields("valid")[:valid_days])
-        valid_times = np.asarray(prepared.times("valid")[:valid_days])
+        valid_truth = prepared.fields("valid")[:valid_days]
         valid_obs, valid_observed = draw_observations(
-            valid_truth, experiments, kind, noise_length, distinct_masks, seed,
+            torch.as_tensor(valid_truth), experiments, kind, noise_length, distinct_masks, seed,
             noise_seed=seed + VALIDATION_NOISE_OFFSET)
-        blocks = {"valid": (valid_obs, valid_observed, valid_times),
-                  "scored": (observations, observed, times)}
-        for name, fits in classical.items():
-            analyses[name], chosen, validation_mse = select_inflation(
-                lambda lam, which, fits=fits: _cycle_classical(
-                    fits, *blocks[which], experiments, np.full(len(experiments), lam)),
-                valid_truth.numpy(), prepared.lat, len(experiments), inflations)
-            selection[name] = {"inflation": chosen.tolist(), "validation_days": valid_days,
-                               "candidates": [float(x) for x in inflations],
-                               "validation_mse": validation_mse.T.tolist()}
-    else:
-        for name, fits in classical.items():
-            lam = np.full(len(experiments), float(list(inflations)[0]))
-            analyses[name] = _cycle_classical(fits, observations, observed, times,
-                                              experiments, lam)
-            selection[name] = {"inflation": lam.tolist()}
+        valid_times = np.asarray(prepared.times("valid")[:valid_days])
+    selection: dict[str, Any] = {}
+    for name, fitted_once in classical.items():
+        analyses[name] = np.empty(tuple(observations.shape), dtype=np.float32)
+        chosen = np.full(len(experiments), candidates[0])
+        validation_mse = np.full((len(candidates), len(experiments)), np.nan)
+        for noise in noise_levels:
+            # One noise level at a time, a fresh copy each: its cached factorisations (up to
+            # ~0.5 GB for OI) are dropped before the next level's are built.
+            fit = fitted_once.with_noise(noise)
+            members = [e for e, (_, s) in enumerate(experiments) if s == noise]
+            blocks = {"scored": (observations[:, members], observed[:, members], times)}
+            if choose:
+                blocks["valid"] = (valid_obs[:, members], valid_observed[:, members],
+                                   valid_times)
+                analyses[name][:, members], chosen[members], validation_mse[:, members] = \
+                    select_inflation(lambda lam, which, fit=fit, blocks=blocks: fit.cycle(
+                        *(x.numpy() if isinstance(x, torch.Tensor) else x
+                          for x in blocks[which]), lam),
+                        valid_truth, prepared.lat, len(members), candidates)
+            else:
+                analyses[name][:, members] = fit.cycle(observations[:, members].numpy(),
+                                                       observed[:, members].numpy(), times,
+                                                       chosen[members])
+            del fit, blocks
+        selection[name] = {"inflation": chosen.tolist()}
+        if choose:
+            selection[name].update({"validation_days": valid_days, "candidates": candidates,
+                                    "validation_mse": validation_mse.T.tolist()})
     analyses["climatology"] = np.repeat(climatology_forecast(clim, times)[:, None],
                                         len(experiments), axis=1)
-
     analyses = {name: analyses[name] for name in SCHEMES}
     truth_physical = _physical(prepared.destandardise, truth.numpy(), times)
     # (T, E, C, H, W) -> (E, T, ...) so the days are the axis before the channels.
