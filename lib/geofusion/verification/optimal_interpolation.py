@@ -418,10 +418,10 @@ def background_error_statistics(errors: Any, lat: Any, lon: Any, max_lag: int = 
         singular) and, per variable, the Gaussian length scale and correlated share fitted to
         ``errors / s``.
     """
-    e = as_numpy(errors).astype(np.float64)
+    e = np.asarray(as_numpy(errors), dtype=np.float64)   # no copy of float64 samples
     if e.ndim != 4:
         raise ValueError(f"errors must be (N, C, H, W) samples, got shape {e.shape}")
-    std = np.sqrt(np.mean(e**2, axis=0))
+    std = np.sqrt(np.einsum("nchw,nchw->chw", e, e) / len(e))
     std = np.maximum(std, 1e-6 * max(float(std.max()), 1e-30))
     fitted = np.array([estimate_background_correlation(e[:, ch] / std[ch], lat, lon, max_lag,
                                                        min_correlation)
@@ -627,7 +627,10 @@ def fit_persistence_optimal_interpolation(prepared: Any, noise_std: float, noise
         raise ValueError("fewer than two pairs of consecutive training days; the persistence "
                          "errors need consecutive days")
     rho = persistence.rho[0]
-    errors = rho[None].astype(np.float64) * a[i] - a[j]
+    errors = a[i]                                        # one (N, C, H, W) copy, in place
+    errors *= rho[None].astype(np.float64)
+    errors -= a[j]
+    del a
     std, length, share = background_error_statistics(errors, lat, lon, max_lag,
                                                      min_correlation)
     oi = OptimalInterpolation(persistence.climatology, std, length, share, lat, lon,
