@@ -76,6 +76,22 @@ def test_time_aware_batches_hold_hard_and_easy_negatives_at_their_distances():
     assert list(again) != batches
 
 
+def test_time_aware_batches_in_a_series_shorter_than_twice_easy_min():
+    """1500 days with easy negatives 1000 days away: days 500-999 have no easy partner, so
+    only the days at either end anchor (before, such an anchor stopped the epoch)."""
+    sampler = TimeAwareBatchSampler(1500, anchors=8, hard=2, easy=1, seed=0)
+    anchors = []
+    for batch in sampler:
+        assert len(batch) == 32 and len(set(batch)) == 32
+        for group in range(8):
+            anchor, _, _, easy = batch[4 * group:4 * group + 4]
+            assert abs(easy - anchor) >= 1000
+            anchors.append(anchor)
+    anchors = np.array(anchors)
+    assert ((anchors < 500) | (anchors >= 1000)).all()
+    assert (anchors < 500).any() and (anchors >= 1000).any()
+
+
 def test_time_aware_batches_split_across_ranks_into_the_global_batch():
     kwargs = dict(n_days=3000, anchors=4, hard=1, easy=1, seed=0, world_size=2)
     ranks = [list(TimeAwareBatchSampler(rank=r, **kwargs)) for r in range(2)]

@@ -224,8 +224,14 @@ class TimeAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
             chosen.extend(int(c) for c in rng.choice(candidates, size=count, replace=False))
 
         all_days = np.arange(self.n_days)
+        anchors = all_days
+        if self.easy:
+            # In a series shorter than twice easy_min the middle days have no day easy_min
+            # away; they cannot anchor (in longer series every day can, and nothing changes).
+            anchors = all_days[(all_days >= self.easy_min)
+                               | (all_days <= self.n_days - 1 - self.easy_min)]
         for _ in range(self.anchors):
-            add(all_days, 1)
+            add(anchors, 1)
             anchor = chosen[-1]
             distance = np.abs(all_days - anchor)
             if self.hard:

@@ -242,7 +242,9 @@ SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir
 #: (the encoders of 02-06 and 11 see all 1096 training days: nine batches of 128).
 SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 30, "n_stat_days": 256,
                "diffusion_train_days": 512, "n_train_days": 256, "n_decoder_days": 256,
-               "forecast_train_days": 365}
+               "forecast_train_days": 365,
+               # 11's easy negatives: 1000 days apart leave few anchors in 1096 training days.
+               "easy_min": 365}
 
 
 def smoke_profile(full: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
