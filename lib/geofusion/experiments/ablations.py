@@ -50,11 +50,20 @@ the same days: the day-of-year ``climatology`` (reconstruction and forecast), ``
 (forecast) and the ``climatological_ensemble`` (both ensembles); :func:`compare_rows` says
 which rows differ from a reference beyond their intervals. Every key is registered in
 :data:`geofusion.experiments.scorecard.ABLATION_SCORES` (the scorecard schema).
+
+Notebook 11 runs the study from its parameters (:data:`SETTING_KEYS`):
+:func:`train_variants` (one cached model per variant and training seed), :func:`score_variants`
+(every variant and the references on the test block) and :func:`stated_comparisons` (the
+comparisons it states); :mod:`geofusion.experiments.ablation_seeds` says which of those hold
+across training seeds, and :func:`fusion_row` shows notebook 09's graph-attention fusion
+next to the variants.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,7 +99,7 @@ __all__ = ["VARIANTS", "DECODERS", "SCORES", "REFERENCES", "variant_settings",
            "compare_rows", "summarise_comparison", "latent_ridge_forecast",
            "fit_conditional_diffusion", "DATA_KEYS", "TRAINING_KEYS", "SCORING_KEYS",
            "SETTING_KEYS", "train_variants", "score_variants", "STATED_COMPARISONS",
-           "stated_comparisons"]
+           "stated_comparisons", "FUSION_SCORES", "FUSION_LINK", "fusion_row"]
 
 VARIANTS: tuple[str, ...] = ("baseline", "temporal_positives", "smoothness",
                              "time_aware_batches", "all")
@@ -749,3 +758,61 @@ def stated_comparisons(values: dict[str, dict[str, Any]],
     return {name: compare_rows(values, intervals, reference, against=against,
                                rows=[v for v in variants if v != reference])
             for name, reference, against in STATED_COMPARISONS if reference in values}
+
+
+#: What :func:`fusion_row` reads from notebook 09's results for each score of :data:`SCORES`:
+#: ``(section, key)`` of ``09_fusion.json`` (``table_3_1`` holds ``<key>_low`` /
+#: ``<key>_high`` intervals too).
+FUSION_SCORES: dict[str, tuple[str, str]] = {
+    "positive_cosine": ("table_3_1", "positive_cosine"),
+    "negative_cosine": ("table_3_1", "negative_cosine"),
+    "embedding_variance": ("table_3_1", "embedding_variance"),
+    "season_accuracy": ("summary", "season accuracy"),
+    "latent_second_difference": ("summary", "latent second difference"),
+}
+#: Where notebook 09's report shows every scheme's row.
+FUSION_LINK = "09_fusion.html#Summary"
+
+
+def fusion_row(path: Any, scheme: str | None) -> dict[str, Any]:
+    """Notebook 09's ``scheme`` (e.g. ``"late_graph_attention"``) as a row next to notebook
+    11's variants, from 09's results file ``path`` (``<run_dir>/results/09_fusion.json``).
+
+    Only the scores both notebooks define the same way (:data:`FUSION_SCORES`: Table 3.1 on
+    two views of a complete day, the season probe's accuracy, the latent second difference);
+    09's encoder, training days and scored test days are its own, so the row is shown, never
+    compared. Returns ``{"values": {label: row}, "intervals": {label: ...}, "note": text,
+    "link": FUSION_LINK}`` with ``label`` = ``"<scheme> (09)"``; empty rows and a note saying
+    why when ``scheme`` is None or 09 has not written ``path``. A scheme 09 did not train
+    raises, naming those it did.
+    """
+    empty: dict[str, Any] = {"values": {}, "intervals": {}, "link": FUSION_LINK}
+    if scheme is None:
+        return {**empty, "note": "no notebook-09 scheme asked for (fusion_scheme=None)"}
+    path = Path(path)
+    if not path.exists():
+        return {**empty, "note": f"notebook 09 has not written {path} in this run; its "
+                                 f"{scheme} row is in its report ({FUSION_LINK})"}
+    results = json.loads(path.read_text())
+    schemes = sorted(results.get("summary", {}))
+    if scheme not in schemes:
+        raise ValueError(f"notebook 09 trained no scheme {scheme!r} ({path}); choose one of "
+                         f"{schemes}")
+    label = f"{scheme} (09)"
+    row: dict[str, Any] = {}
+    bounds: dict[str, Any] = {}
+    for score, (section, key) in FUSION_SCORES.items():
+        entry = results[section][scheme]
+        if entry.get(key) is None:
+            continue
+        row[score] = float(entry[key])
+        if entry.get(f"{key}_low") is not None:
+            bounds[score] = [float(entry[f"{key}_low"]), float(entry[f"{key}_high"])]
+    days = results.get("eval_days", ["?", "?"])
+    note = (f"{label}: notebook 09's encoder ({results.get('epochs')} epochs on "
+            f"{results.get('n_train_days')} training days, latent {results.get('latent_dim')}), "
+            f"scored on its {results.get('n_eval_days')} {results.get('scored_block')} days "
+            f"{days[0]} .. {days[-1]} in the {results.get('space')} space; shown, not compared "
+            f"(other model and days); its full row is in {FUSION_LINK}")
+    return {"values": {label: row}, "intervals": {label: bounds}, "note": note,
+            "link": FUSION_LINK}
