@@ -102,8 +102,9 @@ def seed_values(values_by_seed: dict[int, dict[str, dict[str, Any]]]) -> pd.Data
     least one seed: ``seeds`` (how many hold it), ``mean``, ``min``, ``max`` over them.
 
     Example:
-        >>> seed_values({0: {"a": {"acc": 0.5}}, 1: {"a": {"acc": 0.7}}}).iloc[0].tolist()
-        ['a', 'acc', '', 2, 0.6, 0.5, 0.7]
+        >>> table = seed_values({0: {"a": {"acc": 0.5}}, 1: {"a": {"acc": 0.7}}})
+        >>> table.loc[0, ["seeds", "mean", "min", "max"]].astype(float).round(6).tolist()
+        [2.0, 0.6, 0.5, 0.7]
     """
     numbers: dict[tuple[str, str, str], list[float]] = {}
     for values in values_by_seed.values():
