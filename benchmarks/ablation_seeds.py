@@ -81,6 +81,15 @@ def _machine() -> str:
             f"torch {m['torch']}, python {m['python']}")
 
 
+def _markdown(frame: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub markdown table (pandas' to_markdown needs tabulate, not installed)."""
+    frame = frame.reset_index() if index else frame
+    cells = [[str(v).replace("|", "\\|") for v in row] for row in frame.itertuples(index=False)]
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
 def _cell(mean: float, low: float, high: float) -> str:
     return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
 
@@ -138,7 +147,7 @@ def write_report(record: dict[str, Any], path: Path) -> None:
         f"Measured {record['date']} with `benchmarks/ablation_seeds.py`: `{record['command']}`",
         f"(commit of the runs: {', '.join(sorted(set(record['commits'].values())))}; "
         f"tables written at {record['commit']}), {record['machine']}, "
-        f"wall time {record['seconds']:.0f} s in all "
+        f"notebook runs {record['seconds']:.0f} s of wall time in all "
         f"({', '.join(f'seed {s}: {t:.0f} s' for s, t in record['wall_seconds'].items())}), "
         f"{record['load']}.",
         "",
@@ -155,7 +164,7 @@ def write_report(record: dict[str, Any], path: Path) -> None:
         "",
         "## 1. Every score: mean [min, max] over the seeds",
         "",
-        per_metric.to_markdown(),
+        _markdown(per_metric),
         "",
         "## 2. Against the baseline, per score and variable",
         "",
@@ -167,26 +176,26 @@ def write_report(record: dict[str, Any], path: Path) -> None:
         "the same side in every seed, intervals overlapping in some; `flips` = the sign "
         "changes between seeds.",
         "",
-        vs_baseline[["row", "score", "variable", "difference: mean [min, max]", "better_seeds",
-                     "worse_seeds", "robust", "side"]].to_markdown(index=False),
+        _markdown(vs_baseline[["row", "score", "variable", "difference: mean [min, max]",
+                               "better_seeds", "worse_seeds", "robust", "side"]], index=False),
         "",
         "## 3. Against the reference rows, folded over variables",
         "",
-        _folded(robustness[robustness["comparison"] != "vs baseline"]).to_markdown(index=False),
+        _markdown(_folded(robustness[robustness["comparison"] != "vs baseline"]), index=False),
         "",
         f"## 4. Which of notebook 11's differences (seed {first}) hold across the seeds",
         "",
         f"Of the {len(marks)} differences beyond the intervals that the run with training seed "
-        f"{first} states, {len(holds)} hold across all {len(seeds)} seeds:",
+        f"{first} states, {len(holds)} hold across all {len(seeds)} seeds "
+        "(`ablation_seeds.mark_single_run`, folded over variables by `fold_marks`):",
         "",
-        holds[["comparison", "row", "score", "variable", "verdict"]].to_markdown(index=False)
-        if len(holds) else "(none)",
+        _markdown(ablation_seeds.fold_marks(marks)) if len(holds) else "(none)",
         "",
-        "Those that do not:",
+        f"The {len(marks) - len(holds)} that do not (the sign flips between seeds, or the "
+        "intervals overlap in some seed; per cell in section 2 and in the JSON):",
         "",
-        marks[marks["across seeds"] != "holds across seeds"][
-            ["comparison", "row", "score", "variable", "verdict", "why"]].to_markdown(
-                index=False) if len(marks) > len(holds) else "(none)",
+        _markdown(ablation_seeds.fold_marks(marks, "does not"))
+        if len(marks) > len(holds) else "(none)",
         "",
     ]
     atomic_write_text(path, "\n".join(text))
@@ -224,7 +233,8 @@ def main() -> None:
         "machine": _machine(),
         "load": f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
                 f"(1 / 5 / 15 min) on {os.cpu_count()} cores shared with other jobs",
-        "seconds": round(time.perf_counter() - tic, 1),
+        "seconds": round(sum(r["wall_seconds"] for r in runs.values()), 1),
+        "aggregation_seconds": round(time.perf_counter() - tic, 1),
         "wall_seconds": {s: r["wall_seconds"] for s, r in runs.items()},
         "profile": args.profile, "synthetic": first["synthetic"], "seeds": list(args.seeds),
         "variants": list(args.variants), "settings": first["settings"],

@@ -9,6 +9,7 @@ import pytest
 from geofusion.experiments.ablation_seeds import (
     MIN_SEEDS,
     comparison_records,
+    fold_marks,
     load_seed_table,
     mark_single_run,
     robust_verdict,
@@ -137,6 +138,12 @@ def test_mark_single_run_against_a_seed_table():
     assert flip["across seeds"] == "does not" and "flips" in flip["why"]
     sign_only = marks.loc[("vs climatology", "smoothness", "reconstruction_rmse_50", "t")]
     assert sign_only["across seeds"] == "does not" and "in 2 of 3" in sign_only["why"]
+
+    held = fold_marks(marks.reset_index())
+    assert held.loc[("vs climatology", "baseline"), "reconstruction_rmse_50"] == "better: t"
+    assert ("vs baseline", "smoothness") not in held.index  # its only difference flips
+    assert fold_marks(marks.reset_index(), "does not").loc[
+        ("vs baseline", "smoothness"), "reconstruction_rmse_50"] == "better: t"
 
     # a variant the seed table did not run
     extra_values = {**values[0], "all": values[0]["smoothness"]}

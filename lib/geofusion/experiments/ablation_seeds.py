@@ -13,7 +13,8 @@ fixed: only the encoders' training seed varies) and this module folds those runs
 - :func:`seed_robustness`: per compared cell, whether the sign of the difference is the same
   in every seed and in how many seeds the intervals separate (:func:`robust_verdict`);
 - :func:`mark_single_run`: one run's ``better`` / ``worse`` cells marked ``holds across
-  seeds``, ``does not`` or ``not measured`` from a seed table (:func:`load_seed_table`).
+  seeds``, ``does not`` or ``not measured`` from a seed table (:func:`load_seed_table`);
+  :func:`fold_marks` folds them over variables for display.
 
 A difference *holds across seeds* when, in every one of at least :data:`MIN_SEEDS` seeds,
 the row lies on the same side of the reference **and** the two 95 % intervals do not overlap
@@ -39,7 +40,8 @@ from geofusion.experiments.ablations import (
 )
 
 __all__ = ["MIN_SEEDS", "KEY", "comparison_records", "seed_values", "robust_verdict",
-           "seed_robustness", "load_seed_table", "settings_mismatch", "mark_single_run"]
+           "seed_robustness", "load_seed_table", "settings_mismatch", "mark_single_run",
+           "fold_marks"]
 
 #: Fewest training seeds a "holds across seeds" needs.
 MIN_SEEDS = 3
@@ -270,3 +272,34 @@ def mark_single_run(records: pd.DataFrame, seed_table: dict[str, Any] | None,
                 f"{cell['side']} in every seed; {record['verdict']} beyond the intervals in "
                 f"{separated} of {seeds}"))
     return marked.assign(**{"across seeds": labels, "why": whys})
+
+
+def fold_marks(marks: pd.DataFrame, label: str = "holds across seeds") -> pd.DataFrame:
+    """:func:`mark_single_run`'s cells marked ``label``, folded over variables: one row per
+    ``(comparison, row)``, one column per score, each cell ``"better: v1, v2; worse: v3"``
+    (the variables; ``"better"`` alone for a score without variables), ``""`` where none.
+
+    Example:
+        >>> marks = pd.DataFrame({"comparison": ["vs baseline"] * 3, "row": ["all"] * 3,
+        ...     "score": ["crps", "crps", "season_accuracy"], "variable": ["t", "z", ""],
+        ...     "verdict": ["better", "worse", "better"],
+        ...     "across seeds": ["holds across seeds", "holds across seeds", "does not"]})
+        >>> fold_marks(marks).loc[("vs baseline", "all"), "crps"]
+        'better: t; worse: z'
+    """
+    chosen = marks[marks["across seeds"] == label]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for (comparison, row, score), group in chosen.groupby(["comparison", "row", "score"],
+                                                          sort=False):
+        parts = []
+        for verdict in ("better", "worse"):
+            names = [v for v, w in zip(group["variable"], group["verdict"], strict=True)
+                     if w == verdict]
+            if names:
+                listed = ", ".join(n for n in names if n)
+                parts.append(f"{verdict}: {listed}" if listed else verdict)
+        cells.setdefault((comparison, row), {})[score] = "; ".join(parts)
+    table = pd.DataFrame.from_dict(cells, orient="index").fillna("")
+    if len(table):
+        table.index = pd.MultiIndex.from_tuples(table.index, names=["comparison", "row"])
+    return table
