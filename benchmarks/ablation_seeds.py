@@ -135,6 +135,14 @@ def write_report(record: dict[str, Any], path: Path) -> None:
         _cell(m, lo, hi) for m, lo, hi in zip(vs_baseline["mean_difference"],
                                               vs_baseline["min_difference"],
                                               vs_baseline["max_difference"], strict=True)]
+    baseline_mean = spread[spread["row"] == "baseline"].set_index(["score", "variable"])["mean"]
+    vs_baseline["% of baseline"] = [
+        f"{100 * d / baseline_mean[(sc, v)]:+.2g}" for d, sc, v in
+        zip(vs_baseline["mean_difference"], vs_baseline["score"], vs_baseline["variable"],
+            strict=True)]
+    counts = robustness.groupby(["comparison", "robust"]).size().unstack(fill_value=0)
+    largest = vs_baseline.assign(size=[abs(float(x)) for x in vs_baseline["% of baseline"]])
+    largest = largest.sort_values("size").iloc[-1] if len(largest) else None
     first = min(values)
     marks = ablation_seeds.mark_single_run(
         ablation_seeds.comparison_records(values[first], intervals[first]),
@@ -168,16 +176,29 @@ def write_report(record: dict[str, Any], path: Path) -> None:
         "",
         "## 2. Against the baseline, per score and variable",
         "",
+        "How many compared cells (row x score x variable) fall in each class, per comparison:",
+        "",
+        _markdown(counts),
+        "",
+        ("The largest mean difference from the baseline over the seeds: "
+         f"{largest['row']}, {largest['score']}"
+         f"{': ' + largest['variable'] if largest['variable'] else ''}, "
+         f"{largest['% of baseline']} % of the baseline's value."
+         if largest is not None else ""),
+        "",
         "`difference`: row minus baseline (score units; negative is better for RMSE, CRPS and "
         "cross-entropy, positive for accuracy). `better`/`worse seeds`: seeds whose 95 % "
         "intervals do not overlap on that side (notebook 11's verdict; non-overlap of the two "
         "rows' intervals is stricter than a paired interval of the difference excluding 0). "
         "`robust`: `holds` = the same side beyond the intervals in every seed; `sign only` = "
         "the same side in every seed, intervals overlapping in some; `flips` = the sign "
-        "changes between seeds.",
+        "changes between seeds. With independent seeds and no true difference, the sign "
+        f"agrees in all {len(seeds)} seeds with probability 2^-{len(seeds) - 1} "
+        f"= {2.0 ** -(len(seeds) - 1):.3g}: `sign only` is weak evidence on its own.",
         "",
         _markdown(vs_baseline[["row", "score", "variable", "difference: mean [min, max]",
-                               "better_seeds", "worse_seeds", "robust", "side"]], index=False),
+                               "% of baseline", "better_seeds", "worse_seeds", "robust",
+                               "side"]], index=False),
         "",
         "## 3. Against the reference rows, folded over variables",
         "",
