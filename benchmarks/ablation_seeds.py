@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from geofusion.experiments import ablation_seeds
+from geofusion import data
+from geofusion.experiments import ablation_seeds, ablations
 from geofusion.experiments.ablations import REFERENCES, VARIANTS
 from geofusion.io import atomic_write_text, repository_root
+from geofusion.learning.methods import observe
 from geofusion.reporting.execution import execute, git_commit, machine_description
 from geofusion.reporting.notebooks import checked_parameters
 
@@ -52,7 +55,7 @@ def run_seed(seed: int, args: argparse.Namespace, store: Path) -> dict[str, Any]
         results = json.loads(kept.read_text())
         if results["variants"] == list(args.variants) and results.get("train_seed") == seed:
             print(f"[ablation_seeds] seed {seed}: reusing {kept}", flush=True)
-            return results
+            return {**results, "reused": True}
     print(f"[ablation_seeds] seed {seed}: running {NAME} ...", flush=True)
     tic = time.perf_counter()
     execute(NAME, parameters, store / f"seed={seed}")
@@ -69,6 +72,51 @@ def run_seed(seed: int, args: argparse.Namespace, store: Path) -> dict[str, Any]
     atomic_write_text(kept, json.dumps(results, indent=2, sort_keys=True))
     print(f"[ablation_seeds] seed {seed}: {seconds:.0f} s", flush=True)
     return results
+
+
+def encoder_shift(record: dict[str, Any], run_dir: str) -> dict[str, dict[str, list[float]]]:
+    """How far each seed's encoders moved from their EOF code, on the test days:
+    ``residual``: ||r(a)|| / ||V (sqrt(w) a)|| (the ResNet residual against the linear EOF
+    path of :class:`geofusion.models.eof_residual.EOFResidualEncoder`, Frobenius norms over
+    the test days), ``vs baseline``: ||z_variant - z_baseline|| / ||z_baseline|| (the
+    latents of the same training seed) and ``vs first seed``: ||z(seed) - z(first seed)|| /
+    ||z(first seed)|| (the same variant; one value per later seed).
+    ``{variant: {measure: [values]}}``; the models come from the cache of ``run_dir`` (trained
+    again where absent). Empty when the encoders have no EOF path."""
+    s = record["settings"]
+    prepared = data.load(s["data_path"], level=s["level"], start=s["start"], end=s["end"],
+                         cache_dir="runs/cache", seed=s["seed"], space=s["space"],
+                         train_fraction=s["train_fraction"], test_fraction=s["test_fraction"])
+    fields = torch.as_tensor(prepared.test)
+    shift: dict[str, dict[str, list[float]]] = {}
+    first: dict[str, torch.Tensor] = {}
+    for seed in record["seeds"]:
+        latents = {}
+        trained = ablations.train_variants(prepared, run_dir, s, record["variants"], seed,
+                                           progress=False)
+        for variant, (method, _, _) in trained.items():
+            encoder = next((m for m in method.encoder.modules() if hasattr(m, "basis")), None)
+            if encoder is None or encoder.residual is None:
+                return {}
+            with torch.no_grad():
+                view = observe(method, fields)
+                c = encoder.field_shape[0]
+                linear = ((view[:, :c] - encoder.mean) * encoder.sqrt_weights).flatten(1) \
+                    @ encoder.basis.T
+                residual = encoder.residual(view)
+            latents[variant] = linear + residual
+            shift.setdefault(variant, {}).setdefault("residual", []).append(
+                float(residual.norm() / linear.norm()))
+        for variant, z in latents.items():
+            if "baseline" in latents and variant != "baseline":
+                shift[variant].setdefault("vs baseline", []).append(
+                    float((z - latents["baseline"]).norm() / latents["baseline"].norm()))
+            if variant in first:
+                shift[variant].setdefault("vs first seed", []).append(
+                    float((z - first[variant]).norm() / first[variant].norm()))
+            else:
+                first[variant] = z
+    return shift
 
 
 def _machine() -> str:
@@ -152,9 +200,12 @@ def write_report(record: dict[str, Any], path: Path) -> None:
     text = [
         "# Notebook 11's ablation across training seeds (issue 24)",
         "",
-        f"Measured {record['date']} with `benchmarks/ablation_seeds.py`: `{record['command']}`",
-        f"(commit of the runs: {', '.join(sorted(set(record['commits'].values())))}; "
-        f"tables written at {record['commit']}), {record['machine']}, "
+        f"Notebook 11 run per training seed by `benchmarks/ablation_seeds.py` at commit "
+        f"{', '.join(sorted(set(record['commits'].values())))}"
+        + (f" (seeds {record['reused']} kept from that run and read back with `--reuse`)"
+           if record["reused"] else "")
+        + f"; tables written {record['date']} at {record['commit']} by `{record['command']}`; "
+        f"{record['machine']}, "
         f"notebook runs {record['seconds']:.0f} s of wall time in all "
         f"({', '.join(f'seed {s}: {t:.0f} s' for s, t in record['wall_seconds'].items())}), "
         f"{record['load']}.",
@@ -219,6 +270,26 @@ def write_report(record: dict[str, Any], path: Path) -> None:
         if len(marks) > len(holds) else "(none)",
         "",
     ]
+    shift = record.get("encoder_shift") or {}
+    if shift:
+        table = pd.DataFrame({variant: {measure: _cell(sum(v) / len(v), min(v), max(v))
+                                        for measure, v in measures.items()}
+                              for variant, measures in shift.items()}).T.fillna("")
+        table.index.name = "variant"
+        text += [
+            "## 5. How far the encoders moved from their EOF code",
+            "",
+            "On the test days, per variant, mean [min, max] over the seeds: `residual` = "
+            "||r(a)|| / ||V(sqrt(w) a)||, the ResNet residual of the EOF-residual encoder "
+            "against its linear EOF path (the residual starts at zero); `vs baseline` = "
+            "||z_variant - z_baseline|| / ||z_baseline||, the latents of the same training "
+            "seed; `vs first seed` = the same for one variant between a later training seed "
+            "and the first (Frobenius norms over days). A latent change that is mostly linear (a "
+            "trained basis V) is one a linear (ridge) decoder can largely undo.",
+            "",
+            _markdown(table),
+            "",
+        ]
     atomic_write_text(path, "\n".join(text))
 
 
@@ -250,6 +321,7 @@ def main() -> None:
                    + " ".join(["python", *sys.argv]),
         "commit": git_commit(),
         "commits": {s: r["commit"] for s, r in runs.items()},
+        "reused": [s for s, r in runs.items() if r.get("reused")],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": _machine(),
         "load": f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
@@ -261,8 +333,10 @@ def main() -> None:
         "variants": list(args.variants), "settings": first["settings"],
         "scored_block": first["scored_block"], "eval_days": first["eval_days"],
         "values": {s: r["values"] for s, r in runs.items()},
+        "encoder_shift": None,
         "intervals": {s: r["intervals"] for s, r in runs.items()},
     }
+    record["encoder_shift"] = encoder_shift(record, args.run_dir)
     output = Path(args.output)
     atomic_write_text(output.with_suffix(".json"),
                       json.dumps(record, indent=1, sort_keys=True))
