@@ -66,6 +66,7 @@ def run_seed(seed: int, args: argparse.Namespace, store: Path) -> dict[str, Any]
         raise RuntimeError(f"{produced} holds train_seed {results['train_seed']} / block "
                            f"{results['scored_block']}, not seed {seed} on the test block")
     results["wall_seconds"] = round(seconds, 1)
+    results["load"] = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     results["commit"] = git_commit()
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(produced, kept.with_suffix(".raw.json"))
@@ -324,8 +325,11 @@ def main() -> None:
         "reused": [s for s, r in runs.items() if r.get("reused")],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": _machine(),
-        "load": f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-                f"(1 / 5 / 15 min) on {os.cpu_count()} cores shared with other jobs",
+        "load": ", ".join([f"seed {s}: {r['load']}" for s, r in runs.items() if "load" in r]
+                          + [f"when the tables were written {load[0]:.1f} / {load[1]:.1f} / "
+                             f"{load[2]:.1f}"])
+                + f" (load average, 1 / 5 / 15 min, on {os.cpu_count()} cores shared with "
+                  "other jobs)",
         "seconds": round(sum(r["wall_seconds"] for r in runs.values()), 1),
         "aggregation_seconds": round(time.perf_counter() - tic, 1),
         "wall_seconds": {s: r["wall_seconds"] for s, r in runs.items()},
