@@ -244,3 +244,80 @@ def test_summarise_comparison_folds_variables_per_score():
     assert summary.loc["b", "crps_decoder"] == "overlap"
     assert summary.loc["a", "season_accuracy"] == "overlap"
     assert summary.loc["b", "season_accuracy"] == ""
+
+
+def _tiny_settings():
+    return dict(encoder="eof_residual", epochs=1, batch_size=16, lr=1e-4, width=2,
+                latent_dim=8, proj_dim=4, proj_hidden_dim=8, lambd=0.01,
+                augmentation="native", mask_kind="pixel", min_ratio=0.0, max_ratio=0.9,
+                noise_std=0.1, noise_length=2.0, max_shift=3, shift_scale=10.0,
+                smoothness_weight=1.0, hard=2, easy=1, hard_range=[10, 40], easy_min=60)
+
+
+def test_train_variants_one_cached_model_per_variant_and_training_seed(tmp_path):
+    """Issue 24: the training seed alone gives another model (other weights), the same seed
+    the same cached one, every variant its own; unknown or missing settings raise."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from geofusion.data import PreparedData
+    from geofusion.experiments.ablations import score_variants, train_variants
+
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2000-01-01", periods=240, freq="D").to_numpy()
+    fields = rng.normal(size=(240, 2, 8, 16)).astype(np.float32)
+    prepared = PreparedData(
+        train=fields[:160], valid=fields[160:200], test=fields[200:], train_times=times[:160],
+        valid_times=times[160:200], test_times=times[200:],
+        channels=("2m_temperature", "geopotential"), mean=np.array([280.0, 5000.0]),
+        std=np.array([2.0, 100.0]), lat=np.linspace(-60, 60, 8), lon=np.arange(16) * 22.5,
+        level=500, synthetic=True)
+    settings = _tiny_settings()
+    first = train_variants(prepared, tmp_path, settings, ["baseline", "all"], 0, progress=False)
+    other = train_variants(prepared, tmp_path, settings, ["baseline"], 1, progress=False)
+    again = train_variants(prepared, tmp_path, settings, ["baseline"], 0, progress=False)
+    assert len({first["baseline"][2], first["all"][2], other["baseline"][2]}) == 3
+    assert again["baseline"][2] == first["baseline"][2]
+    weights = [dict(m[0].encoder.named_parameters()) for m in (first["baseline"],
+                                                                 other["baseline"])]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(ValueError, match="unknown ablation settings"):
+        train_variants(prepared, tmp_path, {**settings, "epoch": 1}, ["baseline"], 0)
+    with pytest.raises(ValueError, match="lack"):
+        score_variants(first, prepared, tmp_path, settings)
+
+
+def test_stated_comparisons_leave_out_an_absent_reference():
+    from geofusion.experiments.ablations import stated_comparisons
+
+    values = {"smoothness": {"season_accuracy": 0.9}, "climatology": {}}
+    assert list(stated_comparisons(values, {"smoothness": {}})) == ["vs climatology"]
+
+
+def test_fusion_row_reads_notebook_09s_scheme(tmp_path):
+    import json
+
+    from geofusion.experiments.ablations import FUSION_LINK, fusion_row
+
+    path = tmp_path / "09_fusion.json"
+    absent = fusion_row(path, "late_graph_attention")
+    assert absent["values"] == {} and FUSION_LINK in absent["note"]
+    assert fusion_row(path, None)["values"] == {}
+    path.write_text(json.dumps({
+        "space": "anomaly", "scored_block": "test", "n_eval_days": 192, "epochs": 2,
+        "eval_days": ["2008-10-19", "2009-04-28"],
+        "summary": {"early": {}, "late_graph_attention": {"season accuracy": 0.7,
+                                                          "latent second difference": 0.3}},
+        "table_3_1": {"late_graph_attention": {"positive_cosine": 0.8, "positive_cosine_low": 0.7,
+                                               "positive_cosine_high": 0.9,
+                                               "negative_cosine": 0.1,
+                                               "embedding_variance": None}}}))
+    row = fusion_row(path, "late_graph_attention")
+    assert row["values"] == {"late_graph_attention (09)": {
+        "positive_cosine": 0.8, "negative_cosine": 0.1, "season_accuracy": 0.7,
+        "latent_second_difference": 0.3}}
+    assert row["intervals"] == {"late_graph_attention (09)": {"positive_cosine": [0.7, 0.9]}}
+    assert "test days 2008-10-19 .. 2009-04-28 in the anomaly space" in row["note"]
+    with pytest.raises(ValueError, match="choose one of"):
+        fusion_row(path, "graph")

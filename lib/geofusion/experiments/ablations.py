@@ -50,11 +50,20 @@ the same days: the day-of-year ``climatology`` (reconstruction and forecast), ``
 (forecast) and the ``climatological_ensemble`` (both ensembles); :func:`compare_rows` says
 which rows differ from a reference beyond their intervals. Every key is registered in
 :data:`geofusion.experiments.scorecard.ABLATION_SCORES` (the scorecard schema).
+
+Notebook 11 runs the study from its parameters (:data:`SETTING_KEYS`):
+:func:`train_variants` (one cached model per variant and training seed), :func:`score_variants`
+(every variant and the references on the test block) and :func:`stated_comparisons` (the
+comparisons it states); :mod:`geofusion.experiments.ablation_seeds` says which of those hold
+across training seeds, and :func:`fusion_row` shows notebook 09's graph-attention fusion
+next to the variants.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +83,7 @@ from geofusion.downstream.reconstruction import (
     score_reconstruction,
 )
 from geofusion.experiments.scorecard import ABLATION_SCORES
+from geofusion.learning import model_cache
 from geofusion.learning.config import TrainConfig
 from geofusion.learning.methods import observe
 from geofusion.learning.training import fit
@@ -87,7 +97,9 @@ from geofusion.verification.metrics import lat_weighted_mean, lat_weighted_mse
 __all__ = ["VARIANTS", "DECODERS", "SCORES", "REFERENCES", "variant_settings",
            "score_variant", "reference_scores", "climatological_crps", "ablation_table",
            "compare_rows", "summarise_comparison", "latent_ridge_forecast",
-           "fit_conditional_diffusion"]
+           "fit_conditional_diffusion", "DATA_KEYS", "TRAINING_KEYS", "SCORING_KEYS",
+           "SETTING_KEYS", "train_variants", "score_variants", "STATED_COMPARISONS",
+           "stated_comparisons", "FUSION_SCORES", "FUSION_LINK", "fusion_row"]
 
 VARIANTS: tuple[str, ...] = ("baseline", "temporal_positives", "smoothness",
                              "time_aware_batches", "all")
@@ -613,3 +625,194 @@ def summarise_comparison(table: pd.DataFrame) -> pd.DataFrame:
             summary[score] = "; ".join(parts) or "overlap"
         out[str(row)] = summary
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+#: Notebook 11's parameters that define the measured ablation (the data, the training of every
+#: variant, the scoring); a seed table applies to a run only where all of them agree
+#: (:mod:`geofusion.experiments.ablation_seeds`). Not among them: where files go, the device,
+#: the determinism switch, which variants run and the encoders' training seed.
+DATA_KEYS: tuple[str, ...] = ("data_path", "start", "end", "level", "space", "train_fraction",
+                              "test_fraction", "seed")
+TRAINING_KEYS: tuple[str, ...] = (
+    "encoder", "epochs", "batch_size", "lr", "width", "latent_dim", "proj_dim",
+    "proj_hidden_dim", "lambd", "augmentation", "mask_kind", "min_ratio", "max_ratio",
+    "noise_std", "noise_length", "max_shift", "shift_scale", "smoothness_weight", "hard",
+    "easy", "hard_range", "easy_min")
+SCORING_KEYS: tuple[str, ...] = (
+    "decoder", "decoder_ridge", "decoder_observed", "decoder_epochs", "decoder_lr",
+    "decoder_width", "n_decoder_days", "n_eval_days", "missing", "members",
+    "climatology_window", "diffusion_steps", "diffusion_epochs", "diffusion_batch_size",
+    "diffusion_lr", "diffusion_hidden", "diffusion_train_days", "probe_hidden",
+    "probe_iterations")
+SETTING_KEYS: tuple[str, ...] = DATA_KEYS + TRAINING_KEYS + SCORING_KEYS
+
+
+def _checked_settings(settings: dict[str, Any], needed: tuple[str, ...]) -> dict[str, Any]:
+    unknown = sorted(set(settings) - set(SETTING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown ablation settings {unknown}; the keys are SETTING_KEYS "
+                         f"{SETTING_KEYS}")
+    missing = [k for k in needed if k not in settings]
+    if missing:
+        raise ValueError(f"ablation settings lack {missing}: pass notebook 11's parameters "
+                         "(every key of SETTING_KEYS)")
+    return settings
+
+
+def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
+                   variants: list[str], train_seed: int, device: str = "cpu",
+                   progress: bool = True) -> dict[str, tuple[nn.Module, pd.DataFrame, Any]]:
+    """Notebook 11's sparse-view Barlow Twins, one per variant, trained (or loaded from the
+    model cache, :func:`geofusion.learning.model_cache.pretrained`) on ``prepared.train``.
+
+    ``settings``: the notebook's parameters (:data:`TRAINING_KEYS` are read; any key of
+    :data:`SETTING_KEYS` is accepted, any other raises). ``train_seed`` seeds the initial
+    weights, the batches, augmentations, masks and temporal pairs of training (the
+    ``TrainConfig`` seed and ``pretrained``'s ``seed``); every variant gets the same one.
+
+    Returns ``{variant: (method, history, model directory)}``.
+    """
+    s = _checked_settings(settings, TRAINING_KEYS)
+    config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                         seed=train_seed, device=device)
+    observation = {"kind": s["mask_kind"], "min_ratio": s["min_ratio"],
+                   "max_ratio": s["max_ratio"], "noise_std": s["noise_std"],
+                   "noise_length": s["noise_length"], "both_views": False}
+    sampler = {"hard": s["hard"], "easy": s["easy"], "hard_range": s["hard_range"],
+               "easy_min": s["easy_min"]}
+    trained = {}
+    for variant in variants:
+        options, variant_config = variant_settings(
+            variant, config, max_shift=s["max_shift"], scale=s["shift_scale"],
+            smoothness_weight=s["smoothness_weight"], batch_sampler=sampler)
+        trained[variant] = model_cache.pretrained(
+            "barlow_twins", prepared, run_dir, variant_config, seed=train_seed,
+            progress=progress, width=s["width"], latent_dim=s["latent_dim"],
+            proj_dim=s["proj_dim"], proj_hidden_dim=s["proj_hidden_dim"], lambd=s["lambd"],
+            augmentation=s["augmentation"], observation=observation, encoder=s["encoder"],
+            **options)
+    return trained
+
+
+def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prepared: Any,
+                   run_dir: Any, settings: dict[str, Any], device: str = "cpu",
+                   block: str = "test", progress: bool = False
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """:func:`score_variant` of every trained variant and :func:`reference_scores`, on
+    ``block``, with notebook 11's scoring settings (:data:`SCORING_KEYS` and ``seed``, which
+    seeds the decoder, the scored masks, the DDPMs and the bootstrap: the same for every
+    variant and every training seed). Returns ``(values, intervals)`` keyed ``{row: {score:
+    ...}}``, the variants first, then :data:`REFERENCES`."""
+    s = _checked_settings(settings, (*SCORING_KEYS, "batch_size", "latent_dim", "noise_std",
+                                     "noise_length", "seed"))
+    decoder_config = TrainConfig(epochs=s["decoder_epochs"], batch_size=s["batch_size"],
+                                 lr=s["decoder_lr"], seed=s["seed"], device=device)
+    diffusion = {"steps": s["diffusion_steps"], "epochs": s["diffusion_epochs"],
+                 "hidden": s["diffusion_hidden"], "train_days": s["diffusion_train_days"],
+                 "batch_size": s["diffusion_batch_size"], "lr": s["diffusion_lr"]}
+    values: dict[str, dict[str, Any]] = {}
+    bounds: dict[str, dict[str, Any]] = {}
+    for variant, (method, history, model_dir) in trained.items():
+        values[variant], bounds[variant] = score_variant(
+            method, model_dir, history, prepared, run_dir, decoder_config, s["latent_dim"],
+            n_eval_days=s["n_eval_days"], n_decoder_days=s["n_decoder_days"],
+            decoder_width=s["decoder_width"], missing=s["missing"], noise_std=s["noise_std"],
+            noise_length=s["noise_length"], members=s["members"], diffusion=diffusion,
+            probe_hidden=s["probe_hidden"], probe_iterations=s["probe_iterations"],
+            decoder=s["decoder"], decoder_ridge=s["decoder_ridge"], seed=s["seed"],
+            block=block, observed_decoder=s["decoder_observed"] and s["decoder"] == "ridge",
+            progress=progress)
+    reference_values, reference_bounds = reference_scores(
+        prepared, n_eval_days=s["n_eval_days"], members=s["members"],
+        window=s["climatology_window"], seed=s["seed"], block=block)
+    values.update(reference_values)
+    bounds.update(reference_bounds)
+    return values, bounds
+
+
+#: The comparisons notebook 11 states: ``(name, reference row, against)`` (:func:`compare_rows`
+#: arguments); every variant row is compared (but the reference itself).
+STATED_COMPARISONS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("vs baseline", "baseline", {}),
+    ("vs climatology", "climatology", {}),
+    ("vs persistence", "persistence",
+     {"crps_forecast_diffusion": "crps_forecast_deterministic"}),
+    ("vs climatological ensemble", "climatological_ensemble", {}),
+)
+
+
+def stated_comparisons(values: dict[str, dict[str, Any]],
+                       intervals: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """``{name: compare_rows(...)}`` for each of :data:`STATED_COMPARISONS`, the variant rows
+    (every row not in :data:`REFERENCES`) against the reference; a comparison whose reference
+    row is absent (no ``baseline`` variant run) is left out.
+
+    Example:
+        >>> v = {"baseline": {"season_accuracy": 0.5}, "smoothness": {"season_accuracy": 0.9}}
+        >>> i = {"baseline": {"season_accuracy": [0.4, 0.6]},
+        ...      "smoothness": {"season_accuracy": [0.85, 0.95]}}
+        >>> stated_comparisons(v, i)["vs baseline"].loc["smoothness", "season_accuracy"]
+        'better'
+    """
+    variants = [row for row in values if row not in REFERENCES]
+    return {name: compare_rows(values, intervals, reference, against=against,
+                               rows=[v for v in variants if v != reference])
+            for name, reference, against in STATED_COMPARISONS if reference in values}
+
+
+#: What :func:`fusion_row` reads from notebook 09's results for each score of :data:`SCORES`:
+#: ``(section, key)`` of ``09_fusion.json`` (``table_3_1`` holds ``<key>_low`` /
+#: ``<key>_high`` intervals too).
+FUSION_SCORES: dict[str, tuple[str, str]] = {
+    "positive_cosine": ("table_3_1", "positive_cosine"),
+    "negative_cosine": ("table_3_1", "negative_cosine"),
+    "embedding_variance": ("table_3_1", "embedding_variance"),
+    "season_accuracy": ("summary", "season accuracy"),
+    "latent_second_difference": ("summary", "latent second difference"),
+}
+#: Where notebook 09's report shows every scheme's row.
+FUSION_LINK = "09_fusion.html#Summary"
+
+
+def fusion_row(path: Any, scheme: str | None) -> dict[str, Any]:
+    """Notebook 09's ``scheme`` (e.g. ``"late_graph_attention"``) as a row next to notebook
+    11's variants, from 09's results file ``path`` (``<run_dir>/results/09_fusion.json``).
+
+    Only the scores both notebooks define the same way (:data:`FUSION_SCORES`: Table 3.1 on
+    two views of a complete day, the season probe's accuracy, the latent second difference);
+    09's encoder, training days and scored test days are its own, so the row is shown, never
+    compared. Returns ``{"values": {label: row}, "intervals": {label: ...}, "note": text,
+    "link": FUSION_LINK}`` with ``label`` = ``"<scheme> (09)"``; empty rows and a note saying
+    why when ``scheme`` is None or 09 has not written ``path``. A scheme 09 did not train
+    raises, naming those it did.
+    """
+    empty: dict[str, Any] = {"values": {}, "intervals": {}, "link": FUSION_LINK}
+    if scheme is None:
+        return {**empty, "note": "no notebook-09 scheme asked for (fusion_scheme=None)"}
+    path = Path(path)
+    if not path.exists():
+        return {**empty, "note": f"notebook 09 has not written {path} in this run; its "
+                                 f"{scheme} row is in its report ({FUSION_LINK})"}
+    results = json.loads(path.read_text())
+    schemes = sorted(results.get("summary", {}))
+    if scheme not in schemes:
+        raise ValueError(f"notebook 09 trained no scheme {scheme!r} ({path}); choose one of "
+                         f"{schemes}")
+    label = f"{scheme} (09)"
+    row: dict[str, Any] = {}
+    bounds: dict[str, Any] = {}
+    for score, (section, key) in FUSION_SCORES.items():
+        entry = results[section][scheme]
+        if entry.get(key) is None:
+            continue
+        row[score] = float(entry[key])
+        if entry.get(f"{key}_low") is not None:
+            bounds[score] = [float(entry[f"{key}_low"]), float(entry[f"{key}_high"])]
+    days = results.get("eval_days", ["?", "?"])
+    note = (f"{label}: notebook 09's encoder ({results.get('epochs')} epochs on "
+            f"{results.get('n_train_days')} training days, latent {results.get('latent_dim')}), "
+            f"scored on its {results.get('n_eval_days')} {results.get('scored_block')} days "
+            f"{days[0]} .. {days[-1]} in the {results.get('space')} space; shown, not compared "
+            f"(other model and days); its full row is in {FUSION_LINK}")
+    return {"values": {label: row}, "intervals": {label: bounds}, "note": note,
+            "link": FUSION_LINK}
