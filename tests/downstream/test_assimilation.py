@@ -315,3 +315,25 @@ def test_shrunk_covariance_is_the_ledoit_wolf_shrinkage_of_the_sample_covariance
     assert 0 < shrinkage < 1
     np.testing.assert_allclose(off, shrinkage * (mu * np.eye(30) - sample), atol=1e-10)
     assert np.linalg.eigvalsh(cov).min() > 0 and np.linalg.matrix_rank(sample) < 30
+
+
+def test_differentiable_decoder_takes_a_closed_form_decoder_with_buffers_only():
+    """Latent 3D-Var analyses through the decoder chosen on validation days, which may be the
+    ridge decoder (buffers, no parameters): gradients must still reach the latent."""
+    from types import SimpleNamespace
+
+    from geofusion.downstream.assimilation import differentiable_decoder
+    from geofusion.models.ridge_decoder import fit_ridge_decoder
+
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(40, 3)).astype("float32")
+    fields = rng.normal(size=(40, 2, 4, 8)).astype("float32")
+    ridge = fit_ridge_decoder(latents, fields, ridge=0.1)
+    assert not list(ridge.parameters())
+    scaler = LatentStandardiser(torch.full((3,), 2.0), torch.full((3,), 3.0))
+    decode = differentiable_decoder(SimpleNamespace(decoder=ridge, standardiser=scaler))
+    z = torch.zeros(5, 3, requires_grad=True)
+    out = decode(z)
+    torch.testing.assert_close(out, ridge(scaler.inverse(z.detach())), rtol=1e-6, atol=1e-6)
+    out.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0

@@ -25,6 +25,9 @@ def test_notebook_10_cycles_latent_assimilation(run_notebook, tmp_path):
     # Issue 23: anomaly space, the cycle over the held-out test block (last 20 % of the year).
     assert results["scored_block"] == "test" and results["settings"]["block"] == "test"
     assert results["space"] == "anomaly" and results["encoder_kind"] == "eof_residual"
+    # The decoder chosen on validation days between the conv and the ridge decoder.
+    assert set(results["decoder_choice"]) == {"conv", "ridge"}
+    assert results["decoder"] in results["decoder_choice"]
     assert "2000-10-15" <= results["cycle"][0] <= "2000-10-25"
     card = results["scorecard"]["assimilation"]
     assert set(card) == set(SCHEMES)

@@ -401,7 +401,10 @@ def differentiable_decoder(forecaster: Any) -> Decoder:
     float32 path the cycle uses."""
     decoder: nn.Module = forecaster.decoder
     decoder.eval()
-    device = next(decoder.parameters()).device
+    # A closed-form decoder (models.ridge_decoder) holds buffers only.
+    tensor = next(decoder.parameters(), None)
+    tensor = next(decoder.buffers(), None) if tensor is None else tensor
+    device = tensor.device if tensor is not None else torch.device("cpu")
 
     def decode(z: Tensor) -> Tensor:
         raw = forecaster.standardiser.inverse(z.to(device=device, dtype=torch.float32))
