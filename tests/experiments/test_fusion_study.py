@@ -258,3 +258,53 @@ def test_summary_table_ratios_are_means_of_per_variable_ratios():
     assert row["missing-mode cosine (worst)"] == 0.5 and np.isnan(row["fine/coarse cosine"])
     assert list(table.index) == ["s", "persistence"]
     assert np.isnan(table.loc["persistence", "recon RMSE / climatology"])
+
+
+def test_eof_residual_schemes_start_as_the_eof_code_of_the_training_days_only(tmp_path):
+    """Issue 24: the basis of encoder="eof_residual" is fitted on training days only (changing
+    the validation / test days changes nothing), every scheme built with it starts as the EOF
+    code of the zero-filled input, and its checkpoints live apart from the schemes alone."""
+    import dataclasses
+
+    from geofusion.data.eof import fit_eof
+    from geofusion.learning.config import TrainConfig
+
+    prepared = prepared_data()
+    params = fusion_study.encoder_parameters(prepared, "eof_residual", 6)
+    other = dataclasses.replace(prepared, valid=prepared.valid[::-1] * 3.0 + 1.0)
+    again = fusion_study.encoder_parameters(other, "eof_residual", 6)
+    for key, value in params["eof_basis"].items():
+        torch.testing.assert_close(again["eof_basis"][key], value, rtol=0, atol=0)
+    code = fit_eof(prepared.train, prepared.lat, 6)
+    np.testing.assert_allclose(params["eof_basis"]["components"].numpy(), code.components)
+    assert fusion_study.encoder_parameters(prepared, "resnet", 6) == {"encoder": "resnet"}
+    with pytest.raises(ValueError, match="unknown encoder"):
+        fusion_study.encoder_parameters(prepared, "eof", 6)
+
+    assert fusion_study.checkpoint_root(tmp_path, "resnet") == str(tmp_path / "09_fusion")
+    root = fusion_study.checkpoint_root(tmp_path, "eof_residual")
+    assert root == str(tmp_path / "09_fusion_eof_residual")
+    runs = fusion_study.fusion_runs(["early", "hybrid_self_attention"], "early", 0.3,
+                                    "late_concat")
+    train_set = fusion_study.FieldDataset(prepared.train[:16], np.zeros(16, dtype=int))
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, device="cpu")
+    # Every scheme as built (untrained) is the EOF code of the zero-filled input.
+    from geofusion.learning.fusion_methods import build_fusion_method
+    x = torch.from_numpy(prepared.valid[:3])
+    for _, scheme, p_drop, objective in runs:
+        kind, operator = fusion_study.parse_scheme(scheme)
+        method = build_fusion_method(objective, kind=kind, fusion=operator, in_channels=2,
+                                     grid=(4, 8), latent_dim=6, width=2, mode_width=2,
+                                     token_dim=4, heads=2, proj_dim=4, proj_hidden_dim=8,
+                                     p_mode_dropout=p_drop, groups=((0,), (1,)),
+                                     **params).eval()
+        present = torch.tensor([[True, False], [False, True], [True, True]])
+        filled = x.numpy() * present.numpy()[:, :, None, None]
+        with torch.no_grad():
+            z = method.encoder(x, present)
+        np.testing.assert_allclose(z.numpy(), code.encode(filled), rtol=1e-4, atol=1e-4)
+    methods, _ = fusion_study.train_fusion_methods(
+        runs[:1], train_set, config, root, in_channels=2, grid=(4, 8), latent_dim=6, width=2,
+        proj_dim=4, proj_hidden_dim=8, augmentation="native", **params)
+    assert (tmp_path / "09_fusion_eof_residual" / "early" / "checkpoint.pt").exists()
+    assert type(methods["early"].encoder).__name__ == "EOFResidualFusionEncoder"

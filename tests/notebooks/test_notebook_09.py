@@ -25,9 +25,12 @@ def test_notebook_09_compares_fusion_schemes(run_notebook, tmp_path):
     expected = [*SCHEMES, "late_cross_attention+dropout", "late_concat+mode_group"]
     baseline_rows = ["persistence", "damped persistence", "linear regression"]
     assert sorted(results["summary"]) == sorted([*expected, *baseline_rows])
+    # The notebook's default encoder (issue 24): every scheme is the residual of the EOF code,
+    # its checkpoints apart from those of the schemes alone.
+    assert not (runs / "09_fusion").exists()
     for name in expected:
-        assert (runs / "09_fusion" / name / "checkpoint.pt").exists()
-        assert (runs / "09_fusion" / name / "decoder" / "checkpoint.pt").exists()
+        assert (runs / "09_fusion_eof_residual" / name / "checkpoint.pt").exists()
+        assert (runs / "09_fusion_eof_residual" / name / "decoder" / "checkpoint.pt").exists()
         row = results["summary"][name]
         assert -1 <= row["missing-mode cosine (worst)"] <= row["missing-mode cosine (mean)"] <= 1
         assert row["recon RMSE / climatology"] > 0 and math.isfinite(row["MFLOPs/sample"])

@@ -105,7 +105,8 @@ def cost_jobs(planned: dict[str, dict[str, Any]]) -> list[tuple[str, ModelReques
                           "p_mode_dropout": p_drop, "latent_dim": p["latent_dim"],
                           "width": p["width"], "mode_width": p["mode_width"],
                           "token_dim": p["token_dim"], "proj_dim": p["proj_dim"],
-                          "proj_hidden_dim": p["proj_hidden_dim"], "lambd": p["lambd"]}
+                          "proj_hidden_dim": p["proj_hidden_dim"], "lambd": p["lambd"],
+                          "encoder": p.get("encoder", "resnet")}
                 jobs.append((notebook, ModelRequest(name, "fusion", TrainConfig(**config_keys),
                                                     params, p["seed"]), days))
             continue
@@ -126,7 +127,8 @@ def _build(request: ModelRequest) -> torch.nn.Module:
     if request.method == "fusion":
         params = dict(request.build_params)
         objective = params.pop("objective")
-        return build_fusion_method(objective, in_channels=CHANNELS, grid=GRID, **params)
+        return build_fusion_method(objective, in_channels=CHANNELS, grid=GRID, **params,
+                                   **_stand_in_data_parameters(params))
     return build_method(request.method, in_channels=CHANNELS, grid=GRID, **request.build_params,
                         **_stand_in_data_parameters(request.build_params))
 

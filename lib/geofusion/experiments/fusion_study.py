@@ -12,7 +12,9 @@ years (:func:`geofusion.verification.baselines.training_climatology`); the train
 only under
 its own name.
 
-- :func:`fusion_runs`, :func:`train_fusion_methods`: the schemes to train and their training.
+- :func:`fusion_runs`, :func:`encoder_parameters`, :func:`checkpoint_root`,
+  :func:`train_fusion_methods`: the schemes to train, their encoder (the scheme alone or the
+  EOF code plus the scheme as a residual) and their training.
 - :func:`train_frozen_decoders`, :func:`reconstruction_scores`: a decoder on each frozen
   encoder, scored against the day-of-year climatology and the training mean.
 - :func:`fit_latent_forecasters`: a latent LSTM per frozen encoder + decoder.
@@ -47,7 +49,12 @@ from geofusion.downstream.forecast_scores import ForecastSource, score_forecasts
 from geofusion.downstream.forecasting import LatentForecaster, fit_latent_forecaster
 from geofusion.learning.config import TrainConfig
 from geofusion.learning.decoders import FrozenEncoderDecoder, reconstruct
-from geofusion.learning.fusion_methods import build_fusion_method, missing_mode_robustness
+from geofusion.learning.fusion_methods import (
+    FUSION_ENCODERS,
+    build_fusion_method,
+    missing_mode_robustness,
+)
+from geofusion.learning.model_cache import data_dependent_parameters
 from geofusion.learning.training import fit
 from geofusion.models.fusion_encoders import parse_scheme
 from geofusion.verification.baselines import climatology_forecast, training_climatology
@@ -55,7 +62,8 @@ from geofusion.verification.bootstrap import bootstrap_rmse
 from geofusion.verification.metrics import lat_weighted_mse, lat_weighted_rmse
 from geofusion.world.synthetic import synthetic_era5
 
-__all__ = ["fusion_runs", "train_fusion_methods", "train_frozen_decoders",
+__all__ = ["fusion_runs", "encoder_parameters", "checkpoint_root", "train_fusion_methods",
+           "train_frozen_decoders",
            "reconstruction_scores", "fit_latent_forecasters", "pivot_scores",
            "missing_mode_table", "resolution_transfer", "restandardise", "FineGrid",
            "fine_grid", "fine_decoder_scores", "physical_training_mean",
@@ -83,6 +91,29 @@ def fusion_runs(schemes: Sequence[str], dropout_scheme: str | None = None,
     return runs
 
 
+def encoder_parameters(prepared: Any, encoder: str, latent_dim: int) -> dict[str, Any]:
+    """The ``encoder`` arguments of :func:`build_fusion_method`: ``{"encoder": "resnet"}``, or
+    for ``"eof_residual"`` also ``eof_basis``, the ``latent_dim`` leading all-mode EOFs
+    fitted on ``prepared.train`` only (all training days, whatever subset the schemes train on;
+    :func:`geofusion.learning.model_cache.data_dependent_parameters`), so that at
+    initialisation every scheme is the notebook's equal-size EOF code."""
+    if encoder not in FUSION_ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {FUSION_ENCODERS}")
+    return {"encoder": encoder,
+            **data_dependent_parameters(prepared, {"encoder": encoder,
+                                                   "latent_dim": int(latent_dim)})}
+
+
+def checkpoint_root(run_dir: str | os.PathLike, encoder: str) -> str:
+    """Where notebook 09 keeps its schemes' checkpoints: ``<run_dir>/09_fusion`` for the
+    schemes alone (the directories of earlier runs), ``<run_dir>/09_fusion_<encoder>``
+    otherwise, so a scheme of another encoder is never resumed from the wrong checkpoint."""
+    if encoder not in FUSION_ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {FUSION_ENCODERS}")
+    root = os.path.join(os.fspath(run_dir), "09_fusion")
+    return root if encoder == "resnet" else f"{root}_{encoder}"
+
+
 def train_fusion_methods(runs: Sequence[FusionRun], train_set: Dataset, config: TrainConfig,
                          run_dir: str | os.PathLike, seed: int = 0, progress: bool = True,
                          trainer: Callable[..., pd.DataFrame] | None = None,
@@ -92,9 +123,11 @@ def train_fusion_methods(runs: Sequence[FusionRun], train_set: Dataset, config: 
     by
     ``seed``) and train each run with the same ``config``; checkpoints in
     ``<run_dir>/<name>``, so a rerun loads them. ``architecture``: ``in_channels``, ``grid``,
-    ``latent_dim``, ``width``, ``mode_width``, ``token_dim``, ``proj_dim``, ... and loss
-    parameters. ``trainer``: :func:`geofusion.learning.training.fit` (default) or, under
-    torchrun, :func:`geofusion.learning.distributed.fit_distributed` (same checkpoints).
+    ``latent_dim``, ``width``, ``mode_width``, ``token_dim``, ``proj_dim``, ..., loss
+    parameters and :func:`encoder_parameters` (checkpoints of another encoder belong under
+    another ``run_dir``, :func:`checkpoint_root`). ``trainer``:
+    :func:`geofusion.learning.training.fit` (default) or, under torchrun,
+    :func:`geofusion.learning.distributed.fit_distributed` (same checkpoints).
     Returns ``(methods, histories)`` keyed by run name."""
     methods, histories = {}, {}
     train = fit if trainer is None else trainer

@@ -2,7 +2,9 @@
 
 A notebook finds its models by description: :func:`geofusion.learning.model_cache.pretrained`
 (notebooks 02-08, 10, 11) or, for notebook 09's fusion schemes, the checkpoint directory
-``<run_dir>/09_fusion/<run>`` (:func:`geofusion.experiments.fusion_study.train_fusion_methods`).
+``<run_dir>/09_fusion/<run>`` (``09_fusion_eof_residual/<run>`` with ``encoder="eof_residual"``,
+:func:`geofusion.experiments.fusion_study.checkpoint_root`;
+:func:`geofusion.experiments.fusion_study.train_fusion_methods`).
 :func:`notebook_requests` rebuilds those requests from a notebook's parameters exactly as its
 cells build them (same :class:`~geofusion.learning.config.TrainConfig`, same build parameters,
 same data), and :func:`train_requests` trains them with any training loop: under torchrun with
@@ -180,13 +182,15 @@ def _fusion_training(p: dict[str, Any], prepared: PreparedData,
                                     p["mode_group_scheme"])
     config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                          seed=p["seed"], device=p["device"])
-    root = f"{p['run_dir']}/09_fusion"
+    root = fusion_study.checkpoint_root(p["run_dir"], p["encoder"])
+    # The EOF basis of encoder="eof_residual" is fitted on all training days, as in the notebook.
+    encoder = fusion_study.encoder_parameters(prepared, p["encoder"], p["latent_dim"])
     fusion_study.train_fusion_methods(
         runs, train_set, config, root, seed=p["seed"], progress=progress, trainer=trainer,
         in_channels=len(prepared.channels), grid=prepared.train.shape[-2:],
         latent_dim=p["latent_dim"], width=p["width"], mode_width=p["mode_width"],
         token_dim=p["token_dim"], proj_dim=p["proj_dim"], proj_hidden_dim=p["proj_hidden_dim"],
-        lambd=p["lambd"])
+        lambd=p["lambd"], **encoder)
     return [Path(root) / run[0] for run in runs]
 
 

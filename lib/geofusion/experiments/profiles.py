@@ -161,6 +161,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "07_decoder": {**_BASE["quick"], **_DECODER["quick"], "joint_epochs": 3,
                        "joint_lr": 1e-4, "n_train_days": 512, "n_eval": 256, "distinct_masks": 8},
         "08_forecasting": _FORECAST["quick"],
+        # Every fusion scheme = the all-mode EOF code of the zero-filled input plus the scheme
+        # as a residual starting at zero (issue 24): the schemes alone kept nothing of the
+        # day's anomaly in 128 numbers (reports/benchmarks/fusion_linear_twins.md).
+        "09_fusion": {"encoder": "eof_residual"},
         "10_assimilation": _assimilation(_FORECAST["quick"], cycle_days=60,
                                          observed_fractions=[0.02, 0.1, 0.5],
                                          obs_noise_stds=[0.1, 0.5], b_rank=10,
@@ -193,7 +197,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                       "proj_hidden_dim": 1024, "n_train_days": None, "n_eval": 2048,
                       "decoder_epochs": 30, "decoder_width": 64, "context": 30,
                       "lstm_hidden": 512, "forecast_epochs": 50, "forecast_lr": 1e-3,
-                      "forecast_train_days": None},
+                      "forecast_train_days": None, "encoder": "eof_residual"},
         "10_assimilation": _assimilation(_FORECAST["full"], cycle_days=365,
                                          observed_fractions=[0.02, 0.1, 0.5],
                                          obs_noise_stds=[0.1, 0.5], b_rank=50,

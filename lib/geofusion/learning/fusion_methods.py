@@ -40,12 +40,13 @@ from torch import Tensor, nn
 from geofusion.learning.augment import two_views
 from geofusion.learning.losses import barlow_twins_loss, nt_xent_loss
 from geofusion.learning.methods import build_method
+from geofusion.models.eof_residual import EOFResidualFusionEncoder
 from geofusion.models.fusion_encoders import FusionEncoder, build_encoder, random_mode_split
 from geofusion.models.resnet import ProjectionHead
 
 __all__ = [
     "MODE_GROUPS", "FUSION_METHODS", "ModeDropoutMethod", "ModeGroupContrastiveMethod",
-    "build_fusion_method", "missing_mode_robustness",
+    "build_fusion_method", "missing_mode_robustness", "FUSION_ENCODERS",
 ]
 
 # Thermodynamic (2m temperature, specific humidity) vs dynamic (geopotential, u, v) modes,
@@ -211,6 +212,9 @@ class ModeGroupContrastiveMethod(nn.Module):
 
 FUSION_METHODS: tuple[str, ...] = ("autoencoder", "barlow_twins", "simclr", "supcon",
                                    "mode_group")
+#: Encoders of :func:`build_fusion_method`: the scheme alone, or the all-mode EOF code of the
+#: zero-filled input plus the scheme as a residual that starts at zero.
+FUSION_ENCODERS: tuple[str, ...] = ("resnet", "eof_residual")
 
 
 def build_fusion_method(name: str, kind: str = "early", fusion: str = "concat",
@@ -220,22 +224,41 @@ def build_fusion_method(name: str, kind: str = "early", fusion: str = "concat",
                         heads: int = 4, proj_dim: int = 128, proj_hidden_dim: int = 1024,
                         objective: str = "barlow_twins",
                         groups: Sequence[Sequence[int]] | str = MODE_GROUPS,
-                        augmentation: Any | None = None, **loss_params: float) -> nn.Module:
+                        augmentation: Any | None = None, encoder: str = "resnet",
+                        eof_basis: dict[str, Any] | None = None,
+                        **loss_params: float) -> nn.Module:
     """Any method of :func:`geofusion.learning.methods.build_method` (or "mode_group") with a fusion
     encoder from :func:`build_encoder`, optionally wrapped in :class:`ModeDropoutMethod`.
 
     ``kind="early", fusion="concat"`` with ``p_mode_dropout=0`` is architecturally the method
     ``build_method`` makes. ``objective``, ``groups`` and ``augmentation`` apply to
     "mode_group" only; ``loss_params`` are ``lambd`` / ``temperature``.
+
+    ``encoder``: "resnet" (the scheme as built by :func:`build_encoder`) or "eof_residual":
+    the scheme wrapped in :class:`geofusion.models.eof_residual.EOFResidualFusionEncoder`
+    (the ``latent_dim`` leading all-mode EOFs of the zero-filled input plus the scheme, whose
+    final layer starts at zero). "eof_residual" needs ``eof_basis`` = ``{"components",
+    "sqrt_weights", "mean"}`` fitted on the training days
+    (:func:`geofusion.learning.model_cache.data_dependent_parameters`). The other heads (the
+    autoencoder's decoder) stay as ``build_method`` makes them with its ResNet.
     """
-    encoder = build_encoder(kind, fusion, in_channels=in_channels, latent_dim=latent_dim,
-                            width=width, mode_width=mode_width, token_dim=token_dim,
-                            heads=heads)
+    if encoder not in FUSION_ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {FUSION_ENCODERS}")
+    if (encoder == "eof_residual") != (eof_basis is not None):
+        raise ValueError('encoder="eof_residual" needs eof_basis (and only it takes one): pass '
+                         "model_cache.data_dependent_parameters(prepared, {'encoder': "
+                         "'eof_residual', 'latent_dim': latent_dim})")
+    fusion_encoder: FusionEncoder = build_encoder(
+        kind, fusion, in_channels=in_channels, latent_dim=latent_dim, width=width,
+        mode_width=mode_width, token_dim=token_dim, heads=heads)
+    if eof_basis is not None:
+        fusion_encoder = EOFResidualFusionEncoder(fusion_encoder, **eof_basis)
     if name == "mode_group":
         projector = ProjectionHead(latent_dim, proj_hidden_dim, proj_dim,
                                    final_batchnorm=objective == "barlow_twins")
         method: nn.Module = ModeGroupContrastiveMethod(
-            encoder, projector, objective=objective, groups=groups, augmentation=augmentation,
+            fusion_encoder, projector, objective=objective, groups=groups,
+            augmentation=augmentation,
             **loss_params)
     elif name in FUSION_METHODS:
         method = build_method(name, in_channels=in_channels, grid=grid, latent_dim=latent_dim,
@@ -243,7 +266,7 @@ def build_fusion_method(name: str, kind: str = "early", fusion: str = "concat",
                               **loss_params)
         # build_method's own ResNet is discarded: the heads (and the autoencoder's decoder at
         # ``width``) stay exactly as build_method makes them.
-        method.encoder = encoder
+        method.encoder = fusion_encoder
     else:
         raise ValueError(f"unknown method {name!r}; choose one of {FUSION_METHODS}")
     return ModeDropoutMethod(method, p_mode_dropout) if p_mode_dropout > 0 else method
