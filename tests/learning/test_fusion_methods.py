@@ -343,3 +343,49 @@ def test_graph_attention_mixes_only_physical_neighbours_that_are_present():
     assert (2, 3) in VARIABLE_EDGES and (0, 4) in VARIABLE_EDGES
     with pytest.raises(ValueError, match="edges"):
         GraphAttentionFusion(n_tokens=3, token_dim=8, out_dim=4, heads=2)
+
+
+def test_eof_residual_fusion_methods_start_as_the_eof_code_and_train_like_the_others():
+    """Issue 24: encoder="eof_residual" wraps the scheme; the method's embedding of a day (its
+    72 x 144 inference view, resampled back to the EOF grid) is the EOF code at
+    initialisation, mode dropout still applies, and the loss trains the residual."""
+    import numpy as np
+
+    from geofusion.data.eof import fit_eof
+    from geofusion.models.eof_residual import EOFResidualFusionEncoder
+
+    data = fields(40, seed=1).numpy()
+    code = fit_eof(data, np.linspace(-80, 80, GRID[0]), SMALL["latent_dim"])
+    basis = {"components": torch.from_numpy(code.components),
+             "sqrt_weights": torch.from_numpy(code.sqrt_weights),
+             "mean": torch.from_numpy(code.mean)}
+    torch.manual_seed(0)
+    method = build_fusion_method("barlow_twins", kind="late", fusion="graph_attention",
+                                 p_mode_dropout=0.3, grid=GRID, encoder="eof_residual",
+                                 eof_basis=basis, **TINY_METHOD)
+    assert isinstance(method, ModeDropoutMethod)
+    assert isinstance(method.encoder, EOFResidualFusionEncoder)
+    method.eval()
+    x = fields(4)
+    view = method.inference_view(x)
+    assert view.shape[-2:] != GRID  # the contrastive methods' 72 x 144 view
+    back = torch.nn.functional.interpolate(view, size=GRID, mode="bilinear",
+                                           align_corners=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(method.embed(x).numpy(), code.encode(back.numpy()),
+                                   rtol=1e-4, atol=1e-4)
+    method.train()
+    loss, _ = method.loss((fields(8), torch.zeros(8, dtype=torch.long)),
+                          torch.Generator().manual_seed(0))
+    loss.backward()
+    assert method.encoder.base.fuse.proj.weight.grad.abs().sum() > 0
+    # Cost: the base's parameters and FLOPs (attention included) plus the EOF projection.
+    wrapped, alone = fusion_cost(method.encoder), fusion_cost(method.encoder.base)
+    assert wrapped["parameters"] == alone["parameters"] + code.components.size
+    assert wrapped["flops"] >= alone["flops"] + 2 * code.components.size
+    with pytest.raises(ValueError, match="needs eof_basis"):
+        build_fusion_method("barlow_twins", encoder="eof_residual", grid=GRID, **TINY_METHOD)
+    with pytest.raises(ValueError, match="needs eof_basis"):
+        build_fusion_method("barlow_twins", eof_basis=basis, grid=GRID, **TINY_METHOD)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_fusion_method("barlow_twins", encoder="eof", grid=GRID, **TINY_METHOD)
