@@ -332,6 +332,19 @@ def _cholesky_with_nugget(s: Tensor) -> Tensor:
                      "negative values")
 
 
+def _training_grid(prepared: Any, noise_std: float, noise_length: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The checked training days, their times, latitudes and longitudes of an OI fit."""
+    if not noise_std >= 0 or not noise_length >= 0:
+        raise ValueError(f"noise_std and noise_length must be >= 0, got {noise_std}, "
+                         f"{noise_length}")
+    x, times = training_days(prepared)
+    lat = np.asarray(prepared.lat, dtype=np.float64)
+    lon = np.asarray(prepared.lon, dtype=np.float64)
+    _check_grid(x, lat, lon)
+    return x, times, lat, lon
+
+
 def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: float,
                               window: int = 15, max_lag: int = 2,
                               min_correlation: float = 0.1, periodic_lon: bool = True
@@ -380,13 +393,7 @@ def fit_optimal_interpolation(prepared: Any, noise_std: float, noise_length: flo
                                   torch.Generator().manual_seed(0))
         analysis = oi.analyse(noisy, observed, prepared.valid_times)  # standardised
     """
-    if not noise_std >= 0 or not noise_length >= 0:
-        raise ValueError(f"noise_std and noise_length must be >= 0, got {noise_std}, "
-                         f"{noise_length}")
-    x, times = training_days(prepared)
-    lat = np.asarray(prepared.lat, dtype=np.float64)
-    lon = np.asarray(prepared.lon, dtype=np.float64)
-    _check_grid(x, lat, lon)
+    x, times, lat, lon = _training_grid(prepared, noise_std, noise_length)
     clim = training_climatology(prepared, window)  # zero in the anomaly space
     std, length, share = background_error_statistics(anomalies(x, times, clim), lat, lon,
                                                      max_lag, min_correlation)
@@ -613,13 +620,7 @@ def fit_persistence_optimal_interpolation(prepared: Any, noise_std: float, noise
     Arguments as :func:`fit_optimal_interpolation`; only ``prepared.train``, ``train_times``,
     ``lat`` and ``lon`` are read.
     """
-    if not noise_std >= 0 or not noise_length >= 0:
-        raise ValueError(f"noise_std and noise_length must be >= 0, got {noise_std}, "
-                         f"{noise_length}")
-    x, times = training_days(prepared)
-    lat = np.asarray(prepared.lat, dtype=np.float64)
-    lon = np.asarray(prepared.lon, dtype=np.float64)
-    _check_grid(x, lat, lon)
+    x, times, lat, lon = _training_grid(prepared, noise_std, noise_length)
     persistence = fit_damped_persistence(prepared, max_lead=1, window=window)
     a = anomalies(x, times, persistence.climatology)
     i, j = _lag_pairs(times, 1)
