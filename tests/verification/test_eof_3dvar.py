@@ -123,3 +123,28 @@ def test_truncation_error_variance_and_training_days_only(world):
     np.testing.assert_array_equal(other.representation_var, var.representation_var)
     with pytest.raises(ValueError, match="representation_var"):
         EOF3DVar(var.model, np.ones(3), 0.1, 1.0)
+
+
+def test_a_singular_lim_error_covariance_still_gives_a_finite_analysis(world):
+    """With fewer consecutive training days than about twice k the LIM's residuals span fewer
+    than k directions and Q is singular (the full profile's k = 1000 on the smoke slice): the
+    precision floors B's spectrum, so the analysis is finite and keeps the background where B
+    has no variance, and a well-conditioned B is inverted as before."""
+    import dataclasses
+
+    from geofusion.verification.eof_3dvar import background_precision
+
+    prepared, var = world
+    q = var.model.error_covariance
+    np.testing.assert_allclose(background_precision(q), np.linalg.inv(q), rtol=1e-8)
+    values, vectors = np.linalg.eigh(q)
+    singular = (vectors * np.r_[0.0, values[1:]]) @ vectors.T          # rank k - 1
+    model = dataclasses.replace(var.model, error_covariance=singular)
+    degenerate = dataclasses.replace(var, model=model)
+    zb = np.random.default_rng(2).normal(size=(3, var.k))
+    y = _anomaly(var, prepared.valid[:3], prepared.valid_times[:3])
+    out = degenerate.analyse(zb, y, np.ones((3, *GRID), bool))
+    assert np.isfinite(out).all()
+    # No background variance along the null direction: the analysis keeps the background there.
+    increment = out - zb
+    assert np.abs(increment @ vectors[:, 0]).max() < 1e-4 * np.abs(increment).max()

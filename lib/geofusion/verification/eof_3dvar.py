@@ -29,7 +29,10 @@ error model of latent 3D-Var (:class:`geofusion.downstream.assimilation.Observat
 the exact covariance of the project's correlated noise on the observed points plus, on the
 diagonal, the representation error of the code, here the EOF truncation's mean squared error
 per channel on the training days (:func:`truncation_error_variance`; for latent 3D-Var the
-decoder's), with the same relative jitter.
+decoder's), with the same relative jitter. ``B^{-1}`` is taken with the eigenvalues of ``B``
+floored at ``1e-9`` of the largest (:func:`background_precision`): with fewer consecutive
+training days than about twice ``k`` (e.g. ``k = 1000`` on a short slice) the residuals of the
+least-squares ``M`` span fewer than ``k`` directions and ``Q`` is singular.
 
 Everything is fitted on ``prepared.train`` only (:func:`fit_eof_3dvar`).
 """
@@ -57,7 +60,7 @@ from geofusion.verification.linear_inverse_model import (
     fit_linear_inverse_model,
 )
 
-__all__ = ["truncation_error_variance", "EOF3DVar", "fit_eof_3dvar"]
+__all__ = ["truncation_error_variance", "background_precision", "EOF3DVar", "fit_eof_3dvar"]
 
 #: Observed patterns whose operators an :class:`EOF3DVar` keeps (``(C, m, k)`` each).
 _MAX_OPERATORS = 64
@@ -77,6 +80,26 @@ def truncation_error_variance(code: EOFCode, a: Any, chunk: int = 256) -> np.nda
         residual = code.decode(code.encode(part)).astype(np.float64) - part
         total += (residual**2).sum(axis=(0, 2, 3))
     return total / (len(x) * x.shape[2] * x.shape[3])
+
+
+def background_precision(b: np.ndarray, floor: float = 1e-9) -> np.ndarray:
+    """``B^{-1}`` of a symmetric positive semi-definite ``(k, k)`` ``B``, its eigenvalues
+    floored at ``floor`` times the largest (directions ``B`` gives no variance are pinned to
+    the background, not inverted to infinity).
+
+    Example:
+        >>> import numpy as np
+        >>> bool(np.allclose(background_precision(np.diag([2.0, 4.0])), np.diag([0.5, 0.25])))
+        True
+        >>> bool(np.isclose(background_precision(np.diag([1.0, 0.0]))[1, 1], 1e9))
+        True
+    """
+    b = 0.5 * (np.asarray(b, dtype=np.float64) + np.asarray(b, dtype=np.float64).T)
+    values, vectors = np.linalg.eigh(b)
+    if values[-1] <= 0:
+        raise ValueError("the background-error covariance has no positive variance")
+    values = np.maximum(values, floor * values[-1])
+    return (vectors / values) @ vectors.T
 
 
 @dataclass
@@ -205,7 +228,7 @@ class EOF3DVar:
                 continue
             g, mu, u, p = self._operator(pattern)
             if lam[i] not in precision:
-                precision[lam[i]] = np.linalg.inv(self.background_covariance(lam[i]))
+                precision[lam[i]] = background_precision(self.background_covariance(lam[i]))
             index = np.flatnonzero(pattern)
             d = y[i].reshape(len(g), -1)[:, index] - mu - g @ zb[i]     # (C, m)
             rhs = np.einsum("cmk,cm->k", u, d)
