@@ -33,7 +33,8 @@ def test_embedding_and_decoder_are_the_eof_code_in_float32():
                                atol=1e-5)
     assert not any(p.requires_grad for p in [*method.parameters(), *decoder.parameters()])
     # Through the project's encoding path (embed_observed), complete and masked.
-    torch.testing.assert_close(encode_series(method, a), z, rtol=0, atol=0)
+    # Other batch shapes than one embed call: a tolerance, not bit for bit.
+    torch.testing.assert_close(encode_series(method, a), z, rtol=1e-6, atol=1e-6)
     observed = np.random.default_rng(2).random((len(a), 4, 6)) > 0.5
     zero_filled = a * observed[:, None]
     np.testing.assert_allclose(encode_series(method, a, observed=observed).numpy(),
