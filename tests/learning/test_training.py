@@ -341,5 +341,45 @@ def test_every_new_training_setting_enters_the_shared_model_key(tmp_path):
     base = model_dir(tmp_path, description, CONFIG)
     for change in ({"patience": 3}, {"min_delta": 0.1}, {"restore_best": False},
                    {"lr_schedule": "cosine"}, {"warmup_epochs": 1}, {"min_lr": 1e-4},
-                   {"time_budget_s": 60.0}):
+                   {"time_budget_s": 60.0}, {"limit_batches": 1}):
         assert model_dir(tmp_path, description, dataclasses.replace(CONFIG, **change)) != base
+
+
+def test_limit_batches_trains_and_validates_on_that_many_batches(monkeypatch):
+    """The smoke profile's one-batch epochs: 2 of 6 training steps per epoch, on the schedule
+    of 2-step epochs, and a validation pass over 2 of its 6 batches."""
+    steps, validation_batches = [], []
+    original_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        steps.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    original_loss = NoisyRegression.loss
+
+    def recording_loss(self, batch, generator):
+        if not self.training:
+            validation_batches.append(len(batch[0]))
+        return original_loss(self, batch, generator)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    monkeypatch.setattr(NoisyRegression, "loss", recording_loss)
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, device="cpu", lr_schedule="cosine",
+                         warmup_epochs=1, limit_batches=2)
+    history = fit(make_method(), toy_data(), config, valid_set=toy_data(), progress=False)
+    assert steps == [learning_rate(config, s, 2) for s in range(3 * 2)]
+    assert validation_batches == [16, 16] * 3
+    assert len(history) == 3 and history["valid_loss"].notna().all()
+    # Above the number of batches, the limit changes nothing.
+    unlimited = fit(make_method(), toy_data(), dataclasses.replace(CONFIG, epochs=2),
+                    progress=False)
+    limited = fit(make_method(), toy_data(),
+                  dataclasses.replace(CONFIG, epochs=2, limit_batches=100), progress=False)
+    pd.testing.assert_series_equal(unlimited["loss"], limited["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_limit_batches_must_be_a_positive_count(bad):
+    with pytest.raises(ValueError, match="limit_batches"):
+        TrainConfig(limit_batches=bad)
+

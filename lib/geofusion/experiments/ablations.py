@@ -228,7 +228,8 @@ def fit_conditional_diffusion(target: torch.Tensor, condition: torch.Tensor,
     """A conditional latent DDPM of ``p(target | condition)`` (``(N, D)`` latents each),
     trained on ``(s(target), s(condition))`` with ``s`` the standardisation of ``target``
     (so both live on the unit scale the schedule assumes). ``settings``: ``hidden``,
-    ``layers``, ``steps``, ``epochs``, ``batch_size``, ``lr`` (:func:`score_variant`).
+    ``layers``, ``steps``, ``epochs``, ``batch_size``, ``lr`` (:func:`score_variant`) and
+    optionally ``limit_batches`` (:class:`TrainConfig`).
 
     Returns ``(model, s)``: sample with ``model.sample(s.transform(c), members, generator)``
     and map the members back with ``s.inverse``."""
@@ -243,7 +244,8 @@ def fit_conditional_diffusion(target: torch.Tensor, condition: torch.Tensor,
                             steps=settings["steps"])
     fit(model, TensorDataset(scaler.transform(target), scaler.transform(condition)),
         TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                    lr=settings["lr"], seed=seed, device="cpu"), progress=False)
+                    lr=settings["lr"], seed=seed, device="cpu",
+                    limit_batches=settings.get("limit_batches")), progress=False)
     return model, scaler
 
 
@@ -661,7 +663,8 @@ def _checked_settings(settings: dict[str, Any], needed: tuple[str, ...]) -> dict
 
 def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
                    variants: list[str], train_seed: int, device: str = "cpu",
-                   progress: bool = True) -> dict[str, tuple[nn.Module, pd.DataFrame, Any]]:
+                   progress: bool = True, limit_batches: int | None = None
+                   ) -> dict[str, tuple[nn.Module, pd.DataFrame, Any]]:
     """Notebook 11's sparse-view Barlow Twins, one per variant, trained (or loaded from the
     model cache, :func:`geofusion.learning.model_cache.pretrained`) on ``prepared.train``.
 
@@ -674,7 +677,7 @@ def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
     """
     s = _checked_settings(settings, TRAINING_KEYS)
     config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                         seed=train_seed, device=device)
+                         seed=train_seed, device=device, limit_batches=limit_batches)
     observation = {"kind": s["mask_kind"], "min_ratio": s["min_ratio"],
                    "max_ratio": s["max_ratio"], "noise_std": s["noise_std"],
                    "noise_length": s["noise_length"], "both_views": False}
@@ -696,7 +699,7 @@ def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
 
 def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prepared: Any,
                    run_dir: Any, settings: dict[str, Any], device: str = "cpu",
-                   block: str = "test", progress: bool = False
+                   block: str = "test", progress: bool = False, limit_batches: int | None = None
                    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """:func:`score_variant` of every trained variant and :func:`reference_scores`, on
     ``block``, with notebook 11's scoring settings (:data:`SCORING_KEYS` and ``seed``, which
@@ -706,10 +709,12 @@ def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prep
     s = _checked_settings(settings, (*SCORING_KEYS, "batch_size", "latent_dim", "noise_std",
                                      "noise_length", "seed"))
     decoder_config = TrainConfig(epochs=s["decoder_epochs"], batch_size=s["batch_size"],
-                                 lr=s["decoder_lr"], seed=s["seed"], device=device)
+                                 lr=s["decoder_lr"], seed=s["seed"], device=device,
+                                 limit_batches=limit_batches)
     diffusion = {"steps": s["diffusion_steps"], "epochs": s["diffusion_epochs"],
                  "hidden": s["diffusion_hidden"], "train_days": s["diffusion_train_days"],
-                 "batch_size": s["diffusion_batch_size"], "lr": s["diffusion_lr"]}
+                 "batch_size": s["diffusion_batch_size"], "lr": s["diffusion_lr"],
+                 "limit_batches": limit_batches}
     values: dict[str, dict[str, Any]] = {}
     bounds: dict[str, dict[str, Any]] = {}
     for variant, (method, history, model_dir) in trained.items():

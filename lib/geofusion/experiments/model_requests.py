@@ -59,7 +59,7 @@ class ModelRequest:
 
 def _schedule(p: dict[str, Any]) -> dict[str, Any]:
     return {"patience": p["patience"], "lr_schedule": p["lr_schedule"],
-            "warmup_epochs": p["warmup_epochs"]}
+            "warmup_epochs": p["warmup_epochs"], "limit_batches": p.get("limit_batches")}
 
 
 def _encoder(p: dict[str, Any], autoencoder: bool = False) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
         ]
     if notebook == "11_beyond":
         config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                             seed=seed, device=device)
+                             seed=seed, device=device, limit_batches=p.get("limit_batches"))
         observation = {"kind": p["mask_kind"], "min_ratio": p["min_ratio"],
                        "max_ratio": p["max_ratio"], "noise_std": p["noise_std"],
                        "noise_length": p["noise_length"], "both_views": False}
@@ -181,7 +181,7 @@ def _fusion_training(p: dict[str, Any], prepared: PreparedData,
     runs = fusion_study.fusion_runs(p["schemes"], p["dropout_scheme"], p["p_mode_dropout"],
                                     p["mode_group_scheme"])
     config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                         seed=p["seed"], device=p["device"])
+                         seed=p["seed"], device=p["device"], limit_batches=p.get("limit_batches"))
     root = fusion_study.checkpoint_root(p["run_dir"], p["encoder"])
     # The EOF basis of encoder="eof_residual" is fitted on all training days, as in the notebook.
     encoder = fusion_study.encoder_parameters(prepared, p["encoder"], p["latent_dim"])

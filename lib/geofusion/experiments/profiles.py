@@ -30,8 +30,8 @@ from typing import Any
 WB2_ERA5_64x32 = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
 
 # Parameters every notebook's `parameters` cell defines.
-COMMON = ("data_path", "profile", "seed", "device", "run_dir", "cache_dir", "start", "end",
-          "level", "space", "train_fraction", "test_fraction")
+COMMON = ("data_path", "profile", "seed", "device", "limit_batches", "run_dir", "cache_dir",
+          "start", "end", "level", "space", "train_fraction", "test_fraction")
 
 # The base models. Notebooks 06-08 and 10 ask geofusion.learning.model_cache for the autoencoder
 # of 02 and the Barlow Twins of 03 with these same settings, so a pipeline run trains each of
@@ -142,7 +142,7 @@ _BEYOND = {
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
-                   "run_dir": "runs/quick", "cache_dir": "runs/cache", "start": "2000-01-01",
+                   "limit_batches": None, "run_dir": "runs/quick", "cache_dir": "runs/cache", "start": "2000-01-01",
                    # 11 years: a 60/20/20 split keeps the training block (2,410 days) as long
                    # as the old 80/20 split of 8 years (2,338)
                    "end": "2010-12-31", "level": 500, "space": "anomaly",
@@ -174,7 +174,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "full": {
         "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
-                   "device": "cuda", "run_dir": "runs/full", "cache_dir": "runs/cache",
+                   "device": "cuda", "limit_batches": None, "run_dir": "runs/full", "cache_dir": "runs/cache",
                    "start": "1959-01-01", "end": "2022-12-31", "level": None,
                    "space": "anomaly", "train_fraction": 0.6, "test_fraction": 0.2},
         "01_data_loading": {"twin_days": 60},  # used when data_path is the synthetic default
@@ -240,7 +240,10 @@ def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = N
 # CPU. It runs the code path of ``full`` end to end in minutes (`make smoke-full`), so a shape,
 # memory or path error surfaces before hours of GPU time; its numbers mean nothing.
 SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir": "runs/smoke",
-                "start": "2000-01-01", "end": "2004-12-31", "level": 500}
+                "start": "2000-01-01", "end": "2004-12-31", "level": 500,
+                # one batch per epoch and validation pass of every model (Lightning's
+                # fast_dev_run): the full-size networks' code paths at a fraction of an epoch
+                "limit_batches": 1}
 #: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1):
 #: evaluation days, and the training days of decoders, joint schemes, fusion schemes and LSTMs
 #: (the encoders of 02-06 and 11 see all 1096 training days: nine batches of 128).

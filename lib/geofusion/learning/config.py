@@ -69,6 +69,11 @@ class TrainConfig:
             batches of ``batch_size / (1 + hard + easy)`` anchor days with their hard (nearby)
             and easy (far) negatives, seeded by ``(seed, epoch)`` so a resumed run draws the
             same batches. The dataset's items must be consecutive days.
+        limit_batches: at most this many batches per epoch, in training and in the validation
+            pass alike (PyTorch Lightning's ``limit_train_batches`` / ``limit_val_batches``);
+            the learning-rate schedule counts the limited epoch. None (default): every batch.
+            The smoke profile sets 1, so the full profile's models run every code path in
+            seconds (``make smoke-full``); a model so trained means nothing.
     """
 
     epochs: int = 100
@@ -89,6 +94,7 @@ class TrainConfig:
     min_lr: float = 0.0
     time_budget_s: float | None = None
     batch_sampler: dict[str, Any] | None = None
+    limit_batches: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_sampler is not None:
@@ -103,6 +109,11 @@ class TrainConfig:
                 raise ValueError(f"batch_size={self.batch_size} is not a multiple of the "
                                  f"{per_anchor} days per anchor (1 + hard + easy) of the "
                                  "time-aware batch sampler; change batch_size or hard/easy")
+        if self.limit_batches is not None and (isinstance(self.limit_batches, bool)
+                                               or not isinstance(self.limit_batches, int)
+                                               or self.limit_batches < 1):
+            raise ValueError(f"limit_batches must be a positive number of batches per epoch or "
+                             f"None (every batch), got {self.limit_batches!r}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:

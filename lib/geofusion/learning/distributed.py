@@ -18,6 +18,7 @@ attribute.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -48,6 +49,7 @@ from geofusion.learning.run_state import (
     write_config,
 )
 from geofusion.learning.training import (
+    batches_per_epoch,
     epoch_clock,
     epoch_generator,
     fit,
@@ -182,10 +184,11 @@ def fit_distributed(
                                 pin_memory=device.type == "cuda")
         totals: dict[str, Tensor] = {}
         steps = 0
-        first_lr = learning_rate(config, epoch * len(loader), len(loader))
-        for batch in loader:
-            set_learning_rate(optimizer, learning_rate(config, epoch * len(loader) + steps,
-                                                       len(loader)))
+        per_epoch = batches_per_epoch(len(loader), config)
+        first_lr = learning_rate(config, epoch * per_epoch, per_epoch)
+        for batch in itertools.islice(loader, per_epoch):
+            set_learning_rate(optimizer, learning_rate(config, epoch * per_epoch + steps,
+                                                       per_epoch))
             batch = move_to(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, metrics = ddp(batch, generator)
@@ -247,7 +250,7 @@ def _evaluate_distributed(method: nn.Module, dataset: Dataset, local_batch: int,
                         sampler=distributed_sampler(dataset, config.seed, 0, shuffle=False))
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for batch in loader:
+    for batch in itertools.islice(loader, batches_per_epoch(len(loader), config)):
         batch = move_to(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss, _ = method.loss(batch, generator)

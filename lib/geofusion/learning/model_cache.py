@@ -41,7 +41,7 @@ __all__ = ["data_fingerprint", "data_dependent_parameters", "model_dir", "cached
 
 
 # TrainConfig fields added after models were first cached; hashed only when set.
-_OPTIONAL_SETTINGS = ("batch_sampler",)
+_OPTIONAL_SETTINGS = ("batch_sampler", "limit_batches")
 
 
 def data_fingerprint(prepared: PreparedData) -> dict[str, Any]:

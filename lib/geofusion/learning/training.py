@@ -56,6 +56,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -140,6 +141,17 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     decay = max(config.epochs * steps_per_epoch - warmup, 1)
     progress = min((step - warmup) / decay, 1.0)
     return config.min_lr + (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def batches_per_epoch(n_batches: int, config: TrainConfig) -> int:
+    """The batches an epoch (or validation pass) of ``n_batches`` runs: all of them, or
+    ``config.limit_batches`` when that is smaller.
+
+    Example:
+        >>> batches_per_epoch(9, TrainConfig(limit_batches=2)), batches_per_epoch(9, TrainConfig())
+        (2, 9)
+    """
+    return n_batches if config.limit_batches is None else min(n_batches, config.limit_batches)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -341,10 +353,10 @@ def _train_one_epoch(method: nn.Module, dataset: Dataset, optimizer: torch.optim
     tic = epoch_clock()
     totals: dict[str, float] = {}
     steps = 0
-    first_lr = learning_rate(config, epoch * len(loader), len(loader))
-    for batch in loader:
-        set_learning_rate(optimizer, learning_rate(config, epoch * len(loader) + steps,
-                                                   len(loader)))
+    per_epoch = batches_per_epoch(len(loader), config)
+    first_lr = learning_rate(config, epoch * per_epoch, per_epoch)
+    for batch in itertools.islice(loader, per_epoch):
+        set_learning_rate(optimizer, learning_rate(config, epoch * per_epoch + steps, per_epoch))
         batch = move_to(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss, metrics = method.loss(batch, method_generator)
@@ -378,7 +390,7 @@ def evaluate_loss(method: nn.Module, dataset: Dataset, config: TrainConfig,
     loader = _loader(dataset, config, None, shuffle=False,
                      drop_last=len(dataset) > config.batch_size)
     total, count = 0.0, 0
-    for batch in loader:
+    for batch in itertools.islice(loader, batches_per_epoch(len(loader), config)):
         batch = move_to(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss, _ = method.loss(batch, generator)
