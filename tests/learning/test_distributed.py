@@ -129,6 +129,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             straight, _dataset(), plateau, valid_set=_dataset(),
             run_dir=Path(out_dir) / "plateau_b", progress=False, find_unused_parameters=True)
         results["plateau_weights"] = straight.state_dict()
+        # One global batch per epoch (the smoke profile's limit_batches), with a warm-up whose
+        # steps count the limited epoch.
+        results["limited"] = distributed.fit_distributed(
+            _tiny_method(), _dataset(), LIMITED, valid_set=_dataset(), progress=False,
+            find_unused_parameters=True)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -232,6 +237,19 @@ def test_fit_distributed_early_stopping_and_schedule_resume_exactly(ranks):
             # The best epoch's weights were restored.
             torch.testing.assert_close(result["plateau_epoch1"][key], value, rtol=0, atol=0,
                                        msg=key)
+
+
+LIMITED = TrainConfig(epochs=2, batch_size=4, seed=0, device="cpu", lr_schedule="cosine",
+                      warmup_epochs=1, limit_batches=1)
+
+
+def test_fit_distributed_limit_batches_runs_one_global_batch_per_epoch(ranks):
+    for result in ranks:
+        history = result["limited"]
+        assert len(history) == 2 and history["valid_loss"].notna().all()
+        # A warm-up of one step: the full rate at once (without the limit: 16 / 4 = 4 steps).
+        assert list(history["lr"]) == [learning_rate(LIMITED, e, 1) for e in (0, 1)]
+        assert history["lr"].iloc[0] != learning_rate(LIMITED, 0, 4)
 
 
 def test_single_process_helpers_are_no_ops():
