@@ -66,6 +66,14 @@ def test_bad_input_is_refused_with_the_fix():
     a = fields()
     with pytest.raises(ValueError, match="k must be in"):
         fit_eof(a, LAT, k=0)
+    # T days about their mean span T - 1 directions: k = T would divide by a zero variance.
+    few = a[:20]  # T = 20 < C*H*W = 96
+    with pytest.raises(ValueError, match=r"k must be in \[1, min\(T - 1, C\*H\*W\)\] = \[1, 19\]"):
+        fit_eof(few, LAT, k=20)
+    assert np.isfinite(fit_eof(few, LAT, k=19).encode(few)).all()
+    repeated = np.concatenate([a[:3]] * 4)  # 12 days, 3 distinct: 2 directions about the mean
+    with pytest.raises(ValueError, match="span 2 directions, fewer than the 3"):
+        fit_eof(repeated, LAT, k=3)
     bad = a.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

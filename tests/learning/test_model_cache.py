@@ -64,9 +64,10 @@ def test_eof_residual_encoder_larger_than_the_training_days_says_how_to_fix_it()
     from geofusion.learning.model_cache import data_dependent_parameters
     prepared = tiny_prepared()
     n_train = len(prepared.train)
-    with pytest.raises(ValueError, match=f"latent_dim={n_train + 1} needs at least "
-                                         f"{n_train + 1} training days.*lower latent_dim"):
+    # The anomalies about their mean span n_train - 1 directions: n_train EOFs are too many.
+    with pytest.raises(ValueError, match=f"latent_dim={n_train} needs more than "
+                                         f"{n_train} training days.*lower latent_dim"):
         data_dependent_parameters(prepared, {"encoder": "eof_residual",
-                                             "latent_dim": n_train + 1})
+                                             "latent_dim": n_train})
     extra = data_dependent_parameters(prepared, {"encoder": "eof_residual", "latent_dim": 4})
     assert tuple(extra["eof_basis"]["components"].shape)[0] == 4

@@ -158,13 +158,20 @@ def fit_eof(a_train: np.ndarray, lat: np.ndarray, k: int) -> EOFCode:
     Computed from the ``(T, T)`` Gram matrix in float64 (``T`` < ``D`` days here), so it is
     exact up to rounding; deterministic up to the sign of each component, which is fixed so
     that each component's largest-magnitude loading is positive.
+
+    The anomalies minus their mean span at most ``min(T - 1, C*H*W)`` directions, so ``k``
+    may not exceed that, and each of the ``k`` EOFs must carry variance (an eigenvalue above
+    1e-10 of the largest): a component of zero variance has no direction to normalise and
+    would turn every code into inf.
     """
     a = np.asarray(a_train, dtype=np.float64)
     if a.ndim != 4:
         raise ValueError(f"a_train must be (T, C, H, W), got shape {a.shape}")
-    if not 1 <= k <= min(len(a), int(np.prod(a.shape[1:]))):
-        raise ValueError(f"k must be in [1, min(T, C*H*W)] = [1, "
-                         f"{min(len(a), int(np.prod(a.shape[1:])))}], got {k}")
+    most = min(len(a) - 1, int(np.prod(a.shape[1:])))
+    if not 1 <= k <= most:
+        raise ValueError(f"k must be in [1, min(T - 1, C*H*W)] = [1, {most}] for {len(a)} "
+                         f"training days (their anomalies about the mean span at most T - 1 "
+                         f"directions), got {k}; use more training days or fewer EOFs")
     if not np.isfinite(a).all():
         raise ValueError("a_train holds NaN or inf; fill missing values before fitting EOFs")
     mean = a.mean(axis=0)
@@ -173,7 +180,12 @@ def fit_eof(a_train: np.ndarray, lat: np.ndarray, k: int) -> EOFCode:
     evals, evecs = np.linalg.eigh(y @ y.T)
     order = np.argsort(evals)[::-1]
     evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
-    s = np.sqrt(np.maximum(evals[:k], 1e-300))
+    if not evals[k - 1] > 1e-10 * evals[0]:
+        rank = int((evals > 1e-10 * evals[0]).sum())
+        raise ValueError(f"the training anomalies span {rank} directions, fewer than the {k} "
+                         "EOFs asked for (repeated or constant days?); ask for at most "
+                         f"{rank} EOFs or use more distinct training days")
+    s = np.sqrt(evals[:k])
     components = (evecs[:, :k].T @ y) / s[:, None]
     signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
     components *= np.where(signs == 0, 1.0, signs)[:, None]

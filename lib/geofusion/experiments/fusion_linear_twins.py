@@ -166,7 +166,7 @@ def missing_mode_errors(methods: Mapping[str, nn.Module], probes: Mapping[str, n
         present = [c for c in range(len(channels)) if c != m]
         regressions = {BASELINE: fit_missing_mode_regression(prepared, m, k),
                        f"{BASELINE} (encoders' {len(idx)} training days)":
-                           fit_missing_mode_regression(own, m, min(k, len(idx)))}
+                           fit_missing_mode_regression(own, m, min(k, len(idx) - 1))}
         readouts = {name: fit_ridge_cv(scheme_latents(method, train[idx], absent=m),
                                        train[idx, m].reshape(len(idx), -1), weights)
                     for name, method in methods.items()}

@@ -142,7 +142,8 @@ _BEYOND = {
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "common": {"data_path": None, "profile": "quick", "seed": 0, "device": "cpu",
-                   "limit_batches": None, "run_dir": "runs/quick", "cache_dir": "runs/cache", "start": "2000-01-01",
+                   "limit_batches": None, "run_dir": "runs/quick",
+                   "cache_dir": "runs/cache", "start": "2000-01-01",
                    # 11 years: a 60/20/20 split keeps the training block (2,410 days) as long
                    # as the old 80/20 split of 8 years (2,338)
                    "end": "2010-12-31", "level": 500, "space": "anomaly",
@@ -174,7 +175,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "full": {
         "common": {"data_path": WB2_ERA5_64x32, "profile": "full", "seed": 0,
-                   "device": "cuda", "limit_batches": None, "run_dir": "runs/full", "cache_dir": "runs/cache",
+                   "device": "cuda", "limit_batches": None, "run_dir": "runs/full",
+                   "cache_dir": "runs/cache",
                    "start": "1959-01-01", "end": "2022-12-31", "level": None,
                    "space": "anomaly", "train_fraction": 0.6, "test_fraction": 0.2},
         "01_data_loading": {"twin_days": 60},  # used when data_path is the synthetic default

@@ -77,9 +77,9 @@ def data_dependent_parameters(prepared: PreparedData, build_params: dict[str, An
     extra: dict[str, Any] = {}
     if build_params.get("encoder") == "eof_residual":
         latent_dim = int(build_params.get("latent_dim", 1000))
-        if latent_dim > len(prepared.train):
+        if latent_dim >= len(prepared.train):
             raise ValueError(
-                f'encoder="eof_residual" with latent_dim={latent_dim} needs at least '
+                f'encoder="eof_residual" with latent_dim={latent_dim} needs more than '
                 f"{latent_dim} training days for its {latent_dim} EOFs, the data have "
                 f"{len(prepared.train)}: load more years (start/end, train_fraction) or "
                 "lower latent_dim")

@@ -168,7 +168,7 @@ def fit_missing_mode_regression(prepared: Any, mode: int, k: int,
     Args:
         prepared: a :class:`geofusion.data.PreparedData` (or an object with those fields).
         mode: the channel index to reconstruct (0..C-1).
-        k: EOF coefficients of the present modes (the compared latent's size), at most the
+        k: EOF coefficients of the present modes (the compared latent's size), fewer than the
             number of training days.
         relative_alphas, folds: the ridge's penalty grid and blocked cross-validation
             (:func:`fit_ridge_cv`).
