@@ -38,10 +38,11 @@ the steps per epoch (training samples / batch size, as the notebook's loader bat
 at most ``limit_batches``) and the epochs (the maximum: early stopping may end sooner).
 
 Not counted: validation passes (one forward pass over the validation days, or windows, per
-epoch: a few percent), the encoding passes before a decoder's or an LSTM's training (the frozen
-encoder runs inside a decoder's measured step; an LSTM's latents are encoded once, a forward
-pass over every day), notebook 09's fine-grid decoder (skipped on real data, so in the full
-profile), and the evaluations (bootstrap, baselines, probes, ridge decoders, sampling).
+epoch: a few percent); the encoding of the latents an LSTM or a DDPM trains on (one forward
+pass of the frozen encoder over every day, once; a frozen decoder's encoder runs inside its
+measured step, so that one is counted); notebook 09's fine-grid decoder (skipped on real data,
+so in the full profile); and the evaluations (bootstrap, baselines, probes, ridge decoders,
+DDPM sampling).
 """
 
 from __future__ import annotations
