@@ -380,3 +380,22 @@ def test_choose_decoder_rejects_bad_settings(autoencoder):
     with pytest.raises(ValueError, match=r"missing must be a fraction in \[0, 1\)"):
         choose_decoder(autoencoder, {"a": autoencoder.decoder}, prepared, np.arange(3),
                        missing=1.0)
+
+
+def test_build_frozen_decoder_is_seeded_weighted_and_frozen():
+    from geofusion.downstream.reconstruction import build_frozen_decoder
+    lat = np.linspace(-87.1875, 87.1875, 32)
+    method = build_method("autoencoder", latent_dim=8, width=2)
+    first = build_frozen_decoder(method, 8, 5, (32, 64), width=2, seed=3,
+                                 reconstruction_loss="lat_weighted", lat=lat)
+    again = build_frozen_decoder(method, 8, 5, (32, 64), width=2, seed=3)
+    for a, b in zip(first.decoder.parameters(), again.decoder.parameters(), strict=True):
+        assert torch.equal(a, b)
+    weights = np.cos(np.deg2rad(lat)) / np.cos(np.deg2rad(lat)).mean()
+    np.testing.assert_allclose(first.latitude_weights.numpy(), weights, rtol=1e-5)
+    assert again.latitude_weights is None
+    assert not any(p.requires_grad for p in first.method.parameters())
+    with pytest.raises(ValueError, match="needs the grid's latitudes"):
+        build_frozen_decoder(method, 8, 5, (32, 64), reconstruction_loss="lat_weighted")
+    with pytest.raises(ValueError, match="unknown reconstruction_loss"):
+        build_frozen_decoder(method, 8, 5, (32, 64), reconstruction_loss="l1")

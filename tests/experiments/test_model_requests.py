@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from geofusion.experiments.model_requests import notebook_requests
+from geofusion.experiments.model_requests import base_requests, notebook_requests
 from geofusion.reporting.pretrain import notebook_parameters
 
 
@@ -23,3 +23,16 @@ def test_requests_follow_the_profile_and_the_notebook_defaults():
 def test_a_notebook_without_models_of_its_own_is_refused():
     with pytest.raises(ValueError, match="07, 08 and 10 reuse"):
         notebook_requests("07_decoder", {"seed": 0, "device": "cpu"})
+
+
+def test_base_requests_are_those_of_notebook_06_for_every_notebook_that_shares_them():
+    names = ["06_sparsity", "07_decoder", "08_forecasting", "10_assimilation"]
+    planned = notebook_parameters("full", names)
+    sparse = notebook_requests("06_sparsity", planned["06_sparsity"])
+    assert [r.label for r in sparse] == ["autoencoder", "barlow_twins", "sparse_barlow_twins"]
+    assert base_requests(planned["07_decoder"], ("autoencoder", "barlow_twins")) == sparse[:2]
+    assert base_requests(planned["08_forecasting"]) == sparse
+    assert base_requests(planned["10_assimilation"], ("sparse_barlow_twins",)) == sparse[2:]
+    assert sparse[2].build_params["observation"]["max_ratio"] == 0.9
+    with pytest.raises(ValueError, match="unknown base models"):
+        base_requests(planned["07_decoder"], ("simclr",))

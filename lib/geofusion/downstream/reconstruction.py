@@ -62,7 +62,8 @@ from geofusion.verification.metrics import lat_weighted_acc, lat_weighted_mean, 
 __all__ = [
     "Reconstructor", "LatentReconstructor", "FunctionReconstructor", "ReconstructionScore",
     "score_reconstruction", "observation_generator",
-    "decoder_training_days", "fit_frozen_decoder", "fit_joint_decoder", "climatology_reconstructor",
+    "decoder_training_days", "build_frozen_decoder", "fit_frozen_decoder", "fit_joint_decoder",
+    "climatology_reconstructor",
     "optimal_interpolation_reconstructor", "fit_eof_code", "eof_reconstructor",
     "gappy_eof_reconstructor", "fit_masked_ridge_decoder", "choose_decoder", "physical",
 ]
@@ -446,6 +447,42 @@ def decoder_training_days(n_train: int, n_days: int | None, seed: int = 0) -> np
     return days
 
 
+def build_frozen_decoder(method: nn.Module, latent_dim: int, channels: int,
+                         grid: tuple[int, int], width: int = 16, seed: int = 0,
+                         reconstruction_loss: str = "mse", lat: Any = None,
+                         observation: Mapping[str, Any] | None = None) -> FrozenEncoderDecoder:
+    """The untrained model :func:`fit_frozen_decoder` trains: a
+    :class:`geofusion.models.resnet.FieldDecoder` ``(B, latent_dim) -> (B, channels, *grid)`` of
+    base width ``width`` (initial weights seeded by ``seed``) on the frozen ``method``
+    (:class:`geofusion.learning.decoders.FrozenEncoderDecoder`).
+
+    Args:
+        reconstruction_loss: "mse" or "lat_weighted" (then ``lat``, the ``(H,)`` latitudes in
+            degrees, give the cell-area weights :func:`geofusion.data.eof.area_weights`).
+        observation: None, or the settings of the
+            :class:`geofusion.data.observations.Observation` the training batches are seen
+            through.
+
+    Example:
+        >>> from geofusion.learning.methods import build_method
+        >>> method = build_method("autoencoder", latent_dim=8, width=2)
+        >>> model = build_frozen_decoder(method, 8, 5, (32, 64), width=2)
+        >>> model(torch.randn(2, 5, 32, 64)).shape
+        torch.Size([2, 5, 32, 64])
+    """
+    if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
+                         f"{RECONSTRUCTION_LOSSES}")
+    if reconstruction_loss == "lat_weighted" and lat is None:
+        raise ValueError("reconstruction_loss='lat_weighted' needs the grid's latitudes (lat)")
+    weights = area_weights(lat) if reconstruction_loss == "lat_weighted" else None
+    torch.manual_seed(seed)
+    return FrozenEncoderDecoder(method, FieldDecoder(latent_dim, channels, tuple(grid),
+                                                     width=width),
+                                latitude_weights=weights,
+                                observation=None if observation is None else dict(observation))
+
+
 def fit_frozen_decoder(method: nn.Module, encoder_dir: Any, prepared: Any, run_dir: Any,
                        config: Any, latent_dim: int, n_days: int | None = None, width: int = 16,
                        seed: int = 0, progress: bool = True, reconstruction_loss: str = "mse",
@@ -485,14 +522,13 @@ def fit_frozen_decoder(method: nn.Module, encoder_dir: Any, prepared: Any, run_d
     if reconstruction_loss not in RECONSTRUCTION_LOSSES:
         raise ValueError(f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of "
                          f"{RECONSTRUCTION_LOSSES}")
-    weights = area_weights(prepared.lat) if reconstruction_loss == "lat_weighted" else None
     observation = None if observation is None else dict(observation)
 
     def make() -> FrozenEncoderDecoder:
-        torch.manual_seed(seed)
-        return FrozenEncoderDecoder(method, FieldDecoder(latent_dim, len(prepared.channels),
-                                                         grid, width=width),
-                                    latitude_weights=weights, observation=observation)
+        return build_frozen_decoder(method, latent_dim, len(prepared.channels), grid,
+                                    width=width, seed=seed,
+                                    reconstruction_loss=reconstruction_loss, lat=prepared.lat,
+                                    observation=observation)
 
     description = {"name": "frozen_decoder", "encoder": Path(encoder_dir).name,
                    "decoder_width": width, "init_seed": seed, "train_days": len(train_set),

@@ -97,7 +97,9 @@ from geofusion.verification.metrics import lat_weighted_mean, lat_weighted_mse
 __all__ = ["VARIANTS", "DECODERS", "SCORES", "REFERENCES", "variant_settings",
            "score_variant", "reference_scores", "climatological_crps", "ablation_table",
            "compare_rows", "summarise_comparison", "latent_ridge_forecast",
-           "fit_conditional_diffusion", "DATA_KEYS", "TRAINING_KEYS", "SCORING_KEYS",
+           "DIFFUSION_DEFAULTS", "DIFFUSION_DEVICE", "diffusion_settings",
+           "build_conditional_diffusion", "fit_conditional_diffusion", "DATA_KEYS",
+           "TRAINING_KEYS", "SCORING_KEYS",
            "SETTING_KEYS", "train_variants", "score_variants", "STATED_COMPARISONS",
            "stated_comparisons", "FUSION_SCORES", "FUSION_LINK", "fusion_row"]
 
@@ -222,6 +224,45 @@ def _observe(prepared: Any, days: np.ndarray, missing: float, noise_std: float,
     return observation(fields, observation_generator(seed, "pixel"))
 
 
+#: The latent DDPMs' settings where :func:`score_variant` is given none (``layers`` is never
+#: set by notebook 11).
+DIFFUSION_DEFAULTS: dict[str, Any] = {"hidden": 256, "layers": 2, "steps": 50, "epochs": 30,
+                                      "batch_size": 64, "lr": 1e-3, "train_days": 512}
+#: Where :func:`fit_conditional_diffusion` trains (whatever the notebook's ``device``).
+DIFFUSION_DEVICE = "cpu"
+
+
+def diffusion_settings(settings: dict[str, Any], limit_batches: int | None = None
+                       ) -> dict[str, Any]:
+    """The DDPM settings :func:`score_variants` passes to :func:`score_variant` (and it to
+    :func:`fit_conditional_diffusion`) from notebook 11's ``diffusion_*`` parameters, over
+    :data:`DIFFUSION_DEFAULTS`.
+
+    Example:
+        >>> s = diffusion_settings({"diffusion_steps": 100, "diffusion_epochs": 3,
+        ...                         "diffusion_hidden": 64, "diffusion_train_days": None,
+        ...                         "diffusion_batch_size": 32, "diffusion_lr": 1e-3})
+        >>> s["layers"], s["hidden"], s["train_days"]
+        (2, 64, None)
+    """
+    return {**DIFFUSION_DEFAULTS,
+            "steps": settings["diffusion_steps"], "epochs": settings["diffusion_epochs"],
+            "hidden": settings["diffusion_hidden"],
+            "train_days": settings["diffusion_train_days"],
+            "batch_size": settings["diffusion_batch_size"], "lr": settings["diffusion_lr"],
+            "limit_batches": limit_batches}
+
+
+def build_conditional_diffusion(dim: int, settings: dict[str, Any]) -> LatentDiffusion:
+    """The untrained DDPM of :func:`fit_conditional_diffusion` for ``(N, dim)`` latents
+    conditioned on ``(N, dim)`` latents: a :class:`LatentDenoiser` of ``settings["hidden"]``
+    units and ``settings["layers"]`` layers, ``settings["steps"]`` diffusion steps (initial
+    weights from the global generator: seed it first)."""
+    return LatentDiffusion(LatentDenoiser(dim, dim, hidden_dim=settings["hidden"],
+                                          layers=settings["layers"]),
+                           steps=settings["steps"])
+
+
 def fit_conditional_diffusion(target: torch.Tensor, condition: torch.Tensor,
                               settings: dict[str, Any], seed: int
                               ) -> tuple[LatentDiffusion, LatentStandardiser]:
@@ -238,13 +279,10 @@ def fit_conditional_diffusion(target: torch.Tensor, condition: torch.Tensor,
                          f"{tuple(condition.shape)} must both be (N, D) latents")
     scaler = LatentStandardiser.fit(target)
     torch.manual_seed(seed)
-    dim = target.shape[1]
-    model = LatentDiffusion(LatentDenoiser(dim, dim, hidden_dim=settings["hidden"],
-                                           layers=settings["layers"]),
-                            steps=settings["steps"])
+    model = build_conditional_diffusion(target.shape[1], settings)
     fit(model, TensorDataset(scaler.transform(target), scaler.transform(condition)),
         TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                    lr=settings["lr"], seed=seed, device="cpu",
+                    lr=settings["lr"], seed=seed, device=DIFFUSION_DEVICE,
                     limit_batches=settings.get("limit_batches")), progress=False)
     return model, scaler
 
@@ -315,8 +353,7 @@ def score_variant(method: nn.Module, encoder_dir: Any, history: pd.DataFrame, pr
     """
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
-    settings = {"hidden": 256, "layers": 2, "steps": 50, "epochs": 30, "batch_size": 64,
-                "lr": 1e-3, "train_days": 512, **(diffusion or {})}
+    settings = {**DIFFUSION_DEFAULTS, **(diffusion or {})}
     channels = list(prepared.channels)
     lat = prepared.lat
     values: dict[str, Any] = {}
@@ -711,10 +748,7 @@ def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prep
     decoder_config = TrainConfig(epochs=s["decoder_epochs"], batch_size=s["batch_size"],
                                  lr=s["decoder_lr"], seed=s["seed"], device=device,
                                  limit_batches=limit_batches)
-    diffusion = {"steps": s["diffusion_steps"], "epochs": s["diffusion_epochs"],
-                 "hidden": s["diffusion_hidden"], "train_days": s["diffusion_train_days"],
-                 "batch_size": s["diffusion_batch_size"], "lr": s["diffusion_lr"],
-                 "limit_batches": limit_batches}
+    diffusion = diffusion_settings(s, limit_batches)
     values: dict[str, dict[str, Any]] = {}
     bounds: dict[str, dict[str, Any]] = {}
     for variant, (method, history, model_dir) in trained.items():

@@ -36,8 +36,8 @@ from geofusion.experiments import ablations, fusion_study
 from geofusion.learning import collectives, model_cache
 from geofusion.learning.config import TrainConfig
 
-__all__ = ["ModelRequest", "notebook_requests", "PRETRAINED_NOTEBOOKS", "load_notebook_data",
-           "train_requests"]
+__all__ = ["ModelRequest", "notebook_requests", "base_requests", "BASE_MODELS",
+           "PRETRAINED_NOTEBOOKS", "load_notebook_data", "train_requests"]
 
 #: Notebooks whose encoders :func:`notebook_requests` knows (07, 08 and 10 reuse 02/03/06's).
 PRETRAINED_NOTEBOOKS = ("02_autoencoder", "03_barlow_twins", "04_simclr",
@@ -104,25 +104,7 @@ def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
                   "augmentation": p["augmentation"]}
         return [ModelRequest(method, method, config, params, seed)]
     if notebook == "06_sparsity":
-        ae_config = TrainConfig(epochs=p["ae_epochs"], batch_size=p["batch_size"],
-                                lr=p["ae_lr"], seed=seed, device=device, **_schedule(p))
-        config = TrainConfig(epochs=p["encoder_epochs"], batch_size=p["batch_size"],
-                             lr=p["encoder_lr"], seed=seed, device=device, **_schedule(p))
-        bt = {"width": p["width"], "latent_dim": p["latent_dim"], "proj_dim": p["proj_dim"],
-              "lambd": p["lambd"], **_encoder(p)}
-        observation = {"kind": p["mask_kind"], "min_ratio": p["min_ratio"],
-                       "max_ratio": p["max_ratio"], "noise_std": p["noise_std"],
-                       "noise_length": p["noise_length"], "both_views": p["both_views"]}
-        return [
-            ModelRequest("autoencoder", "autoencoder", ae_config,
-                         {"width": p["width"], "latent_dim": p["latent_dim"],
-                          **_encoder(p, autoencoder=True)}, seed),
-            ModelRequest("barlow_twins", "barlow_twins", config,
-                         {**bt, "augmentation": p["augmentation"]}, seed),
-            ModelRequest("sparse_barlow_twins", "barlow_twins", config,
-                         {**bt, "observation": observation,
-                          "augmentation": p["augmentation"]}, seed),
-        ]
+        return base_requests(p)
     if notebook == "11_beyond":
         config = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                              seed=seed, device=device, limit_batches=p.get("limit_batches"))
@@ -150,6 +132,52 @@ def notebook_requests(notebook: str, p: dict[str, Any]) -> list[ModelRequest]:
     raise ValueError(f"no model requests known for {notebook!r}; notebooks with models trained "
                      f"ahead: {', '.join(PRETRAINED_NOTEBOOKS)} (07, 08 and 10 reuse those of "
                      "02, 03 and 06)")
+
+
+#: The base models of notebooks 06, 07, 08 and 10 (:func:`base_requests`).
+BASE_MODELS = ("autoencoder", "barlow_twins", "sparse_barlow_twins")
+
+
+def base_requests(p: dict[str, Any], labels: tuple[str, ...] = BASE_MODELS
+                  ) -> list[ModelRequest]:
+    """The autoencoder, Barlow Twins and sparse-view Barlow Twins (those of ``labels``, in
+    that order) as notebooks 06, 07, 08 and 10 request them from their parameters ``p``
+    (``ae_epochs``, ``ae_lr``, ``encoder_epochs``, ``encoder_lr``, ...; the sparse view's
+    ``mask_kind`` ... ``both_views`` only when it is asked for): notebook 07 asks for the first
+    two, notebook 10 for the third.
+
+    Example:
+        >>> from geofusion.experiments.profiles import parameters_for
+        >>> quick = parameters_for("quick", "07_decoder")
+        >>> [r.label for r in base_requests(quick, ("autoencoder", "barlow_twins"))]
+        ['autoencoder', 'barlow_twins']
+    """
+    unknown = sorted(set(labels) - set(BASE_MODELS))
+    if unknown:
+        raise ValueError(f"unknown base models {unknown}; choose from {BASE_MODELS}")
+    seed, device = p["seed"], p["device"]
+    requests = []
+    if "autoencoder" in labels:
+        ae_config = TrainConfig(epochs=p["ae_epochs"], batch_size=p["batch_size"],
+                                lr=p["ae_lr"], seed=seed, device=device, **_schedule(p))
+        requests.append(ModelRequest("autoencoder", "autoencoder", ae_config,
+                                     {"width": p["width"], "latent_dim": p["latent_dim"],
+                                      **_encoder(p, autoencoder=True)}, seed))
+    config = TrainConfig(epochs=p["encoder_epochs"], batch_size=p["batch_size"],
+                         lr=p["encoder_lr"], seed=seed, device=device, **_schedule(p))
+    bt = {"width": p["width"], "latent_dim": p["latent_dim"], "proj_dim": p["proj_dim"],
+          "lambd": p["lambd"], **_encoder(p)}
+    if "barlow_twins" in labels:
+        requests.append(ModelRequest("barlow_twins", "barlow_twins", config,
+                                     {**bt, "augmentation": p["augmentation"]}, seed))
+    if "sparse_barlow_twins" in labels:
+        observation = {"kind": p["mask_kind"], "min_ratio": p["min_ratio"],
+                       "max_ratio": p["max_ratio"], "noise_std": p["noise_std"],
+                       "noise_length": p["noise_length"], "both_views": p["both_views"]}
+        requests.append(ModelRequest("sparse_barlow_twins", "barlow_twins", config,
+                                     {**bt, "observation": observation,
+                                      "augmentation": p["augmentation"]}, seed))
+    return requests
 
 
 def load_notebook_data(p: dict[str, Any]) -> PreparedData:

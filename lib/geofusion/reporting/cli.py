@@ -9,7 +9,7 @@ Usage::
     python -m geofusion.pipeline sweep 03 --grid lambd=0.001,0.01,0.1 --jobs 2
     python -m geofusion.pipeline --profile full --scheduler-address tcp://host:8786
     python -m geofusion.pipeline pretrain --profile full --nproc 4   # models data-parallel first
-    python -m geofusion.pipeline cost --profile full     # measured steps -> projected time, memory
+    python -m geofusion.pipeline cost --profile full     # every model's steps -> hours, memory
 
 Notebooks are named by prefix everywhere (``03``, ``03_barlow``, ``notebooks/03_...ipynb``);
 an unknown or (for ``sweep``) ambiguous prefix is an error listing the notebooks. Values of
@@ -74,8 +74,9 @@ REPO = repository_root()
 
 def print_cost(profile: str, only: list[str] | None, overrides: dict, steps: int,
                gpu_tflops: float, gpu_efficiency: float, output: Path | None) -> None:
-    """``cost``: measure each selected notebook's models (:mod:`geofusion.experiments.cost`)
-    and print (and write) the projected training time and peak memory."""
+    """``cost``: measure every model the selected notebooks train
+    (:mod:`geofusion.experiments.cost`) and print (and write) the projected training time and
+    peak memory."""
     import platform
 
     import torch
@@ -84,12 +85,12 @@ def print_cost(profile: str, only: list[str] | None, overrides: dict, steps: int
     from geofusion.reporting.pretrain import notebook_parameters
 
     planned = notebook_parameters(profile, notebook_names(only), overrides)
+    jobs = cost.cost_jobs(planned)
     measured = []
-    for notebook, request, days in cost.cost_jobs(planned):
-        measured.append(cost.measure_request(notebook, request, days, device="auto",
-                                             steps=steps))
-        print(f"[geofusion] {notebook} {request.label}: "
-              f"{measured[-1].seconds_per_step:.2f} s/step", flush=True)
+    for job in jobs:
+        measured.append(cost.measure_job(job, device="auto", steps=steps))
+        print(f"[geofusion] {job.notebook} {job.label}: "
+              f"{measured[-1].seconds_per_step:.3g} s/step on {measured[-1].device}", flush=True)
     rows, per_notebook = cost.projection_table(measured, gpu_tflops, gpu_efficiency)
     device = (torch.cuda.get_device_name() if torch.cuda.is_available() else cost.cpu_name())
     header = (f"Profile `{profile}`, measured on {device} (torch {torch.__version__}, "
@@ -97,10 +98,22 @@ def print_cost(profile: str, only: list[str] | None, overrides: dict, steps: int
               f"average {os.getloadavg()[0]:.1f} at the end), "
               f"{steps} timed steps per model after one warm-up. The GPU column is a "
               f"projection from the counted FLOPs at {gpu_efficiency:g} of "
-              f"{gpu_tflops:g} TFLOP/s, not a measurement. Encoder training only "
+              f"{gpu_tflops:g} TFLOP/s, not a measurement. Every model the notebooks train "
+              f"(encoders, fusion schemes, frozen and joint decoders, latent LSTMs, DDPMs; "
+              f"a model several notebooks use is counted once, under the first); the "
+              f"DDPMs are trained on the CPU whatever the device, so measured there. "
+              f"Epochs are the maximum (early stopping may end sooner); validation and "
+              f"encoding passes and the evaluations are not counted "
               f"(geofusion.experiments.cost).")
+    own = {job.notebook for job in jobs}
+    notes = [f"- {name}: trains no model of its own; "
+             + "; ".join(f"{job.label} is counted under {job.notebook}"
+                         for job in jobs if name in job.shared_with)
+             for name in planned if name not in own and name in cost.TRAINING_NOTEBOOKS]
     text = (f"{header}\n\n{cost.markdown_table(rows, index=False)}\n\n"
             f"{cost.markdown_table(per_notebook)}\n")
+    if notes:
+        text += "\n" + "\n".join(notes) + "\n"
     print(text)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="`pretrain`: torchrun processes (one per GPU) that train the "
                              "selected notebooks' models data-parallel into the model cache")
     parser.add_argument("--steps", type=int, default=2,
-                        help="`cost`: timed optimisation steps per model (after one warm-up)")
+                        help="`cost`: timed optimisation steps per model (after one warm-up) "
+                             "of every model the selected notebooks train (encoders, fusion "
+                             "schemes, frozen and joint decoders, LSTMs, DDPMs)")
     parser.add_argument("--gpu-tflops", type=float, default=989.0,
                         help="`cost`: peak TFLOP/s of the GPU the projection assumes "
                              "(default: H100/H200 dense bfloat16)")
