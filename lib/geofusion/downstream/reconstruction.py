@@ -265,7 +265,7 @@ def eof_reconstructor(code: EOFCode) -> FunctionReconstructor:
         >>> import numpy as np, torch
         >>> from geofusion.data.eof import fit_eof
         >>> a = np.random.default_rng(0).normal(size=(30, 2, 4, 6)).astype("float32")
-        >>> code = fit_eof(a, np.linspace(-60, 60, 4), k=29)  # every direction of 30 days about their mean
+        >>> code = fit_eof(a, np.linspace(-60, 60, 4), k=29)  # 30 days span 29 directions
         >>> out = eof_reconstructor(code).reconstruct(torch.from_numpy(a[:3]), None, None)
         >>> bool(torch.allclose(out, torch.from_numpy(a[:3]), atol=1e-4))
         True
