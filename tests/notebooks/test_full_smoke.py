@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from geofusion.experiments.profiles import PROFILES, SMOKE_SIZES
+from geofusion.experiments.profiles import PROFILES, SMOKE_NOTEBOOK_SETTINGS, SMOKE_SIZES
 from geofusion.reporting.notebooks import checked_parameters
 
 SMOKE_NOTEBOOKS = ["03_barlow_twins", "07_decoder", "09_fusion", "11_beyond"]
@@ -30,8 +30,11 @@ def test_smoke_keeps_every_full_size_and_shrinks_only_time_and_days():
         for key, value in settings.items():
             if key.endswith("epochs") and key != "warmup_epochs":
                 assert smoke[name][key] == 1
-            elif key not in SMOKE_SIZES:
+            elif key not in SMOKE_SIZES and key not in SMOKE_NOTEBOOK_SETTINGS.get(name, {}):
                 assert smoke[name][key] == value, (name, key)
+        for key, value in SMOKE_NOTEBOOK_SETTINGS.get(name, {}).items():
+            assert smoke[name][key] == value, (name, key)
+    assert smoke["common"]["limit_batches"] == 1 and full["common"]["limit_batches"] is None
     assert smoke["common"]["device"] == "cpu" and smoke["common"]["data_path"] is None
     # 08 forecasts from `context` days up to `max_lead` days ahead: its evaluation days hold both.
     forecasting = smoke["08_forecasting"]

@@ -237,29 +237,46 @@ def parameters_for(profile: str, name: str, overrides: dict[str, Any] | None = N
 
 # The full profile on a tiny slice (issue 25): every architecture, width, batch, latent size,
 # augmentation and decoder / LSTM / fusion / assimilation / diffusion size of ``full``, but five
-# synthetic years (the fewest whose 60 % training block holds the 1000 days that the 1000 EOFs of
-# the EOF-residual encoder need), one epoch of every model, a handful of evaluation days, on the
-# CPU. It runs the code path of ``full`` end to end in minutes (`make smoke-full`), so a shape,
-# memory or path error surfaces before hours of GPU time; its numbers mean nothing.
+# synthetic years (the fewest whose 60 % training block holds more than the 1000 days that the
+# 1000 EOFs of the EOF-residual encoder and of the equal-size EOF twins need), one epoch of one
+# batch for every model, a handful of evaluation days, on the CPU. It runs the code path of
+# ``full`` end to end in minutes (`make smoke-full`), so a shape, memory or path error surfaces
+# before hours of GPU time; its numbers mean nothing. Where the time went was measured with
+# py-spy on a first smoke run (reports/benchmarks/full_smoke.md): encoding every training and
+# test day through the width-64 networks, the latent 3D-Var's iterations and the inflation
+# choice's cycles, 06's grid of observation settings.
 SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir": "runs/smoke",
                 "start": "2000-01-01", "end": "2004-12-31", "level": 500,
                 # one batch per epoch and validation pass of every model (Lightning's
                 # fast_dev_run): the full-size networks' code paths at a fraction of an epoch
                 "limit_batches": 1}
-#: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1):
-#: evaluation days, and the training days of decoders, joint schemes, fusion schemes and LSTMs
-#: (the encoders of 02-06 and 11 see all 1096 training days: nine batches of 128).
-SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 30, "n_stat_days": 256,
+#: What the slice shrinks besides the epochs (every ``*epochs`` key but ``warmup_epochs`` is 1)
+#: and the batches (:data:`SMOKE_COMMON`'s ``limit_batches``): evaluation days, iterations, the
+#: training days of decoders, joint schemes, fusion schemes and LSTMs (the encoders of 02-06
+#: and 11 see all 1096 training days, one batch of them), the days between the residual-damping
+#: fits' start days, the cycle's days and the statistics' days of 10.
+SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 6, "n_stat_days": 128,
+               "var_iterations": 3, "probe_iterations": 20, "residual_stride": 32,
                "diffusion_train_days": 512, "n_train_days": 256, "n_decoder_days": 256,
-               "forecast_train_days": 365,
+               "forecast_train_days": 96,
                # 11's easy negatives: 1000 days apart leave few anchors in 1096 training days.
                "easy_min": 365}
+#: Notebook settings the full profile leaves at the notebooks' defaults, made smaller for the
+#: smoke run: 06's grid of observation settings (three missing fractions, one noise level, 16
+#: validation days for the decoder choice) and 11's variants (the baseline and "all", which runs
+#: every addition's code path at once).
+SMOKE_NOTEBOOK_SETTINGS = {
+    "06_sparsity": {"n_select_days": 16, "curve_ratios": [0.0, 0.5, 0.9],
+                    "curve_noise_stds": [0.0, 0.5]},
+    "11_beyond": {"variants": ["baseline", "all"]},
+}
 
 
 def smoke_profile(full: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """``full`` (default ``PROFILES["full"]``) on the smoke slice: :data:`SMOKE_COMMON`, one
-    epoch per model and the evaluation sizes of :data:`SMOKE_SIZES`; every other value
-    (architecture, batch, augmentation, decoder and diffusion sizes) is the full profile's.
+    epoch per model, the sizes of :data:`SMOKE_SIZES` and :data:`SMOKE_NOTEBOOK_SETTINGS`;
+    every other value (architecture, batch, augmentation, decoder and diffusion sizes) is the
+    full profile's.
 
     Example:
         >>> smoke = smoke_profile()
@@ -274,6 +291,7 @@ def smoke_profile(full: dict[str, dict[str, Any]] | None = None) -> dict[str, di
         smoke[name] = {key: (1 if key.endswith("epochs") and key != "warmup_epochs"
                              else SMOKE_SIZES.get(key, value))
                        for key, value in settings.items()}
+        smoke[name].update(SMOKE_NOTEBOOK_SETTINGS.get(name, {}))
         if "n_eval_days" in settings and {"context", "max_lead"} <= set(settings):
             # 08's forecasts start after `context` days and need `max_lead` days after them.
             smoke[name]["n_eval_days"] = (settings["context"] + settings["max_lead"]
