@@ -77,8 +77,9 @@ def _contrastive(base: dict[str, Any], **own: Any) -> dict[str, Any]:
 # The sparse-view Barlow Twins of notebook 06, requested again by notebooks 08 and 10.
 _SPARSE = {"mask_kind": "pixel", "min_ratio": 0.0, "max_ratio": 0.9, "noise_std": 0.1,
            "noise_length": 2.0, "both_views": False}
-# Frozen-encoder decoders: notebooks 06, 07 and 08 draw the same training days, so they share
-# the decoders they train.
+# Frozen-encoder decoders: notebooks 06, 07, 08 and 10 draw the same training days. 06 and 07
+# train theirs with the latitude-weighted loss and share them; 08 and 10 ask for the plain-MSE
+# decoder (no reconstruction_loss) and share theirs, a second model per encoder.
 _DECODER = {
     "quick": {"decoder_epochs": 6, "decoder_lr": 1e-3, "decoder_width": 16},
     "full": {"decoder_epochs": 30, "decoder_lr": 1e-3, "decoder_width": 64},
