@@ -256,19 +256,22 @@ SMOKE_COMMON = {"data_path": None, "profile": "smoke", "device": "cpu", "run_dir
 #: training days of decoders, joint schemes, fusion schemes and LSTMs (the encoders of 02-06
 #: and 11 see all 1096 training days, one batch of them), the days between the residual-damping
 #: fits' start days, the cycle's days and the statistics' days of 10.
-SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "cycle_days": 6, "n_stat_days": 128,
+SMOKE_SIZES = {"n_eval_days": 16, "n_eval": 16, "n_stat_days": 128,
+               # two 7-day blocks of the bootstrap intervals
+               "cycle_days": 14,
                "var_iterations": 3, "probe_iterations": 20, "residual_stride": 32,
-               "diffusion_train_days": 512, "n_train_days": 256, "n_decoder_days": 256,
+               # one batch of 128: all a one-batch epoch sees
+               "diffusion_train_days": 512, "n_train_days": 128, "n_decoder_days": 128,
                "forecast_train_days": 96,
                # 11's easy negatives: 1000 days apart leave few anchors in 1096 training days.
                "easy_min": 365}
 #: Notebook settings the full profile leaves at the notebooks' defaults, made smaller for the
-#: smoke run: 06's grid of observation settings (three missing fractions, one noise level, 16
-#: validation days for the decoder choice) and 11's variants (the baseline and "all", which runs
-#: every addition's code path at once).
+#: smoke run: 06's grid of observation settings (three missing fractions, one noise level, two
+#: fractions in the figure, 16 validation days for the decoder choice) and 11's variants (the
+#: baseline and "all", which runs every addition's code path at once).
 SMOKE_NOTEBOOK_SETTINGS = {
     "06_sparsity": {"n_select_days": 16, "curve_ratios": [0.0, 0.5, 0.9],
-                    "curve_noise_stds": [0.0, 0.5]},
+                    "curve_noise_stds": [0.0, 0.5], "static_ratios": [0.0, 0.9]},
     "11_beyond": {"variants": ["baseline", "all"]},
 }
 
