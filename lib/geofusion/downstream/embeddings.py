@@ -49,7 +49,6 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def encode_series(encoder: nn.Module, fields: np.ndarray | Tensor, batch_size: int = 256,
                   device: torch.device | str | None = None,
                   observed: np.ndarray | Tensor | None = None,
