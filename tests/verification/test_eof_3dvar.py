@@ -148,3 +148,19 @@ def test_a_singular_lim_error_covariance_still_gives_a_finite_analysis(world):
     # No background variance along the null direction: the analysis keeps the background there.
     increment = out - zb
     assert np.abs(increment @ vectors[:, 0]).max() < 1e-4 * np.abs(increment).max()
+
+
+def test_background_precision_is_q_inverse_over_the_inflation_from_one_decomposition(
+        world, monkeypatch):
+    _, var = world
+    fresh = EOF3DVar(var.model, var.representation_var, var.noise_std, var.noise_length)
+    calls = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: calls.append(a.shape) or eigh(a))
+    for inflation in (1.0, 3.0, 9.0, 3.0):
+        expected = np.linalg.inv(inflation * var.model.error_covariance.astype(np.float64))
+        np.testing.assert_allclose(fresh.background_precision(inflation), expected,
+                                   rtol=1e-8, atol=1e-10)
+    assert calls == [(var.k, var.k)]  # one eigendecomposition of Q for every inflation
+    with pytest.raises(ValueError, match="inflation must be > 0"):
+        fresh.background_precision(0.0)

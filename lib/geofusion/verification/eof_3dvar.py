@@ -122,6 +122,7 @@ class EOF3DVar:
     periodic_lon: bool = True
     _operators: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _noise: Any = field(default=None, init=False, repr=False, compare=False)
+    _q_precision: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.representation_var = np.asarray(self.representation_var, dtype=np.float64)
@@ -149,6 +150,17 @@ class EOF3DVar:
         if not inflation > 0:
             raise ValueError(f"inflation must be > 0, got {inflation}")
         return inflation * np.asarray(self.model.error_covariance, dtype=np.float64)
+
+    def background_precision(self, inflation: float = 1.0) -> np.ndarray:
+        """``B^{-1} = Q^{-1} / inflation`` float64 ``(k, k)``
+        (:func:`background_precision` of ``Q``, whose floor is relative to the largest
+        eigenvalue and so scales with ``B``): one eigendecomposition of ``Q`` per object, not
+        one per day and inflation of a cycle."""
+        if not inflation > 0:
+            raise ValueError(f"inflation must be > 0, got {inflation}")
+        if self._q_precision is None:
+            self._q_precision = background_precision(self.background_covariance(1.0))
+        return self._q_precision / float(inflation)
 
     def observation_covariance(self, observed: np.ndarray) -> np.ndarray:
         """``R_c`` float64 ``(C, m, m)`` on the ``m`` observed points of ``observed``
@@ -192,7 +204,7 @@ class EOF3DVar:
             r = self.observation_covariance(mask)
             u = np.stack([cho_solve(cho_factor(r[ch], lower=True), g[ch])
                           for ch in range(len(g))])
-            p = np.einsum("cmi,cmj->ij", g, u)
+            p = np.matmul(g.transpose(0, 2, 1), u).sum(axis=0)  # sum_c G_c^T U_c, BLAS
             self._operators[key] = (g, mu, u, p)
         return self._operators[key]
 
@@ -228,7 +240,7 @@ class EOF3DVar:
                 continue
             g, mu, u, p = self._operator(pattern)
             if lam[i] not in precision:
-                precision[lam[i]] = background_precision(self.background_covariance(lam[i]))
+                precision[lam[i]] = self.background_precision(lam[i])
             index = np.flatnonzero(pattern)
             d = y[i].reshape(len(g), -1)[:, index] - mu - g @ zb[i]     # (C, m)
             rhs = np.einsum("cmk,cm->k", u, d)
