@@ -67,6 +67,7 @@ profile = "quick"         # quick (CPU, small) or full (GPU, the report settings
 seed = 0
 deterministic = True      # deterministic kernels and seeded generators, geofusion.reproducibility (False is faster on GPU)
 device = "auto"           # auto, cpu or cuda
+limit_batches = None      # at most this many batches per epoch of every model here (the smoke profile: 1); None: all
 run_dir = "runs/quick"    # checkpoints, logs and results of this profile
 cache_dir = "runs/cache"  # prepared (daily, standardised) data, shared by all runs
 start = "2000-01-01"
@@ -128,7 +129,7 @@ With `patience` set, training stops when the validation loss has not improved fo
 """),
     _cell("code", r"""
 config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                     patience=patience, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs)
+                     patience=patience, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, limit_batches=limit_batches)
 method, history, model_dir = model_cache.pretrained(
     "<<METHOD>>", prepared, run_dir, config, seed=seed, width=width,
     latent_dim=latent_dim, proj_dim=proj_dim, <<HYPER>>=<<HYPER>><<HEAD_ARG>>, augmentation=augmentation,

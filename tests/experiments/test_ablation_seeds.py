@@ -165,6 +165,9 @@ def test_mark_single_run_against_a_seed_table():
 def test_settings_mismatch_and_load_seed_table(tmp_path):
     assert settings_mismatch({"a": (1, 2), "b": 0.1 + 0.2}, {"a": [1, 2], "b": 0.3}) == []
     assert settings_mismatch({"a": 1, "b": None}, {"a": 2, "c": 1}) == ["a", "b", "c"]
+    # limit_batches came later: a table without it was measured with every batch (None).
+    assert settings_mismatch({"a": 1, "limit_batches": None}, {"a": 1}) == []
+    assert settings_mismatch({"a": 1, "limit_batches": 1}, {"a": 1}) == ["limit_batches"]
     assert load_seed_table(None) is None and load_seed_table(tmp_path / "absent.json") is None
     values, intervals = three_seeds()
     path = tmp_path / "seeds.json"

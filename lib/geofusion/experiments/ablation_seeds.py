@@ -34,6 +34,7 @@ import pandas as pd
 
 from geofusion.experiments.ablations import (
     DIRECTIONS,
+    OPTIONAL_SETTINGS,
     REFERENCES,
     STATED_COMPARISONS,
     compare_rows,
@@ -216,8 +217,13 @@ def _same(a: Any, b: Any) -> bool:
 
 def settings_mismatch(settings: dict[str, Any], table_settings: dict[str, Any]) -> list[str]:
     """The keys whose values differ between a run's ``settings`` and a seed table's (present
-    in one only, or unequal after a JSON round trip: tuples read as lists)."""
+    in one only, or unequal after a JSON round trip: tuples read as lists). A key of
+    :data:`geofusion.experiments.ablations.OPTIONAL_SETTINGS` missing on one side has its
+    "off" value there (a table measured before the setting existed ran with it off)."""
     mine, theirs = json.loads(json.dumps(settings)), json.loads(json.dumps(table_settings))
+    for key, off in OPTIONAL_SETTINGS.items():
+        for side in (mine, theirs):
+            side.setdefault(key, off)
     return sorted(k for k in set(mine) | set(theirs)
                   if k not in mine or k not in theirs or not _same(mine[k], theirs[k]))
 

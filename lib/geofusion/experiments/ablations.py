@@ -99,8 +99,8 @@ __all__ = ["VARIANTS", "DECODERS", "SCORES", "REFERENCES", "variant_settings",
            "compare_rows", "summarise_comparison", "latent_ridge_forecast",
            "DIFFUSION_DEFAULTS", "DIFFUSION_DEVICE", "diffusion_settings",
            "build_conditional_diffusion", "fit_conditional_diffusion", "DATA_KEYS",
-           "TRAINING_KEYS", "SCORING_KEYS",
-           "SETTING_KEYS", "train_variants", "score_variants", "STATED_COMPARISONS",
+           "TRAINING_KEYS", "SCORING_KEYS", "SETTING_KEYS", "OPTIONAL_SETTINGS",
+           "train_variants", "score_variants", "STATED_COMPARISONS",
            "stated_comparisons", "FUSION_SCORES", "FUSION_LINK", "fusion_row"]
 
 VARIANTS: tuple[str, ...] = ("baseline", "temporal_positives", "smoothness",
@@ -676,7 +676,7 @@ TRAINING_KEYS: tuple[str, ...] = (
     "encoder", "epochs", "batch_size", "lr", "width", "latent_dim", "proj_dim",
     "proj_hidden_dim", "lambd", "augmentation", "mask_kind", "min_ratio", "max_ratio",
     "noise_std", "noise_length", "max_shift", "shift_scale", "smoothness_weight", "hard",
-    "easy", "hard_range", "easy_min")
+    "easy", "hard_range", "easy_min", "limit_batches")
 SCORING_KEYS: tuple[str, ...] = (
     "decoder", "decoder_ridge", "decoder_observed", "decoder_epochs", "decoder_lr",
     "decoder_width", "n_decoder_days", "n_eval_days", "missing", "members",
@@ -684,6 +684,12 @@ SCORING_KEYS: tuple[str, ...] = (
     "diffusion_lr", "diffusion_hidden", "diffusion_train_days", "probe_hidden",
     "probe_iterations")
 SETTING_KEYS: tuple[str, ...] = DATA_KEYS + TRAINING_KEYS + SCORING_KEYS
+#: Settings added after seed tables were first measured, with the value that means "off": a
+#: settings dict may leave them out (they take this value), and a seed table measured before
+#: they existed matches a run that has them off (:func:`geofusion.experiments.ablation_seeds.
+#: settings_mismatch`). ``limit_batches`` (every model's batches per epoch) trains and so
+#: changes the measurement.
+OPTIONAL_SETTINGS: dict[str, Any] = {"limit_batches": None}
 
 
 def _checked_settings(settings: dict[str, Any], needed: tuple[str, ...]) -> dict[str, Any]:
@@ -691,7 +697,7 @@ def _checked_settings(settings: dict[str, Any], needed: tuple[str, ...]) -> dict
     if unknown:
         raise ValueError(f"unknown ablation settings {unknown}; the keys are SETTING_KEYS "
                          f"{SETTING_KEYS}")
-    missing = [k for k in needed if k not in settings]
+    missing = [k for k in needed if k not in settings and k not in OPTIONAL_SETTINGS]
     if missing:
         raise ValueError(f"ablation settings lack {missing}: pass notebook 11's parameters "
                          "(every key of SETTING_KEYS)")
@@ -700,8 +706,7 @@ def _checked_settings(settings: dict[str, Any], needed: tuple[str, ...]) -> dict
 
 def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
                    variants: list[str], train_seed: int, device: str = "cpu",
-                   progress: bool = True, limit_batches: int | None = None
-                   ) -> dict[str, tuple[nn.Module, pd.DataFrame, Any]]:
+                   progress: bool = True) -> dict[str, tuple[nn.Module, pd.DataFrame, Any]]:
     """Notebook 11's sparse-view Barlow Twins, one per variant, trained (or loaded from the
     model cache, :func:`geofusion.learning.model_cache.pretrained`) on ``prepared.train``.
 
@@ -714,7 +719,8 @@ def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
     """
     s = _checked_settings(settings, TRAINING_KEYS)
     config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                         seed=train_seed, device=device, limit_batches=limit_batches)
+                         seed=train_seed, device=device,
+                         limit_batches=s.get("limit_batches", OPTIONAL_SETTINGS["limit_batches"]))
     observation = {"kind": s["mask_kind"], "min_ratio": s["min_ratio"],
                    "max_ratio": s["max_ratio"], "noise_std": s["noise_std"],
                    "noise_length": s["noise_length"], "both_views": False}
@@ -736,7 +742,7 @@ def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
 
 def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prepared: Any,
                    run_dir: Any, settings: dict[str, Any], device: str = "cpu",
-                   block: str = "test", progress: bool = False, limit_batches: int | None = None
+                   block: str = "test", progress: bool = False
                    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """:func:`score_variant` of every trained variant and :func:`reference_scores`, on
     ``block``, with notebook 11's scoring settings (:data:`SCORING_KEYS` and ``seed``, which
@@ -745,6 +751,7 @@ def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prep
     ...}}``, the variants first, then :data:`REFERENCES`."""
     s = _checked_settings(settings, (*SCORING_KEYS, "batch_size", "latent_dim", "noise_std",
                                      "noise_length", "seed"))
+    limit_batches = s.get("limit_batches", OPTIONAL_SETTINGS["limit_batches"])
     decoder_config = TrainConfig(epochs=s["decoder_epochs"], batch_size=s["batch_size"],
                                  lr=s["decoder_lr"], seed=s["seed"], device=device,
                                  limit_batches=limit_batches)
