@@ -36,6 +36,10 @@ def test_smoke_keeps_every_full_size_and_shrinks_only_time_and_days():
             assert smoke[name][key] == value, (name, key)
     assert smoke["common"]["limit_batches"] == 1 and full["common"]["limit_batches"] is None
     assert smoke["common"]["device"] == "cpu" and smoke["common"]["data_path"] is None
+    # Every interval resamples blocks of DEFAULT_BLOCK days: 10's 6-day cycle failed there.
+    from geofusion.verification.bootstrap import DEFAULT_BLOCK
+    assert smoke["10_assimilation"]["cycle_days"] >= 2 * DEFAULT_BLOCK
+    assert min(SMOKE_SIZES["n_eval_days"], SMOKE_SIZES["n_eval"]) >= 2 * DEFAULT_BLOCK
     # 08 forecasts from `context` days up to `max_lead` days ahead: its evaluation days hold both.
     forecasting = smoke["08_forecasting"]
     assert forecasting["n_eval_days"] > forecasting["context"] + forecasting["max_lead"]
