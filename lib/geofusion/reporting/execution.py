@@ -81,6 +81,31 @@ KERNEL_MANAGER: type[AsyncKernelManager] = (
     else AsyncKernelManager)
 
 
+#: glibc malloc settings every notebook kernel gets unless this process sets them already.
+#: PyTorch's CPU allocator hands each large tensor to glibc, which maps anything above its
+#: (dynamic) mmap threshold afresh and unmaps it when freed, so every forward pass page-faults
+#: its activations in again (72x144 fields x 64 channels x batch 128: 340 MB a layer); a fifth
+#: of the smoke run's CPU was system time. From a heap that keeps freed memory (no mmap below
+#: 4 GiB, trimmed only above 64 GiB) notebook 03 under the smoke profile spent 5 s instead of
+#: 20 s in the kernel (reports/benchmarks/full_smoke.md); its resident set stays at its peak.
+#: Results do not change.
+KERNEL_MALLOC_ENV: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**30),
+                                     "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30),
+                                     "MALLOC_TOP_PAD_": str(2**30)}
+
+
+def kernel_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """What a notebook kernel gets on top of this process's environment:
+    :data:`KERNEL_MALLOC_ENV` (each entry unless this process sets it), then ``env``.
+
+    Example:
+        >>> kernel_environment({"OMP_NUM_THREADS": "1"})["OMP_NUM_THREADS"]
+        '1'
+    """
+    malloc = {k: v for k, v in KERNEL_MALLOC_ENV.items() if k not in os.environ}
+    return {**malloc, **(env or {})}
+
+
 def _kernel_manager(env: dict[str, str] | None) -> type[AsyncKernelManager]:
     """:data:`KERNEL_MANAGER`, or a subclass whose kernels get ``env`` on top of this
     process's environment (the kernel's own, not this process's: notebooks run side by side
@@ -109,7 +134,8 @@ def execute(name: str, parameters: dict[str, Any], output_dir: Path,
 
     ``parameters`` are injected as given (check them first with :func:`checked_parameters`);
     ``env``: environment variables of the kernel on top of this process's (e.g.
-    ``{"OMP_NUM_THREADS": "1"}``). A cell error raises :class:`PipelineError` naming the
+    ``{"OMP_NUM_THREADS": "1"}``), after :data:`KERNEL_MALLOC_ENV`
+    (:func:`kernel_environment`). A cell error raises :class:`PipelineError` naming the
     notebook, the cell (execution count and its first line), the exception and the executed
     notebook holding the traceback; a dying kernel one naming the notebook.
     """
@@ -122,7 +148,8 @@ def execute(name: str, parameters: dict[str, Any], output_dir: Path,
         papermill.execute_notebook(str(notebook_path(name)), str(out_ipynb),
                                    parameters=parameters, cwd=str(REPO),
                                    kernel_name=kernel_name, progress_bar=False,
-                                   kernel_manager_class=_kernel_manager(env))
+                                   kernel_manager_class=_kernel_manager(
+                                       kernel_environment(env)))
     except PapermillExecutionError as error:
         run.status, run.error = "failed", f"cell {error.exec_count}: {error.ename}: {error.evalue}"
         raise PipelineError(f"notebook {name} failed in cell {error.exec_count} "
