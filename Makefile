@@ -46,7 +46,7 @@ sweeps: $(VENV)/.installed
 ## file on one worker, so its module-scoped fixtures (e.g. the 10-year world of
 ## tests/test_synthetic.py) are built once. Every test writes under its own tmp_path and the
 ## browser tests take free ports, so the workers share nothing. The full-size smoke notebooks
-## (marker full_smoke, tests/notebooks/test_full_smoke.py; 09 alone 12 min on 2 cores) are skipped
+## (marker full_smoke, tests/notebooks/test_full_smoke.py; 09 alone 10 min on 2 cores) are skipped
 ## here: `make test TEST_MARKERS=` runs them too, or `pytest -m full_smoke` alone.
 TEST_WORKERS ?= 2
 TEST_MARKERS ?= not full_smoke
