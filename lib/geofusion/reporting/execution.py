@@ -15,6 +15,7 @@ rendered to HTML whether it failed or not. Which notebooks run, and when, is
 
 from __future__ import annotations
 
+import contextvars
 import os
 import platform
 import subprocess
@@ -145,11 +146,14 @@ def execute(name: str, parameters: dict[str, Any], output_dir: Path,
     tic = time.perf_counter()
     os.environ["GEOFUSION_PLAIN_PROGRESS"] = "1"
     try:
-        papermill.execute_notebook(str(notebook_path(name)), str(out_ipynb),
-                                   parameters=parameters, cwd=str(REPO),
-                                   kernel_name=kernel_name, progress_bar=False,
-                                   kernel_manager_class=_kernel_manager(
-                                       kernel_environment(env)))
+        # In a fresh context: jupyter_core keeps its event loop in a context variable, which
+        # threads started from a context that has one inherit (dask's workers), so two
+        # notebooks side by side after one executed in the main thread shared one loop
+        # ("This event loop is already running").
+        contextvars.Context().run(
+            papermill.execute_notebook, str(notebook_path(name)), str(out_ipynb),
+            parameters=parameters, cwd=str(REPO), kernel_name=kernel_name,
+            progress_bar=False, kernel_manager_class=_kernel_manager(kernel_environment(env)))
     except PapermillExecutionError as error:
         run.status, run.error = "failed", f"cell {error.exec_count}: {error.ename}: {error.evalue}"
         raise PipelineError(f"notebook {name} failed in cell {error.exec_count} "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import contextvars
 import functools
 import json
 import os
@@ -194,12 +193,7 @@ def _run_task(task: NotebookTask, threads: int | None, forward_print: bool,
     say(f"[geofusion] {task.key} ...", flush=True)
     env = None if threads is None else {"OMP_NUM_THREADS": str(threads)}
     try:
-        # A fresh context: jupyter_core keeps its event loop in a context variable, and a
-        # worker thread inherits the submitting thread's context, so two notebooks side by
-        # side (or one after a notebook executed in the main thread) would share one loop
-        # ("This event loop is already running").
-        run = contextvars.Context().run(execute, task.name, task.parameters, task.output_dir,
-                                        env=env)
+        run = execute(task.name, task.parameters, task.output_dir, env=env)
     except PipelineError as error:
         run = NotebookRun(task.name, task.parameters, status="failed", error=str(error))
         if (task.output_dir / f"{task.name}.html").exists():
