@@ -701,7 +701,7 @@ def _checked_settings(settings: dict[str, Any], needed: tuple[str, ...]) -> dict
     if missing:
         raise ValueError(f"ablation settings lack {missing}: pass notebook 11's parameters "
                          "(every key of SETTING_KEYS)")
-    return settings
+    return {**OPTIONAL_SETTINGS, **settings}  # an optional setting left out is off
 
 
 def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
@@ -720,7 +720,7 @@ def train_variants(prepared: Any, run_dir: Any, settings: dict[str, Any],
     s = _checked_settings(settings, TRAINING_KEYS)
     config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                          seed=train_seed, device=device,
-                         limit_batches=s.get("limit_batches", OPTIONAL_SETTINGS["limit_batches"]))
+                         limit_batches=s["limit_batches"])
     observation = {"kind": s["mask_kind"], "min_ratio": s["min_ratio"],
                    "max_ratio": s["max_ratio"], "noise_std": s["noise_std"],
                    "noise_length": s["noise_length"], "both_views": False}
@@ -751,7 +751,7 @@ def score_variants(trained: dict[str, tuple[nn.Module, pd.DataFrame, Any]], prep
     ...}}``, the variants first, then :data:`REFERENCES`."""
     s = _checked_settings(settings, (*SCORING_KEYS, "batch_size", "latent_dim", "noise_std",
                                      "noise_length", "seed"))
-    limit_batches = s.get("limit_batches", OPTIONAL_SETTINGS["limit_batches"])
+    limit_batches = s["limit_batches"]
     decoder_config = TrainConfig(epochs=s["decoder_epochs"], batch_size=s["batch_size"],
                                  lr=s["decoder_lr"], seed=s["seed"], device=device,
                                  limit_batches=limit_batches)
