@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -399,3 +400,27 @@ def test_build_frozen_decoder_is_seeded_weighted_and_frozen():
         build_frozen_decoder(method, 8, 5, (32, 64), reconstruction_loss="lat_weighted")
     with pytest.raises(ValueError, match="unknown reconstruction_loss"):
         build_frozen_decoder(method, 8, 5, (32, 64), reconstruction_loss="l1")
+
+
+def test_decoder_summary_against_the_curves(autoencoder, days):
+    from geofusion.experiments.sparsity_study import decoder_summary
+
+    times = np.arange("2001-01-01", "2001-01-07", dtype="datetime64[D]")
+    models = {"ae": LatentReconstructor(autoencoder, autoencoder.decoder),
+              "half": FunctionReconstructor(lambda f, o, t, s: 0.5 * f),
+              "climatology": FunctionReconstructor(lambda f, o, t, s: torch.zeros_like(f))}
+    curves = SparsityEvaluation(models, days, times, LAT, to_physical, CHANNELS,
+                                seed=2).curves(["pixel"], [0.0, 0.5])
+    embedding = pd.DataFrame({"positive_cosine": [0.9], "negative_cosine": [0.1],
+                              "embedding_variance": [2.0]}, index=["ae"])
+    table = decoder_summary(curves, 0.5, ["half", "climatology"], {"ae": 1.5}, {"ae": 0.25},
+                            embedding, ["half", "ae"])
+    assert list(table.index) == ["half", "ae"]
+    for ratio, column in ((0.0, "RMSE / climatology"), (0.5, "RMSE / climatology (sparse input)")):
+        rows = curves[curves.missing_fraction == ratio].set_index(["model", "variable"])["rmse"]
+        expected = np.mean([rows[("ae", v)] / rows[("climatology", v)] for v in CHANNELS])
+        assert table.loc["ae", column] == pytest.approx(expected)
+    assert table.loc["ae", "final contrastive loss"] == 1.5
+    assert np.isnan(table.loc["half", "final reconstruction MSE"])
+    assert table.loc["ae", "positive_cosine"] == 0.9
+    assert table.loc["ae", "vs best baseline (sparse input)"].endswith("better)")

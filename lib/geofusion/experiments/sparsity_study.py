@@ -31,7 +31,8 @@ from geofusion.downstream.reconstruction import (
 )
 from geofusion.verification import baseline_comparison
 
-__all__ = ["SparsityEvaluation", "relative_skill", "fraction_key", "versus_best_baseline"]
+__all__ = ["SparsityEvaluation", "relative_skill", "fraction_key", "versus_best_baseline",
+           "decoder_summary"]
 
 
 class SparsityEvaluation:
@@ -351,3 +352,36 @@ def versus_best_baseline(curves: pd.DataFrame, baselines: Sequence[str],
     relative
     to ``reference``)."""
     return baseline_comparison.versus_best_baseline(curves, baselines, reference, _SETTING)
+
+
+def decoder_summary(curves: pd.DataFrame, sparse_ratio: float, baselines: Sequence[str],
+                    final_contrastive: dict[str, float], final_reconstruction: dict[str, float],
+                    embedding: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Notebook 07's one-row-per-model summary from pixel-mask ``curves`` at missing fractions
+    0 and ``sparse_ratio`` (:meth:`SparsityEvaluation.curves`): RMSE / climatology on complete
+    and sparse input, 2 m temperature RMSE [K] with its 95 % interval, anomaly correlation and
+    anomaly variance explained (means over variables, complete input), the comparison with the
+    best of ``baselines`` on sparse input, the final training losses and the latent figures
+    (``positive_cosine``, ``negative_cosine``, ``embedding_variance`` of ``embedding``), rows in
+    ``order``."""
+    skill = relative_skill(curves)["rmse_over_reference"].droplevel(["kind", "noise_std"])
+    versus = versus_best_baseline(curves, baselines).droplevel(["kind", "noise_std"])
+    complete = curves[curves.missing_fraction == 0]
+    t2m = complete[complete.variable == "2m_temperature"].set_index("model")
+    sparse_versus = versus.xs(sparse_ratio, level="missing_fraction")
+    return pd.DataFrame({
+        "RMSE / climatology": skill.xs(0.0, level="missing_fraction"),
+        "RMSE / climatology (sparse input)": skill.xs(sparse_ratio, level="missing_fraction"),
+        "2m temperature RMSE [K]": t2m.rmse,
+        "2m temperature 95 % interval [K]": t2m.apply(
+            lambda r: f"[{r.rmse_low:.3g}, {r.rmse_high:.3g}]", axis=1),
+        "anomaly correlation": complete.groupby("model").acc.mean(),
+        "anomaly variance explained": complete.groupby("model").anomaly_variance_explained.mean(),
+        "vs best baseline (sparse input)": sparse_versus.apply(
+            lambda r: f"{r.rmse_over_best_baseline:.3f} x {r.best_baseline} "
+                      f"({r.variables_better}/{r.n_variables} better)", axis=1),
+        "final contrastive loss": pd.Series(final_contrastive, dtype=float),
+        "final reconstruction MSE": pd.Series(final_reconstruction, dtype=float),
+        **{column: embedding[column]
+           for column in ("positive_cosine", "negative_cosine", "embedding_variance")},
+    }).loc[list(order)]
